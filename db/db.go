@@ -1,0 +1,93 @@
+// Package db is portal-domains' Postgres layer: the pool, migrations, the
+// portal_domains queries and guarded status transitions, and the Go enqueue
+// API. Enqueueing itself happens in the database trigger (migrations/003), so
+// a write through this package and a plain SQL write by the SaaS app produce
+// the same River job in the same transaction.
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DefaultURL is where the worker looks for Postgres when DATABASE_URL is unset.
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/portal_domains"
+
+// ErrUnreachable wraps a failure to connect, so the CLI can say what to start.
+var ErrUnreachable = errors.New("database unreachable")
+
+// Open connects a pool and checks that the server answers.
+func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL %s: %w", RedactURL(databaseURL), err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", RedactURL(databaseURL), err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, RedactURL(databaseURL), err)
+	}
+	return pool, nil
+}
+
+// RedactURL hides the password of a connection URL so it can be logged.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if err != nil {
+			return "(unparsable database URL)"
+		}
+		return raw
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// Beginner is what InTx needs: a pool, a connection or a transaction.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// InTx runs fn in a transaction, committing when it returns nil.
+func InTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Querier is satisfied by a pool, a connection and a transaction.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// pgErrorMessage returns the server's message for errors raised by our
+// constraints and trigger, which are written for people.
+func pgErrorMessage(err error) (code, message string, ok bool) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code, pgErr.Message, true
+	}
+	return "", "", false
+}

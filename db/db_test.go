@@ -1,0 +1,518 @@
+package db_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/db/dbtest"
+	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/jobs"
+)
+
+type testBundle struct {
+	ctx  context.Context
+	pool *pgxpool.Pool
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	return &testBundle{ctx: context.Background(), pool: dbtest.Migrated(t).Pool}
+}
+
+type jobRow struct {
+	ID          int64
+	Kind        string
+	Queue       string
+	Args        jobs.DomainArgs
+	MaxAttempts int
+	UniqueKey   []byte
+	State       string
+}
+
+func listJobs(t *testing.T, b *testBundle) []jobRow {
+	t.Helper()
+	rows, err := b.pool.Query(b.ctx, `SELECT id, kind, queue, args, max_attempts, unique_key, state::text FROM river_job ORDER BY id`)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (jobRow, error) {
+		var j jobRow
+		var args []byte
+		if err := row.Scan(&j.ID, &j.Kind, &j.Queue, &args, &j.MaxAttempts, &j.UniqueKey, &j.State); err != nil {
+			return j, err
+		}
+		return j, json.Unmarshal(args, &j.Args)
+	})
+	require.NoError(t, err)
+	return out
+}
+
+func newTenant() domain.TenantID { return domain.TenantID(uuid.NewString()) }
+
+func sqlInsert(t *testing.T, b *testBundle, tenant domain.TenantID, name string) string {
+	t.Helper()
+	var id string
+	err := b.pool.QueryRow(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, $2, $3) RETURNING id::text`,
+		string(tenant), name, domain.CanonicalHost(tenant, domain.DefaultCanonicalSuffix, 7)).Scan(&id)
+	require.NoError(t, err)
+	return id
+}
+
+func TestMigrations(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := dbtest.New(t)
+
+	applied, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
+	require.NoError(t, err)
+	require.Len(t, applied, 3)
+
+	t.Run("up again changes nothing", func(t *testing.T) {
+		again, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
+		require.NoError(t, err)
+		require.Empty(t, again)
+	})
+
+	t.Run("down one step then up", func(t *testing.T) {
+		reverted, err := db.MigrateDown(ctx, s.Pool, 1)
+		require.NoError(t, err)
+		require.Len(t, reverted, 1)
+		require.Equal(t, 3, reverted[0].Version)
+		status, err := db.MigrationStatus(ctx, s.Pool)
+		require.NoError(t, err)
+		require.False(t, status[2].Applied)
+		require.True(t, status[1].Applied)
+		_, err = db.MigrateUp(ctx, s.Pool, db.Settings{})
+		require.NoError(t, err)
+	})
+
+	t.Run("down all removes every table then up restores them", func(t *testing.T) {
+		_, err := db.MigrateDown(ctx, s.Pool, 0)
+		require.NoError(t, err)
+		var tables int
+		require.NoError(t, s.Pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = $1`, s.Name).Scan(&tables))
+		require.Zero(t, tables)
+		applied, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
+		require.NoError(t, err)
+		require.Len(t, applied, 3)
+		tenant := newTenant()
+		b := &testBundle{ctx: ctx, pool: s.Pool}
+		sqlInsert(t, b, tenant, "portal.acme.com")
+		require.Len(t, listJobs(t, b), 1)
+	})
+}
+
+func TestSQLInsertEnqueues(t *testing.T) {
+	t.Parallel()
+
+	t.Run("plain insert enqueues exactly one verify_dns job", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		tenant := newTenant()
+		id := sqlInsert(t, b, tenant, "Portal.Acme.COM.")
+		js := listJobs(t, b)
+		require.Len(t, js, 1)
+		require.Equal(t, domain.KindVerifyDNS, js[0].Kind)
+		require.Equal(t, domain.QueueDNS, js[0].Queue)
+		require.Equal(t, jobs.DomainArgs{DomainID: id, Generation: 1}, js[0].Args)
+
+		rec, err := db.GetDomain(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.Equal(t, "portal.acme.com", rec.Domain, "the trigger normalises case and the trailing dot")
+		require.Equal(t, domain.StatusPendingDNS, rec.Status)
+		require.Contains(t, string(rec.VerificationDetails), "dns_check_started_at")
+		events, err := db.ListEvents(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.Len(t, events, 1)
+		require.Equal(t, domain.StatusPendingDNS, events[0].To)
+	})
+
+	t.Run("a second insert of the same domain is refused and enqueues nothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		sqlInsert(t, b, newTenant(), "portal.acme.com")
+		other := newTenant()
+		_, err := b.pool.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, $2, $3)`,
+			string(other), "PORTAL.acme.com", domain.CanonicalHost(other, domain.DefaultCanonicalSuffix, 7))
+		require.ErrorContains(t, err, "already registered by another tenant")
+		require.Len(t, listJobs(t, b), 1)
+	})
+
+	t.Run("AlgaPSA upsert of the same domain adds no job; a new domain starts over", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		tenant := newTenant()
+		upsert := `INSERT INTO portal_domains (tenant, domain, canonical_host, status, status_message, verification_details)
+			VALUES ($1, $2, $3, 'pending_dns', 'Waiting for DNS verification', '{}')
+			ON CONFLICT (tenant) DO UPDATE SET domain = excluded.domain, canonical_host = excluded.canonical_host,
+				status = excluded.status, status_message = excluded.status_message,
+				verification_details = excluded.verification_details, updated_at = now()
+			RETURNING id::text`
+		canonical := domain.CanonicalHost(tenant, domain.DefaultCanonicalSuffix, 7)
+		var id1, id2, id3 string
+		require.NoError(t, b.pool.QueryRow(b.ctx, upsert, string(tenant), "portal.acme.com", canonical).Scan(&id1))
+		require.NoError(t, b.pool.QueryRow(b.ctx, upsert, string(tenant), "portal.acme.com", canonical).Scan(&id2))
+		require.Equal(t, id1, id2)
+		require.Len(t, listJobs(t, b), 1, "the same domain again is deduplicated")
+
+		require.NoError(t, b.pool.QueryRow(b.ctx, upsert, string(tenant), "portal.other.com", canonical).Scan(&id3))
+		require.Equal(t, id1, id3, "a domain change keeps the row id")
+		js := listJobs(t, b)
+		require.Len(t, js, 2)
+		require.Equal(t, jobs.DomainArgs{DomainID: id1, Generation: 2}, js[1].Args)
+		rec, err := db.GetDomain(b.ctx, b.pool, id1)
+		require.NoError(t, err)
+		require.Equal(t, int64(2), rec.Generation)
+		require.Contains(t, string(rec.VerificationDetails), "dns_check_started_at")
+
+		// AlgaPSA's plain update and tenant deletion work unchanged.
+		_, err = b.pool.Exec(b.ctx, `UPDATE portal_domains SET status = 'disabled', updated_at = now() WHERE tenant = $1`, string(tenant))
+		require.NoError(t, err)
+		js = listJobs(t, b)
+		require.Equal(t, domain.KindDisable, js[len(js)-1].Kind)
+		_, err = b.pool.Exec(b.ctx, `DELETE FROM portal_domains WHERE tenant = $1`, string(tenant))
+		require.NoError(t, err)
+	})
+
+	t.Run("status changes by SQL enqueue the stage job", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		tenant := newTenant()
+		id := sqlInsert(t, b, tenant, "portal.acme.com")
+		for _, step := range []struct {
+			from, to domain.Status
+			kind     string
+		}{
+			{domain.StatusPendingDNS, domain.StatusVerifyingDNS, ""},
+			{domain.StatusVerifyingDNS, domain.StatusPendingCertificate, domain.KindApply},
+			{domain.StatusPendingCertificate, domain.StatusCertificateFailed, ""},
+			{domain.StatusCertificateFailed, domain.StatusPendingCertificate, domain.KindApply},
+		} {
+			before := len(listJobs(t, b))
+			_, err := b.pool.Exec(b.ctx, `UPDATE portal_domains SET status = $2::portal_domain_status WHERE id = $1`, id, string(step.to))
+			require.NoError(t, err, "%s → %s", step.from, step.to)
+			js := listJobs(t, b)
+			if step.kind == "" {
+				require.Len(t, js, before, "%s → %s enqueues nothing", step.from, step.to)
+				continue
+			}
+			require.Len(t, js, before+1)
+			require.Equal(t, step.kind, js[len(js)-1].Kind)
+		}
+		rec, err := db.GetDomain(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.Equal(t, int64(2), rec.Generation, "AlgaPSA's retry after certificate_failed starts a new generation")
+	})
+}
+
+func TestGoAPIAndSQLProduceTheSameJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	viaSQL := sqlInsert(t, b, newTenant(), "portal.sql.com")
+	var viaGo string
+	require.NoError(t, db.InTx(b.ctx, b.pool, func(tx pgx.Tx) error {
+		res, err := db.Register(b.ctx, tx, newTenant(), "portal.go.com", "")
+		viaGo = res.Record.ID
+		require.True(t, res.Enqueued)
+		return err
+	}))
+	js := listJobs(t, b)
+	require.Len(t, js, 2)
+	require.Equal(t, js[0].Kind, js[1].Kind)
+	require.Equal(t, js[0].Queue, js[1].Queue)
+	require.Equal(t, js[0].MaxAttempts, js[1].MaxAttempts)
+	require.Equal(t, viaSQL, js[0].Args.DomainID)
+	require.Equal(t, viaGo, js[1].Args.DomainID)
+
+	// River's own InsertTx of the same args computes the same unique key:
+	// it finds the trigger's job and inserts nothing.
+	client, err := river.NewClient(riverpgxv5.New(b.pool), &river.Config{})
+	require.NoError(t, err)
+	for _, j := range js {
+		res, err := client.Insert(b.ctx, jobs.VerifyDNSArgs{DomainArgs: j.Args}, nil)
+		require.NoError(t, err)
+		require.True(t, res.UniqueSkippedAsDuplicate, "River computes the trigger's unique key")
+		require.Equal(t, j.ID, res.Job.ID)
+	}
+	require.Len(t, listJobs(t, b), 2)
+	// And the other way round: a job River inserted first makes the trigger's insert a no-op.
+	res, err := client.Insert(b.ctx, jobs.ApplyArgs{DomainArgs: js[0].Args}, nil)
+	require.NoError(t, err)
+	require.False(t, res.UniqueSkippedAsDuplicate)
+	var enqueued bool
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT portal_domains_enqueue_stage($1, 'pending_certificate', 1)`, viaSQL).Scan(&enqueued))
+	require.False(t, enqueued)
+}
+
+func TestEveryIllegalTransitionIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tenant := newTenant()
+	id := sqlInsert(t, b, tenant, "portal.acme.com")
+
+	for _, from := range domain.Statuses {
+		for _, to := range domain.Statuses {
+			if from == to {
+				continue
+			}
+			t.Run(fmt.Sprintf("%s to %s", from, to), func(t *testing.T) {
+				tx, err := b.pool.Begin(b.ctx)
+				require.NoError(t, err)
+				defer tx.Rollback(b.ctx) //nolint:errcheck
+				// Force the starting status without the trigger's checks.
+				_, err = tx.Exec(b.ctx, `ALTER TABLE portal_domains DISABLE TRIGGER portal_domains_before_write`)
+				require.NoError(t, err)
+				_, err = tx.Exec(b.ctx, `UPDATE portal_domains SET status = $2::portal_domain_status WHERE id = $1`, id, string(from))
+				require.NoError(t, err)
+				_, err = tx.Exec(b.ctx, `ALTER TABLE portal_domains ENABLE TRIGGER portal_domains_before_write`)
+				require.NoError(t, err)
+
+				_, goErr := domain.CheckTransition(from, to)
+				_, sqlErr := tx.Exec(b.ctx, `UPDATE portal_domains SET status = $2::portal_domain_status WHERE id = $1`, id, string(to))
+				if goErr != nil {
+					require.ErrorContains(t, sqlErr, fmt.Sprintf("status cannot move from %s to %s", from, to))
+				} else {
+					require.NoError(t, sqlErr)
+				}
+			})
+		}
+	}
+}
+
+func TestConcurrentTransitions(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := sqlInsert(t, b, newTenant(), "portal.acme.com")
+	_, err := db.Transition(b.ctx, b.pool, domain.Change{DomainID: id, Generation: 1, From: domain.StatusPendingDNS, To: domain.StatusVerifyingDNS, Message: "checking"})
+	require.NoError(t, err)
+
+	// Two workers race the same job outcome through two connections: one
+	// wins, the other is told the row moved, and history has one move.
+	const racers = 8
+	var wg sync.WaitGroup
+	results := make([]error, racers)
+	for i := range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			to := domain.StatusPendingCertificate
+			if i%2 == 1 {
+				to = domain.StatusDNSFailed
+			}
+			results[i] = db.InTx(b.ctx, b.pool, func(tx pgx.Tx) error {
+				_, err := db.Transition(b.ctx, tx, domain.Change{DomainID: id, Generation: 1, From: domain.StatusVerifyingDNS, To: to, Message: fmt.Sprintf("racer %d", i)})
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	var won int
+	for _, err := range results {
+		if err == nil {
+			won++
+		} else {
+			require.ErrorIs(t, err, db.ErrStale)
+		}
+	}
+	require.Equal(t, 1, won)
+	events, err := db.ListEvents(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Len(t, events, 3)
+	require.Equal(t, domain.StatusVerifyingDNS, events[2].From)
+	rec, err := db.GetDomain(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, events[2].To, rec.Status)
+	require.Equal(t, events[2].Message, rec.StatusMessage)
+}
+
+func TestBadSQLRowsAreRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tenant := newTenant()
+	canonical := domain.CanonicalHost(tenant, domain.DefaultCanonicalSuffix, 7)
+	for _, tc := range []struct {
+		name, domain, canonical, want string
+	}{
+		{"empty", "", canonical, "must not be empty"},
+		{"single label", "localhost", canonical, "single label"},
+		{"bad character", "portal_x.acme.com", canonical, "only letters, digits and hyphens"},
+		{"unicode", "pörtal.acme.com", canonical, "punycode"},
+		{"wildcard", "*.acme.com", canonical, "wildcard"},
+		{"ip address", "10.0.0.1", canonical, "IP address"},
+		{"hyphen", "-portal.acme.com", canonical, "hyphen"},
+		{"canonical of another tenant", "portal.acme.com", "ffffffff.portal.algapsa.com", "must start with at least the first 7 hex digits"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := b.pool.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, $2, $3)`,
+				string(tenant), tc.domain, tc.canonical)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	t.Run("a row cannot start active", func(t *testing.T) {
+		_, err := b.pool.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host, status) VALUES ($1, 'portal.acme.com', $2, 'active')`,
+			string(tenant), canonical)
+		require.ErrorContains(t, err, "starts in pending_dns")
+	})
+	var rows, jobsCount int
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT (SELECT count(*) FROM portal_domains), (SELECT count(*) FROM river_job)`).Scan(&rows, &jobsCount))
+	require.Zero(t, rows)
+	require.Zero(t, jobsCount)
+}
+
+func TestCanonicalHostCollision(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := domain.TenantID("abcdef12-0000-4000-8000-000000000001")
+	second := domain.TenantID("abcdef12-3000-4000-8000-000000000002")
+	third := domain.TenantID("abcdef19-0000-4000-8000-000000000003")
+	var hosts []string
+	for i, tenant := range []domain.TenantID{first, second, third} {
+		require.NoError(t, db.InTx(b.ctx, b.pool, func(tx pgx.Tx) error {
+			res, err := db.Register(b.ctx, tx, tenant, fmt.Sprintf("portal.t%d.com", i), "")
+			hosts = append(hosts, res.Record.CanonicalHost)
+			return err
+		}))
+	}
+	require.Equal(t, []string{"abcdef1.portal.algapsa.com", "abcdef12.portal.algapsa.com", "abcdef19.portal.algapsa.com"}, hosts)
+
+	t.Run("the app's upsert keeps a tenant's longer prefix", func(t *testing.T) {
+		_, err := b.pool.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, 'portal.t1.com', 'abcdef1.portal.algapsa.com')
+			ON CONFLICT (tenant) DO UPDATE SET canonical_host = excluded.canonical_host`, string(second))
+		require.NoError(t, err)
+		rec, err := db.GetDomainByTenant(b.ctx, b.pool, second)
+		require.NoError(t, err)
+		require.Equal(t, "abcdef12.portal.algapsa.com", rec.CanonicalHost)
+	})
+}
+
+func TestGoAPI(t *testing.T) {
+	t.Parallel()
+
+	register := func(t *testing.T, b *testBundle, tenant domain.TenantID, name string) (db.Result, error) {
+		var res db.Result
+		err := db.InTx(b.ctx, b.pool, func(tx pgx.Tx) error {
+			var err error
+			res, err = db.Register(b.ctx, tx, tenant, name, "")
+			return err
+		})
+		return res, err
+	}
+	inTx := func(b *testBundle, fn func(tx pgx.Tx) (db.Result, error)) (db.Result, error) {
+		var res db.Result
+		err := db.InTx(b.ctx, b.pool, func(tx pgx.Tx) error {
+			var err error
+			res, err = fn(tx)
+			return err
+		})
+		return res, err
+	}
+
+	t.Run("invalid input writes nothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		for _, bad := range []string{"acme.com", "co.uk", "x.portal.algapsa.com", "*.acme.com", ""} {
+			_, err := register(t, b, newTenant(), bad)
+			require.ErrorIs(t, err, domain.ErrInvalidDomain, bad)
+		}
+		require.Empty(t, listJobs(t, b))
+	})
+
+	t.Run("duplicate registration by another tenant is a conflict", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		_, err := register(t, b, newTenant(), "portal.acme.com")
+		require.NoError(t, err)
+		_, err = register(t, b, newTenant(), "Portal.ACME.com")
+		require.ErrorIs(t, err, db.ErrConflict)
+		require.Len(t, listJobs(t, b), 1)
+	})
+
+	t.Run("registering again while in progress is a no-op", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		tenant := newTenant()
+		first, err := register(t, b, tenant, "portal.acme.com")
+		require.NoError(t, err)
+		again, err := register(t, b, tenant, "portal.acme.com")
+		require.NoError(t, err)
+		require.False(t, again.Enqueued)
+		require.Equal(t, first.Record.ID, again.Record.ID)
+		require.Len(t, listJobs(t, b), 1)
+	})
+
+	t.Run("refresh, retry and disable follow AlgaPSA's rules", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		tenant := newTenant()
+		reg, err := register(t, b, tenant, "portal.acme.com")
+		require.NoError(t, err)
+		id := reg.Record.ID
+
+		_, err = inTx(b, func(tx pgx.Tx) (db.Result, error) { return db.Retry(b.ctx, tx, tenant, id) })
+		require.ErrorIs(t, err, db.ErrWrongState, "retry only from failed")
+
+		refreshed, err := inTx(b, func(tx pgx.Tx) (db.Result, error) { return db.Refresh(b.ctx, tx, tenant, id) })
+		require.NoError(t, err)
+		require.Equal(t, int64(2), refreshed.Record.Generation)
+		js := listJobs(t, b)
+		require.Len(t, js, 2)
+		require.Equal(t, jobs.DomainArgs{DomainID: id, Generation: 2}, js[1].Args)
+
+		_, err = inTx(b, func(tx pgx.Tx) (db.Result, error) { return db.Refresh(b.ctx, tx, newTenant(), id) })
+		require.ErrorIs(t, err, db.ErrNotFound, "another tenant's domain is not found")
+
+		_, err = db.Transition(b.ctx, b.pool, domain.Change{DomainID: id, Generation: 2, From: domain.StatusPendingDNS, To: domain.StatusDNSFailed, Message: "no CNAME"})
+		require.NoError(t, err)
+		_, err = inTx(b, func(tx pgx.Tx) (db.Result, error) { return db.Refresh(b.ctx, tx, tenant, id) })
+		require.ErrorIs(t, err, db.ErrWrongState, "refresh leaves terminal rows alone")
+
+		retried, err := inTx(b, func(tx pgx.Tx) (db.Result, error) { return db.Retry(b.ctx, tx, tenant, id) })
+		require.NoError(t, err)
+		require.Equal(t, domain.StatusPendingDNS, retried.Record.Status)
+		require.Equal(t, int64(3), retried.Record.Generation)
+
+		disabled, err := inTx(b, func(tx pgx.Tx) (db.Result, error) { return db.Disable(b.ctx, tx, tenant, id) })
+		require.NoError(t, err)
+		require.Equal(t, domain.StatusDisabled, disabled.Record.Status)
+		js = listJobs(t, b)
+		require.Equal(t, domain.KindDisable, js[len(js)-1].Kind)
+		require.Equal(t, int64(4), js[len(js)-1].Args.Generation)
+
+		_, err = db.Transition(b.ctx, b.pool, domain.Change{DomainID: id, Generation: 3, From: domain.StatusPendingDNS, To: domain.StatusVerifyingDNS})
+		require.ErrorIs(t, err, db.ErrStale, "a job of an older generation cannot move the row")
+	})
+
+	t.Run("unknown tenant is refused when a tenants table exists", func(t *testing.T) {
+		t.Parallel()
+		s := dbtest.New(t)
+		ctx := context.Background()
+		_, err := s.Pool.Exec(ctx, `CREATE TABLE tenants (tenant uuid PRIMARY KEY, name text)`)
+		require.NoError(t, err)
+		_, err = db.MigrateUp(ctx, s.Pool, db.Settings{})
+		require.NoError(t, err)
+		known := newTenant()
+		_, err = s.Pool.Exec(ctx, `INSERT INTO tenants (tenant, name) VALUES ($1, 'known')`, string(known))
+		require.NoError(t, err)
+		b := &testBundle{ctx: ctx, pool: s.Pool}
+		_, err = register(t, b, newTenant(), "portal.acme.com")
+		require.ErrorIs(t, err, db.ErrRejected)
+		require.ErrorContains(t, err, "foreign key")
+		_, err = register(t, b, known, "portal.acme.com")
+		require.NoError(t, err)
+		_, err = s.Pool.Exec(ctx, `DELETE FROM tenants WHERE tenant = $1`, string(known))
+		require.NoError(t, err)
+		_, err = db.GetDomainByTenant(ctx, s.Pool, known)
+		require.True(t, errors.Is(err, db.ErrNotFound), "tenant deletion cascades")
+	})
+}

@@ -1,0 +1,135 @@
+// Package dbtest gives each test its own freshly migrated schema in a real
+// Postgres (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/portal_domains_test).
+// It never skips: when Postgres is unreachable the test fails and says how
+// `make test` starts one.
+package dbtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/portal-domains/portal-domains/db"
+)
+
+// DefaultURL is used when TEST_DATABASE_URL is unset.
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/portal_domains_test"
+
+// Schema is one test's isolated schema.
+type Schema struct {
+	Name string
+	// URL connects with search_path set to the schema, for a CLI run or a
+	// worker process under test.
+	URL  string
+	Pool *pgxpool.Pool
+}
+
+var ensureDatabaseOnce sync.Once
+var ensureDatabaseErr error
+
+// BaseURL is the test database URL.
+func BaseURL() string {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultURL
+}
+
+// New creates an empty schema (no migrations) dropped when the test ends.
+func New(t testing.TB) *Schema {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := BaseURL()
+	ensureDatabaseOnce.Do(func() { ensureDatabaseErr = ensureDatabase(ctx, base) })
+	if ensureDatabaseErr != nil {
+		t.Fatalf("test Postgres at %s: %v\n(run the tests with `make test`, which starts a throwaway Postgres when none answers)",
+			db.RedactURL(base), ensureDatabaseErr)
+	}
+	suffix := make([]byte, 6)
+	_, _ = rand.Read(suffix)
+	name := "t_" + hex.EncodeToString(suffix)
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to test Postgres: %v", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
+		t.Fatalf("create schema %s: %v", name, err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("parse TEST_DATABASE_URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
+	pool, err := pgxpool.New(ctx, u.String())
+	if err != nil {
+		t.Fatalf("open pool: %v", err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+name+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", name, err)
+		}
+	})
+	return &Schema{Name: name, URL: u.String(), Pool: pool}
+}
+
+// Migrated is New plus `migrate up` with the default settings.
+func Migrated(t testing.TB) *Schema {
+	t.Helper()
+	s := New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := db.MigrateUp(ctx, s.Pool, db.Settings{}); err != nil {
+		t.Fatalf("migrate up: %v", err)
+	}
+	return s
+}
+
+// ensureDatabase creates the test database when the server answers but the
+// database does not exist yet.
+func ensureDatabase(ctx context.Context, base string) error {
+	conn, err := pgx.Connect(ctx, base)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	if !strings.Contains(err.Error(), "does not exist") {
+		return err
+	}
+	u, perr := url.Parse(base)
+	if perr != nil {
+		return perr
+	}
+	dbName := strings.TrimPrefix(u.Path, "/")
+	u.Path = "/postgres"
+	admin, aerr := pgx.Connect(ctx, u.String())
+	if aerr != nil {
+		return fmt.Errorf("%w (and the postgres database: %v)", err, aerr)
+	}
+	defer admin.Close(ctx)
+	if _, cerr := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{dbName}.Sanitize()); cerr != nil && !strings.Contains(cerr.Error(), "already exists") {
+		return fmt.Errorf("create database %s: %w", dbName, cerr)
+	}
+	return nil
+}

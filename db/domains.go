@@ -1,0 +1,185 @@
+package db
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/portal-domains/portal-domains/domain"
+)
+
+// Sentinel errors at the package edge.
+var (
+	// ErrNotFound: no such domain (or not the given tenant's).
+	ErrNotFound = errors.New("portal domain not found")
+	// ErrStale: the row no longer has the status and generation the caller
+	// expected; another worker or a restart got there first.
+	ErrStale = errors.New("portal domain changed underneath")
+	// ErrConflict: the domain belongs to another tenant.
+	ErrConflict = errors.New("domain already registered")
+	// ErrRejected: the database refused the write (trigger or constraint).
+	ErrRejected = errors.New("rejected by the database")
+	// ErrWrongState: the operation does not apply to the row's status.
+	ErrWrongState = errors.New("not possible in the current status")
+)
+
+const recordColumns = `id::text, tenant::text, domain, canonical_host, status::text, coalesce(status_message, ''),
+	last_checked_at, verification_method::text, verification_details, coalesce(certificate_secret_name, ''),
+	coalesce(last_synced_resource_version, ''), pipeline_generation, status_changed_at, created_at, updated_at`
+
+func scanRecord(row pgx.Row) (domain.Record, error) {
+	var r domain.Record
+	var tenant, status string
+	var details []byte
+	err := row.Scan(&r.ID, &tenant, &r.Domain, &r.CanonicalHost, &status, &r.StatusMessage,
+		&r.LastCheckedAt, &r.VerificationMethod, &details, &r.CertificateSecretName,
+		&r.LastSyncedResourceVersion, &r.Generation, &r.StatusChangedAt, &r.CreatedAt, &r.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, ErrNotFound
+	}
+	if err != nil {
+		return r, fmt.Errorf("read portal domain: %w", err)
+	}
+	r.Tenant = domain.TenantID(tenant)
+	r.Status = domain.Status(status)
+	r.VerificationDetails = json.RawMessage(details)
+	return r, nil
+}
+
+// GetDomain reads one row by id.
+func GetDomain(ctx context.Context, q Querier, id string) (domain.Record, error) {
+	if _, err := domain.ParseDomainID(id); err != nil {
+		return domain.Record{}, err
+	}
+	return scanRecord(q.QueryRow(ctx, `SELECT `+recordColumns+` FROM portal_domains WHERE id = $1`, id))
+}
+
+// GetDomainByTenant reads a tenant's row (there is at most one).
+func GetDomainByTenant(ctx context.Context, q Querier, tenant domain.TenantID) (domain.Record, error) {
+	return scanRecord(q.QueryRow(ctx, `SELECT `+recordColumns+` FROM portal_domains WHERE tenant = $1`, string(tenant)))
+}
+
+// GetDomainByName reads a row by host name (case-insensitive).
+func GetDomainByName(ctx context.Context, q Querier, name string) (domain.Record, error) {
+	normalized, err := domain.NormalizeHostname(name)
+	if err != nil {
+		return domain.Record{}, err
+	}
+	return scanRecord(q.QueryRow(ctx, `SELECT `+recordColumns+` FROM portal_domains WHERE lower(domain) = $1`, normalized))
+}
+
+// ListFilter narrows ListDomains.
+type ListFilter struct {
+	Tenant domain.TenantID
+	Status domain.Status
+	Limit  int
+}
+
+// ListDomains returns rows ordered by creation.
+func ListDomains(ctx context.Context, q Querier, f ListFilter) ([]domain.Record, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := q.Query(ctx, `SELECT `+recordColumns+` FROM portal_domains
+		WHERE ($1 = '' OR tenant::text = $1) AND ($2 = '' OR status::text = $2)
+		ORDER BY created_at, id LIMIT $3`, string(f.Tenant), string(f.Status), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list portal domains: %w", err)
+	}
+	defer rows.Close()
+	var out []domain.Record
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Event is one portal_domain_events row.
+type Event struct {
+	ID         int64           `json:"id"`
+	DomainID   string          `json:"domain_id"`
+	Generation int64           `json:"generation"`
+	From       domain.Status   `json:"from_status,omitempty"`
+	To         domain.Status   `json:"to_status"`
+	Message    string          `json:"message"`
+	Details    json.RawMessage `json:"details"`
+	CreatedAt  string          `json:"created_at"`
+}
+
+// ListEvents returns a domain's history, oldest first.
+func ListEvents(ctx context.Context, q Querier, domainID string) ([]Event, error) {
+	rows, err := q.Query(ctx, `SELECT id, domain_id::text, generation, coalesce(from_status::text, ''), to_status::text,
+		coalesce(message, ''), details, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+		FROM portal_domain_events WHERE domain_id = $1 ORDER BY id`, domainID)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) {
+		var e Event
+		var from, to string
+		err := row.Scan(&e.ID, &e.DomainID, &e.Generation, &from, &to, &e.Message, &e.Details, &e.CreatedAt)
+		e.From, e.To = domain.Status(from), domain.Status(to)
+		return e, err
+	})
+}
+
+// Transition applies a worker's guarded status move: it writes only while
+// the row still has c.From and c.Generation, and returns ErrStale otherwise.
+// The trigger records the event and enqueues the next stage's job in the
+// same transaction.
+func Transition(ctx context.Context, q Querier, c domain.Change) (domain.Record, error) {
+	if _, err := domain.CheckTransition(c.From, c.To); err != nil {
+		return domain.Record{}, err
+	}
+	details := c.Details
+	if details == nil {
+		details = map[string]any{}
+	}
+	detailsJSON, err := json.Marshal(details)
+	if err != nil {
+		return domain.Record{}, fmt.Errorf("encode verification details: %w", err)
+	}
+	rec, err := scanRecord(q.QueryRow(ctx, `UPDATE portal_domains SET
+			status = $4::portal_domain_status,
+			status_message = $5,
+			last_checked_at = now(),
+			verification_details = verification_details || $6::jsonb,
+			certificate_secret_name = CASE WHEN $8 THEN NULL ELSE coalesce(nullif($7, ''), certificate_secret_name) END,
+			last_synced_resource_version = coalesce(nullif($9, ''), last_synced_resource_version)
+		WHERE id = $1 AND status = $3::portal_domain_status AND pipeline_generation = $2
+		RETURNING `+recordColumns,
+		c.DomainID, c.Generation, string(c.From), string(c.To), domain.TruncateMessage(c.Message), detailsJSON,
+		c.CertificateSecretName, c.ClearSecretName, c.ResourceVersion))
+	if errors.Is(err, ErrNotFound) {
+		return rec, fmt.Errorf("%w: %s is no longer %s at generation %d", ErrStale, c.DomainID, c.From, c.Generation)
+	}
+	return rec, classify(err)
+}
+
+// classify turns the trigger's and constraints' refusals into ErrRejected
+// (carrying the database's own message) and unique violations into
+// ErrConflict.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	code, msg, ok := pgErrorMessage(err)
+	if !ok {
+		return err
+	}
+	switch code {
+	case "23505": // unique_violation
+		return fmt.Errorf("%w: %s", ErrConflict, msg)
+	case "23514", "23502", "23503", "22P02": // check, not null, foreign key, bad text
+		return fmt.Errorf("%w: %s", ErrRejected, msg)
+	}
+	return err
+}

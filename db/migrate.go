@@ -1,0 +1,258 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"slices"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+
+	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/migrations"
+)
+
+// Migration is one numbered SQL file pair.
+type Migration struct {
+	Version int
+	Name    string
+	Up      string
+	Down    string
+	Applied bool
+}
+
+var migrationFile = regexp.MustCompile(`^(\d{3})_([a-z0-9_]+)\.(up|down)\.sql$`)
+
+// LoadMigrations reads the embedded SQL files in version order.
+func LoadMigrations() ([]Migration, error) {
+	entries, err := fs.ReadDir(migrations.FS, ".")
+	if err != nil {
+		return nil, fmt.Errorf("read migrations: %w", err)
+	}
+	byVersion := map[int]*Migration{}
+	for _, e := range entries {
+		m := migrationFile.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		version, _ := strconv.Atoi(m[1])
+		body, err := fs.ReadFile(migrations.FS, e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
+		}
+		mig := byVersion[version]
+		if mig == nil {
+			mig = &Migration{Version: version, Name: m[2]}
+			byVersion[version] = mig
+		}
+		if m[3] == "up" {
+			mig.Up = string(body)
+		} else {
+			mig.Down = string(body)
+		}
+	}
+	var out []Migration
+	for _, m := range byVersion {
+		if m.Up == "" || m.Down == "" {
+			return nil, fmt.Errorf("migration %03d_%s lacks its up or down file", m.Version, m.Name)
+		}
+		out = append(out, *m)
+	}
+	slices.SortFunc(out, func(a, b Migration) int { return a.Version - b.Version })
+	return out, nil
+}
+
+// migrateLockKey serialises concurrent `migrate` runs (several workers
+// starting at once) with an advisory lock.
+const migrateLockKey = 7_412_031_550
+
+const createMigrationTable = `CREATE TABLE IF NOT EXISTS portal_domain_migrations (
+	version int PRIMARY KEY,
+	name text NOT NULL,
+	applied_at timestamptz NOT NULL DEFAULT now())`
+
+// MigrateUp installs River's tables, then every pending portal-domains
+// migration (each in its own transaction), then copies the Go status and
+// stage tables and the settings into the database. Running it again changes
+// nothing.
+func MigrateUp(ctx context.Context, pool *pgxpool.Pool, settings Settings) ([]Migration, error) {
+	var applied []Migration
+	err := withMigrateLock(ctx, pool, func(conn *pgxpool.Conn) error {
+		migrator, err := rivermigrate.New(riverpgxv5.New(pool), nil)
+		if err != nil {
+			return fmt.Errorf("river migrator: %w", err)
+		}
+		if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+			return fmt.Errorf("migrate river tables: %w", err)
+		}
+		all, err := migrationStatus(ctx, conn)
+		if err != nil {
+			return err
+		}
+		for _, m := range all {
+			if m.Applied {
+				continue
+			}
+			err := InTx(ctx, conn, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, m.Up); err != nil {
+					return fmt.Errorf("migration %03d_%s up: %w", m.Version, m.Name, err)
+				}
+				_, err := tx.Exec(ctx, `INSERT INTO portal_domain_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			m.Applied = true
+			applied = append(applied, m)
+		}
+		// Types may have been dropped and recreated: forget statements
+		// prepared against the old ones.
+		if err := conn.Conn().DeallocateAll(ctx); err != nil {
+			return fmt.Errorf("reset prepared statements: %w", err)
+		}
+		return InTx(ctx, conn, func(tx pgx.Tx) error { return syncRules(ctx, tx, settings) })
+	})
+	return applied, err
+}
+
+// MigrateDown reverts the newest steps of portal-domains' migrations (all of
+// them when steps <= 0, then River's tables too).
+func MigrateDown(ctx context.Context, pool *pgxpool.Pool, steps int) ([]Migration, error) {
+	var reverted []Migration
+	err := withMigrateLock(ctx, pool, func(conn *pgxpool.Conn) error {
+		all, err := migrationStatus(ctx, conn)
+		if err != nil {
+			return err
+		}
+		slices.Reverse(all)
+		for _, m := range all {
+			if !m.Applied || (steps > 0 && len(reverted) == steps) {
+				continue
+			}
+			err := InTx(ctx, conn, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, m.Down); err != nil {
+					return fmt.Errorf("migration %03d_%s down: %w", m.Version, m.Name, err)
+				}
+				_, err := tx.Exec(ctx, `DELETE FROM portal_domain_migrations WHERE version = $1`, m.Version)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			reverted = append(reverted, m)
+		}
+		if steps > 0 {
+			return nil
+		}
+		if _, err := conn.Exec(ctx, `DROP TABLE IF EXISTS portal_domain_migrations`); err != nil {
+			return fmt.Errorf("drop migration table: %w", err)
+		}
+		migrator, err := rivermigrate.New(riverpgxv5.New(pool), nil)
+		if err != nil {
+			return fmt.Errorf("river migrator: %w", err)
+		}
+		if _, err := migrator.Migrate(ctx, rivermigrate.DirectionDown, &rivermigrate.MigrateOpts{TargetVersion: -1}); err != nil {
+			return fmt.Errorf("remove river tables: %w", err)
+		}
+		return nil
+	})
+	return reverted, err
+}
+
+// MigrationStatus lists every migration and whether it is applied.
+func MigrationStatus(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
+	var out []Migration
+	err := withMigrateLock(ctx, pool, func(conn *pgxpool.Conn) error {
+		var err error
+		out, err = migrationStatus(ctx, conn)
+		return err
+	})
+	return out, err
+}
+
+func migrationStatus(ctx context.Context, q Querier) ([]Migration, error) {
+	all, err := LoadMigrations()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := q.Exec(ctx, createMigrationTable); err != nil {
+		return nil, fmt.Errorf("create migration table: %w", err)
+	}
+	rows, err := q.Query(ctx, `SELECT version FROM portal_domain_migrations`)
+	if err != nil {
+		return nil, fmt.Errorf("read applied migrations: %w", err)
+	}
+	applied, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return nil, fmt.Errorf("read applied migrations: %w", err)
+	}
+	for i := range all {
+		all[i].Applied = slices.Contains(applied, all[i].Version)
+	}
+	return all, nil
+}
+
+func withMigrateLock(ctx context.Context, pool *pgxpool.Pool, fn func(conn *pgxpool.Conn) error) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire connection: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLockKey); err != nil {
+		return fmt.Errorf("take migration lock: %w", err)
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrateLockKey)
+	}()
+	return fn(conn)
+}
+
+// Settings are configuration values the SQL side needs.
+type Settings struct {
+	CanonicalSuffix string
+}
+
+// syncRules makes the database's copies of domain.Transitions and
+// domain.Stages equal to the Go tables, and stores the settings.
+func syncRules(ctx context.Context, tx pgx.Tx, settings Settings) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM portal_domain_transitions`); err != nil {
+		return fmt.Errorf("sync transitions: %w", err)
+	}
+	for _, t := range domain.Transitions {
+		if _, err := tx.Exec(ctx, `INSERT INTO portal_domain_transitions (from_status, to_status, message) VALUES ($1::text::portal_domain_status, $2::text::portal_domain_status, $3)`,
+			string(t.From), string(t.To), t.Message); err != nil {
+			return fmt.Errorf("sync transition %s → %s: %w", t.From, t.To, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM portal_domain_stage_jobs`); err != nil {
+		return fmt.Errorf("sync stages: %w", err)
+	}
+	for _, s := range domain.Stages {
+		if _, err := tx.Exec(ctx, `INSERT INTO portal_domain_stage_jobs (status, kind, queue, max_attempts) VALUES ($1::text::portal_domain_status, $2, $3, $4)`,
+			string(s.Status), s.Kind, s.Queue, s.MaxAttempts); err != nil {
+			return fmt.Errorf("sync stage %s: %w", s.Status, err)
+		}
+	}
+	return SaveSettings(ctx, tx, settings)
+}
+
+// SaveSettings stores the settings the trigger reads (the worker calls it at
+// start, so a changed PORTAL_DOMAIN_CANONICAL_SUFFIX takes effect).
+func SaveSettings(ctx context.Context, q Querier, settings Settings) error {
+	suffix := settings.CanonicalSuffix
+	if suffix == "" {
+		suffix = domain.DefaultCanonicalSuffix
+	}
+	_, err := q.Exec(ctx, `INSERT INTO portal_domain_settings (key, value) VALUES ('canonical_suffix', $1)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, suffix)
+	if err != nil {
+		return fmt.Errorf("save settings: %w", err)
+	}
+	return nil
+}

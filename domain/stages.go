@@ -1,0 +1,61 @@
+package domain
+
+// Stage is the job that works a non-terminal status. Entering the status
+// enqueues the job (the database trigger does it, in the same transaction),
+// and the job moves the domain on. `migrate up` copies this table into
+// portal_domain_stage_jobs so SQL and Go enqueue identical jobs.
+type Stage struct {
+	Status      Status
+	Kind        string
+	Queue       string
+	MaxAttempts int
+}
+
+// Job kinds, one per stage.
+const (
+	KindVerifyDNS        = "verify_dns"
+	KindApply            = "apply"
+	KindAwaitCertificate = "await_certificate"
+	KindProbe            = "probe"
+	KindDisable          = "disable"
+)
+
+// Queues, so a backlog in one outside system never starves another.
+const (
+	QueueDNS         = "dns"
+	QueueKubernetes  = "kubernetes"
+	QueueProbe       = "probe"
+	QueueMaintenance = "maintenance"
+)
+
+// Stages maps each working status to its job. pending_dns and verifying_dns
+// share verify_dns: the job itself moves pending_dns → verifying_dns, and the
+// unique key makes the second enqueue a no-op.
+var Stages = []Stage{
+	{StatusPendingDNS, KindVerifyDNS, QueueDNS, 25},
+	{StatusVerifyingDNS, KindVerifyDNS, QueueDNS, 25},
+	{StatusPendingCertificate, KindApply, QueueKubernetes, 12},
+	{StatusCertificateIssuing, KindAwaitCertificate, QueueKubernetes, 25},
+	{StatusDeploying, KindProbe, QueueProbe, 25},
+	{StatusDisabled, KindDisable, QueueKubernetes, 25},
+}
+
+// StageFor returns the stage working status s, if any.
+func StageFor(s Status) (Stage, bool) {
+	for _, st := range Stages {
+		if st.Status == s {
+			return st, true
+		}
+	}
+	return Stage{}, false
+}
+
+// StageByKind returns the stage of a job kind.
+func StageByKind(kind string) (Stage, bool) {
+	for _, st := range Stages {
+		if st.Kind == kind {
+			return st, true
+		}
+	}
+	return Stage{}, false
+}
