@@ -440,4 +440,3 @@ func (s *cdpSession) screenshot(t *testing.T, path string) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, png, 0o644))
 }
-
