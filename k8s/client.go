@@ -1,0 +1,450 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+)
+
+// FieldManager is the server-side apply field manager for every write.
+const FieldManager = "portal-domains"
+
+// Client limits and timeouts applied by NewClient when the rest.Config does
+// not set them.
+const (
+	// client-go's default limiter (5 QPS, burst 10) would cap apply at about
+	// 6 objects/s; the API server has its own priority and fairness.
+	DefaultQPS   = 200
+	DefaultBurst = 400
+	// DefaultRequestTimeout bounds a single request, so a black-holed API
+	// server surfaces as ErrUnreachable instead of hanging a job. The watch
+	// uses long-lived requests and is exempt.
+	DefaultRequestTimeout = 30 * time.Second
+)
+
+// Client applies, reads and deletes portal domain objects. It holds no
+// per-domain state and is safe for concurrent use.
+type Client struct {
+	dyn   dynamic.Interface // short requests, with DefaultRequestTimeout
+	watch dynamic.Interface // long-lived watch requests, no client timeout
+}
+
+// NewClient builds a Client from cfg (in-cluster config in the worker,
+// envtest's in tests). cfg is copied, not modified.
+func NewClient(cfg *rest.Config) (*Client, error) {
+	if cfg == nil {
+		return nil, errors.New("new kubernetes client: nil rest.Config")
+	}
+	base := rest.CopyConfig(cfg)
+	if base.QPS == 0 {
+		base.QPS = DefaultQPS
+	}
+	if base.Burst == 0 {
+		base.Burst = DefaultBurst
+	}
+	if base.UserAgent == "" {
+		base.UserAgent = FieldManager
+	}
+	watchCfg := rest.CopyConfig(base)
+	if base.Timeout == 0 {
+		base.Timeout = DefaultRequestTimeout
+	}
+	dyn, err := dynamic.NewForConfig(base)
+	if err != nil {
+		return nil, fmt.Errorf("new kubernetes client: %w", err)
+	}
+	watch, err := dynamic.NewForConfig(watchCfg)
+	if err != nil {
+		return nil, fmt.Errorf("new kubernetes watch client: %w", err)
+	}
+	return &Client{dyn: dyn, watch: watch}, nil
+}
+
+// ApplyResult is what Apply leaves behind, for the portal_domains row.
+type ApplyResult struct {
+	// CertificateResourceVersion goes to last_synced_resource_version.
+	CertificateResourceVersion    string
+	GatewayResourceVersion        string
+	VirtualServiceResourceVersion string
+	// SecretName goes to certificate_secret_name.
+	SecretName string
+}
+
+// Apply server-side applies the Certificate, Gateway and VirtualService, in
+// that order, as field manager "portal-domains".
+//
+// Force is false on purpose: if another manager (an operator's kubectl edit,
+// an old AlgaPSA deployment) owns a field this worker sets and holds a
+// different value, the apply fails with ErrConflict naming the manager and
+// field instead of silently taking the field back. Fields nobody else owns
+// are simply updated, so re-applying after a config change converges, and
+// re-applying unchanged objects is a no-op (same resourceVersion).
+//
+// It stops at the first failure; the objects already applied stay (applying
+// again converges). Errors wrap ErrConflict, ErrInvalid or ErrUnreachable
+// where they fit.
+func (c *Client) Apply(ctx context.Context, objs Objects) (ApplyResult, error) {
+	var res ApplyResult
+	for _, obj := range objs.All() {
+		if obj == nil {
+			return res, errors.New("apply: missing object (use Render)")
+		}
+		gvr, err := gvrFor(obj)
+		if err != nil {
+			return res, fmt.Errorf("apply: %w", err)
+		}
+		op := fmt.Sprintf("apply %s %s/%s", obj.GetKind(), obj.GetNamespace(), obj.GetName())
+		applied, err := c.dyn.Resource(gvr).Namespace(obj.GetNamespace()).Apply(ctx, obj.GetName(), obj,
+			metav1.ApplyOptions{FieldManager: FieldManager, Force: false})
+		if err != nil {
+			return res, classify(ctx, op, err)
+		}
+		switch gvr {
+		case CertificateGVR:
+			res.CertificateResourceVersion = applied.GetResourceVersion()
+			res.SecretName, _, _ = unstructured.NestedString(applied.Object, "spec", "secretName")
+		case GatewayGVR:
+			res.GatewayResourceVersion = applied.GetResourceVersion()
+		case VirtualServiceGVR:
+			res.VirtualServiceResourceVersion = applied.GetResourceVersion()
+		}
+	}
+	return res, nil
+}
+
+func gvrFor(obj *unstructured.Unstructured) (schema.GroupVersionResource, error) {
+	gvk := obj.GroupVersionKind()
+	for _, gvr := range []schema.GroupVersionResource{CertificateGVR, GatewayGVR, VirtualServiceGVR} {
+		if gvk.Group == gvr.Group && gvk.Version == gvr.Version && strings.ToLower(gvk.Kind)+"s" == gvr.Resource {
+			return gvr, nil
+		}
+	}
+	return schema.GroupVersionResource{}, fmt.Errorf("%s is not a portal domain object", gvk)
+}
+
+// Ready is the status of a Certificate's Ready condition.
+type Ready string
+
+const (
+	ReadyTrue    Ready = "True"
+	ReadyFalse   Ready = "False"
+	ReadyUnknown Ready = "Unknown"
+	// ReadyMissing: the Certificate has no Ready condition yet (cert-manager
+	// has not looked at it), or does not exist.
+	ReadyMissing Ready = ""
+)
+
+// CertStatus is what cert-manager reports about a Certificate, flattened.
+type CertStatus struct {
+	// Exists is false when the Certificate is not there; every other field
+	// is then zero.
+	Exists bool
+	Ready  Ready
+	Reason string
+	// Message is cert-manager's explanation, e.g. why issuance failed.
+	Message            string
+	LastTransitionTime time.Time
+	// Generation is the Certificate's metadata.generation and
+	// ObservedGeneration the one the Ready condition was computed for; the
+	// condition is stale while they differ (just after a re-apply).
+	Generation         int64
+	ObservedGeneration int64
+	// FailedIssuanceAttempts and LastFailureTime drive cert-manager's
+	// back-off (1h, 2h, 4h...) and go into stuck-certificate alerts.
+	FailedIssuanceAttempts int
+	LastFailureTime        time.Time
+	NotAfter               time.Time
+	SecretName             string
+	ResourceVersion        string
+	// ObjectsPresent: the VirtualService for this Certificate and the
+	// Gateway it references both exist. Only GetCertificateStatus fills it
+	// in; WatchCertificates leaves it false.
+	ObjectsPresent bool
+}
+
+// IsReady is true when the Certificate exists and cert-manager says Ready
+// for its current spec.
+func (s CertStatus) IsReady() bool {
+	return s.Exists && s.Ready == ReadyTrue && s.ObservedGeneration >= s.Generation
+}
+
+// certStatusFrom reads the status of a Certificate object. Malformed status
+// fields are left zero: the status is cert-manager's, not ours to reject.
+func certStatusFrom(obj *unstructured.Unstructured) CertStatus {
+	s := CertStatus{
+		Exists:          true,
+		Generation:      obj.GetGeneration(),
+		ResourceVersion: obj.GetResourceVersion(),
+	}
+	s.SecretName, _, _ = unstructured.NestedString(obj.Object, "spec", "secretName")
+	conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if !ok || m["type"] != "Ready" {
+			continue
+		}
+		st, _ := m["status"].(string)
+		s.Ready = Ready(st)
+		s.Reason, _ = m["reason"].(string)
+		s.Message, _ = m["message"].(string)
+		s.LastTransitionTime = parseTime(m["lastTransitionTime"])
+		s.ObservedGeneration, _ = asInt64(m["observedGeneration"])
+	}
+	if n, ok, _ := unstructured.NestedFieldNoCopy(obj.Object, "status", "failedIssuanceAttempts"); ok {
+		v, _ := asInt64(n)
+		s.FailedIssuanceAttempts = int(v)
+	}
+	if v, ok, _ := unstructured.NestedFieldNoCopy(obj.Object, "status", "lastFailureTime"); ok {
+		s.LastFailureTime = parseTime(v)
+	}
+	if v, ok, _ := unstructured.NestedFieldNoCopy(obj.Object, "status", "notAfter"); ok {
+		s.NotAfter = parseTime(v)
+	}
+	return s
+}
+
+func parseTime(v any) time.Time {
+	s, _ := v.(string)
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func asInt64(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case int:
+		return int64(n), true
+	case float64:
+		return int64(n), true
+	}
+	return 0, false
+}
+
+// GetCertificateStatus reads the Certificate's status and checks that its
+// VirtualService (portal-domain-vs-<prefix> in the same namespace) and the
+// Gateway that VirtualService references exist. A missing Certificate is
+// not an error: the result has Exists false.
+func (c *Client) GetCertificateStatus(ctx context.Context, namespace, name string) (CertStatus, error) {
+	obj, err := c.dyn.Resource(CertificateGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) && !isMissingResource(err) {
+		return CertStatus{}, nil
+	}
+	if err != nil {
+		return CertStatus{}, classify(ctx, fmt.Sprintf("get Certificate %s/%s", namespace, name), err)
+	}
+	s := certStatusFrom(obj)
+	s.ObjectsPresent, err = c.routingPresent(ctx, namespace, name)
+	return s, err
+}
+
+// routingPresent follows the naming scheme from the Certificate to its
+// VirtualService, and from the VirtualService's gateways to the Gateway, so
+// it needs no Config.
+func (c *Client) routingPresent(ctx context.Context, namespace, certName string) (bool, error) {
+	prefix, ok := strings.CutPrefix(certName, "portal-domain-")
+	if !ok {
+		return false, nil
+	}
+	vsName := "portal-domain-vs-" + prefix
+	vs, err := c.dyn.Resource(VirtualServiceGVR).Namespace(namespace).Get(ctx, vsName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, classify(ctx, fmt.Sprintf("get VirtualService %s/%s", namespace, vsName), err)
+	}
+	gws, _, _ := unstructured.NestedStringSlice(vs.Object, "spec", "gateways")
+	if len(gws) == 0 {
+		return false, nil
+	}
+	gwNS, gwName, ok := strings.Cut(gws[0], "/")
+	if !ok {
+		gwNS, gwName = namespace, gws[0]
+	}
+	_, err = c.dyn.Resource(GatewayGVR).Namespace(gwNS).Get(ctx, gwName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, classify(ctx, fmt.Sprintf("get Gateway %s/%s", gwNS, gwName), err)
+	}
+	return true, nil
+}
+
+// Delete removes the domain's VirtualService, Gateway, Certificate and TLS
+// Secret, in that order: routing goes first so nothing serves a half-deleted
+// domain, and the Certificate goes before its Secret so cert-manager does not
+// re-issue into it. Objects already gone are fine, so Delete can be rerun.
+// Every deletion is attempted; the errors are joined.
+//
+// The Secret is only deleted when it is this domain's: it carries the
+// managed label or cert-manager's certificate-name annotation for the
+// Certificate. A same-named Secret someone else made is left alone and
+// reported.
+func (c *Client) Delete(ctx context.Context, d Domain, cfg Config) error {
+	n, err := NamesFor(d, cfg)
+	if err != nil {
+		return fmt.Errorf("delete portal domain objects: %w", err)
+	}
+	return errors.Join(
+		c.deleteObject(ctx, VirtualServiceGVR, n.CertNamespace, n.VirtualService),
+		c.deleteObject(ctx, GatewayGVR, n.GatewayNamespace, n.Gateway),
+		c.deleteObject(ctx, CertificateGVR, n.CertNamespace, n.Certificate),
+		c.deleteSecret(ctx, n.CertNamespace, n.Secret, n.Certificate),
+	)
+}
+
+func (c *Client) deleteObject(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) error {
+	err := c.dyn.Resource(gvr).Namespace(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) && !isMissingResource(err) {
+		return nil
+	}
+	return classify(ctx, fmt.Sprintf("delete %s %s/%s", kindOf(gvr), namespace, name), err)
+}
+
+func (c *Client) deleteSecret(ctx context.Context, namespace, name, certName string) error {
+	op := fmt.Sprintf("delete Secret %s/%s", namespace, name)
+	sec, err := c.dyn.Resource(SecretGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return classify(ctx, op, err)
+	}
+	if sec.GetLabels()[LabelManaged] != "true" && sec.GetAnnotations()["cert-manager.io/certificate-name"] != certName {
+		return fmt.Errorf("%s: not deleted: it is neither labelled %s nor issued for Certificate %s", op, ManagedSelector, certName)
+	}
+	uid := sec.GetUID()
+	err = c.dyn.Resource(SecretGVR).Namespace(namespace).Delete(ctx, name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{UID: &uid},
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return classify(ctx, op, err)
+}
+
+func kindOf(gvr schema.GroupVersionResource) string {
+	switch gvr {
+	case CertificateGVR:
+		return "Certificate"
+	case GatewayGVR:
+		return "Gateway"
+	case VirtualServiceGVR:
+		return "VirtualService"
+	case SecretGVR:
+		return "Secret"
+	}
+	return gvr.String()
+}
+
+// ManagedObject is one object carrying the managed label, as ListManaged
+// sees it.
+type ManagedObject struct {
+	Kind      string // Certificate, Gateway or VirtualService
+	Namespace string
+	Name      string
+	DomainID  string
+	Tenant    string
+	// Host is the full domain, from the annotation (the label may be
+	// shortened).
+	Host            string
+	ResourceVersion string
+	CreatedAt       time.Time
+	// Certificate is the status of a Certificate; zero for other kinds.
+	Certificate CertStatus
+}
+
+// ListManaged lists every Certificate, Gateway and VirtualService labelled
+// portal.alga-psa.com/managed=true in all namespaces, for the orphan sweep
+// (objects whose domain-id has no live row) and the stuck-certificate scan.
+// Secrets are not listed (the worker may not list Secrets); a Certificate's
+// Secret is its Certificate.SecretName.
+func (c *Client) ListManaged(ctx context.Context) ([]ManagedObject, error) {
+	var out []ManagedObject
+	for _, gvr := range []schema.GroupVersionResource{CertificateGVR, GatewayGVR, VirtualServiceGVR} {
+		opts := metav1.ListOptions{LabelSelector: ManagedSelector, Limit: 500}
+		for {
+			list, err := c.dyn.Resource(gvr).Namespace(metav1.NamespaceAll).List(ctx, opts)
+			if err != nil {
+				return nil, classify(ctx, fmt.Sprintf("list managed %ss", kindOf(gvr)), err)
+			}
+			for i := range list.Items {
+				obj := &list.Items[i]
+				m := ManagedObject{
+					Kind:            kindOf(gvr),
+					Namespace:       obj.GetNamespace(),
+					Name:            obj.GetName(),
+					DomainID:        obj.GetLabels()[LabelDomainID],
+					Tenant:          obj.GetLabels()[LabelTenant],
+					Host:            obj.GetAnnotations()[AnnotationDomainHost],
+					ResourceVersion: obj.GetResourceVersion(),
+					CreatedAt:       obj.GetCreationTimestamp().Time,
+				}
+				if m.Host == "" {
+					m.Host = obj.GetLabels()[LabelDomainHost]
+				}
+				if gvr == CertificateGVR {
+					m.Certificate = certStatusFrom(obj)
+				}
+				out = append(out, m)
+			}
+			if list.GetContinue() == "" {
+				break
+			}
+			opts.Continue = list.GetContinue()
+		}
+	}
+	return out, nil
+}
+
+// DeleteManaged deletes one object found by ListManaged (the orphan sweep's
+// delete), and for a Certificate its Secret too. The delete is conditional
+// on the UID and resourceVersion ListManaged saw, so an object re-created
+// or re-applied since the list is left alone; that race is reported as an
+// apierrors Conflict, which is not ErrConflict.
+func (c *Client) DeleteManaged(ctx context.Context, m ManagedObject) error {
+	var gvr schema.GroupVersionResource
+	switch m.Kind {
+	case "Certificate":
+		gvr = CertificateGVR
+	case "Gateway":
+		gvr = GatewayGVR
+	case "VirtualService":
+		gvr = VirtualServiceGVR
+	default:
+		return fmt.Errorf("delete managed object: unknown kind %q", m.Kind)
+	}
+	op := fmt.Sprintf("delete %s %s/%s", m.Kind, m.Namespace, m.Name)
+	opts := metav1.DeleteOptions{}
+	if m.ResourceVersion != "" {
+		opts.Preconditions = &metav1.Preconditions{ResourceVersion: &m.ResourceVersion}
+	}
+	err := c.dyn.Resource(gvr).Namespace(m.Namespace).Delete(ctx, m.Name, opts)
+	if apierrors.IsNotFound(err) && !isMissingResource(err) {
+		err = nil
+	}
+	if err != nil {
+		if apierrors.IsConflict(err) {
+			return fmt.Errorf("%s: changed since it was listed, not deleted: %w", op, err)
+		}
+		return classify(ctx, op, err)
+	}
+	if gvr == CertificateGVR && m.Certificate.SecretName != "" {
+		return c.deleteSecret(ctx, m.Namespace, m.Certificate.SecretName, m.Name)
+	}
+	return nil
+}

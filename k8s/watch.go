@@ -1,0 +1,83 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+)
+
+// WatchCertificates calls onChange with the domain-id label and status of
+// every managed Certificate, in all namespaces, whenever its Ready condition
+// changes (status, reason, message, observed generation) or its failure
+// count does. It is how the pipeline notices Ready within well under a
+// second instead of polling.
+//
+// On start (and after a re-list) onChange is called once for each existing
+// Certificate, so Ready that happened while the worker was down is seen. A
+// deleted Certificate is reported with Exists false. Certificates without a
+// domain-id label are skipped.
+//
+// It runs a client-go informer and blocks until ctx is done, then returns
+// nil. Disconnects (API server restarts, expired watches) are retried by
+// the informer with back-off and logged through klog; the caller sees
+// them only as a pause in callbacks. onChange runs on one goroutine, one
+// call at a time: keep it short (wake a job, do not do the job).
+func (c *Client) WatchCertificates(ctx context.Context, onChange func(domainID string, status CertStatus)) error {
+	if onChange == nil {
+		return errors.New("watch certificates: nil onChange")
+	}
+	inf := dynamicinformer.NewFilteredDynamicInformer(c.watch, CertificateGVR, metav1.NamespaceAll, 0, cache.Indexers{},
+		func(o *metav1.ListOptions) { o.LabelSelector = ManagedSelector })
+	report := func(obj any, deleted bool) {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			return
+		}
+		id := u.GetLabels()[LabelDomainID]
+		if id == "" {
+			return
+		}
+		if deleted {
+			onChange(id, CertStatus{})
+			return
+		}
+		onChange(id, certStatusFrom(u))
+	}
+	_, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { report(obj, false) },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*unstructured.Unstructured)
+			n, ok2 := newObj.(*unstructured.Unstructured)
+			if ok1 && ok2 && readyKey(certStatusFrom(o)) == readyKey(certStatusFrom(n)) {
+				return
+			}
+			report(newObj, false)
+		},
+		DeleteFunc: func(obj any) { report(obj, true) },
+	})
+	if err != nil {
+		return fmt.Errorf("watch certificates: add handler: %w", err)
+	}
+	inf.Informer().RunWithContext(ctx)
+	return nil
+}
+
+// statusKey is the part of a status whose change is worth a callback.
+type statusKey struct {
+	ready              Ready
+	reason, message    string
+	observedGeneration int64
+	failed             int
+}
+
+func readyKey(s CertStatus) statusKey {
+	return statusKey{s.Ready, s.Reason, s.Message, s.ObservedGeneration, s.FailedIssuanceAttempts}
+}
