@@ -41,6 +41,7 @@ func TestBrowserRiverUI(t *testing.T) {
 	browser := startChromium(t)
 
 	t.Run("LogsInAndSeesTheInsertedJob", func(t *testing.T) {
+		t.Parallel()
 		page := browser.newPage(t)
 		var challenges int
 		page.onEvent("Fetch.requestPaused", func(params json.RawMessage) {
@@ -86,6 +87,7 @@ func TestBrowserRiverUI(t *testing.T) {
 	})
 
 	t.Run("WithoutCredentialsGets401", func(t *testing.T) {
+		t.Parallel()
 		page := browser.newPage(t)
 		statuses := make(chan int, 16)
 		page.onEvent("Network.responseReceived", func(params json.RawMessage) {

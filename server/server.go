@@ -180,16 +180,21 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		private.Handle("GET /{$}", http.RedirectHandler(RiverUIPrefix+"/", http.StatusFound))
 	}
 
+	// Browsers replay cached basic-auth credentials on cross-site requests,
+	// so a page elsewhere could otherwise POST to the UI's cancel, retry and
+	// delete endpoints on an operator's behalf. Reject cross-origin unsafe
+	// requests (by Sec-Fetch-Site / Origin) before anything else sees them.
+	var protected http.Handler = http.NewCrossOriginProtection().Handler(private)
+	if cfg.authEnabled() {
+		protected = s.requireAuth(protected)
+	}
+
 	// Probes stay open: kubelet and load balancers do not send credentials,
 	// and they reveal nothing but up/down and the readiness reason.
 	public := http.NewServeMux()
 	public.HandleFunc("GET /healthz", s.healthz)
 	public.HandleFunc("GET /readyz", s.readyz)
-	if cfg.authEnabled() {
-		public.Handle("/", s.requireAuth(private))
-	} else {
-		public.Handle("/", private)
-	}
+	public.Handle("/", protected)
 	s.handler = public
 	return s, nil
 }
@@ -215,8 +220,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 
 	if s.riverUI != nil {
-		// The UI's background services stop by themselves when ctx ends.
-		if err := s.riverUI.Start(ctx); err != nil {
+		// The UI's background services stop when uiCtx ends: on ctx's
+		// cancellation or when Serve returns for any other reason.
+		uiCtx, cancelUI := context.WithCancel(ctx)
+		defer cancelUI()
+		if err := s.riverUI.Start(uiCtx); err != nil {
 			return fmt.Errorf("server: start River UI: %w", err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -298,6 +299,45 @@ func TestServer(t *testing.T) {
 		resp = get(t, b.baseURL+"/")
 		require.Equal(t, http.StatusOK, resp.status, "redirected to the UI")
 		require.Contains(t, resp.body, "/riverui/assets/")
+	})
+
+	t.Run("CrossOriginWritesAreRejected", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{cfg: server.Config{User: "ops", Password: "s3cret"}, withRiver: true})
+
+		res, err := b.riverClient.Insert(t.Context(), testJobArgs{kind: "apply_server_csrf_test", DomainID: "3f1c9a52-0000-4000-8000-000000000002"}, nil)
+		require.NoError(t, err)
+		body := fmt.Sprintf(`{"ids":["%d"]}`, res.Job.ID)
+
+		post := func(headers map[string]string) response {
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, b.baseURL+"/riverui/api/jobs/cancel", strings.NewReader(body))
+			require.NoError(t, err)
+			req.SetBasicAuth("ops", "s3cret")
+			req.Header.Set("Content-Type", "application/json")
+			for k, v := range headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			out, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			return response{status: resp.StatusCode, body: string(out)}
+		}
+
+		// What a browser sends for a request from another site's page.
+		resp := post(map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"})
+		require.Equal(t, http.StatusForbidden, resp.status, resp.body)
+		job, err := b.riverClient.JobGet(t.Context(), res.Job.ID)
+		require.NoError(t, err)
+		require.Equal(t, "available", string(job.State), "the cross-site request changed nothing")
+
+		// The UI's own same-origin request goes through.
+		resp = post(map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": b.baseURL})
+		require.Equal(t, http.StatusOK, resp.status, resp.body)
+		job, err = b.riverClient.JobGet(t.Context(), res.Job.ID)
+		require.NoError(t, err)
+		require.Equal(t, "cancelled", string(job.State))
 	})
 
 	t.Run("WithoutRiverClientTheUIIsAbsent", func(t *testing.T) {
