@@ -183,7 +183,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	// Browsers replay cached basic-auth credentials on cross-site requests,
 	// so a page elsewhere could otherwise POST to the UI's cancel, retry and
 	// delete endpoints on an operator's behalf. Reject cross-origin unsafe
-	// requests (by Sec-Fetch-Site / Origin) before anything else sees them.
+	// requests (by Sec-Fetch-Site / Origin) before any handler runs.
 	var protected http.Handler = http.NewCrossOriginProtection().Handler(private)
 	if cfg.authEnabled() {
 		protected = s.requireAuth(protected)
