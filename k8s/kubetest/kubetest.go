@@ -1,0 +1,361 @@
+// Package kubetest runs a real kube-apiserver and etcd (controller-runtime's
+// envtest) with the cert-manager and Istio CRDs installed, so tests exercise
+// server-side apply, field-manager conflicts, CRD schema validation and
+// RBAC exactly as a cluster would. Nothing runs cert-manager or Istio: tests
+// play cert-manager with SetCertificateReady and CreateTLSSecret.
+//
+// One API server is shared per test binary (about 5 s to start). A package
+// that uses it calls Main from TestMain, which stops the server when the
+// tests end; each test takes its own namespaces from Namespace. A test that
+// stops the API server takes a private one with StartDedicated.
+//
+// The binaries come from scripts/build-kube-binaries.sh into
+// <module root>/.cache/kube-bin; when they are missing, Start builds them
+// (minutes, once) and fails the test if that fails. It never skips.
+package kubetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// Env is a running API server. Config authenticates as a cluster admin
+// (system:masters); ServiceAccountConfig gives a least-privilege one.
+type Env struct {
+	Config    *rest.Config
+	Dynamic   dynamic.Interface
+	Clientset kubernetes.Interface
+
+	env       *envtest.Environment
+	workDir   string
+	dedicated bool
+	mu        sync.Mutex // serialises Stop/StartAPIServer
+}
+
+// shared is the per-test-binary API server. It is package state on
+// purpose: sharing one server across a binary's tests is the point, and
+// Main is what stops it.
+var shared struct {
+	mu      sync.Mutex
+	inMain  bool
+	env     *Env
+	err     error
+	started bool
+}
+
+// Main runs the package's tests and then stops the shared API server, so
+// no kube-apiserver or etcd outlives the test binary. Call it from
+// TestMain:
+//
+//	func TestMain(m *testing.M) { kubetest.Main(m) }
+func Main(m *testing.M) {
+	shared.mu.Lock()
+	shared.inMain = true
+	shared.mu.Unlock()
+
+	code := m.Run()
+
+	shared.mu.Lock()
+	if shared.env != nil {
+		if err := shared.env.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "kubetest: stopping the shared API server: %v\n", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	shared.mu.Unlock()
+	os.Exit(code)
+}
+
+// Start returns the test binary's shared API server, starting it on first
+// use. It fails the test (never skips) if the server cannot start.
+func Start(t testing.TB) *Env {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if !shared.inMain {
+		t.Fatal("kubetest.Start: call kubetest.Main(m) from TestMain, so the shared API server is stopped when the tests end")
+	}
+	if !shared.started {
+		shared.started = true
+		begin := time.Now()
+		shared.env, shared.err = start(false)
+		if shared.err == nil {
+			t.Logf("kubetest: shared API server up in %s at %s", time.Since(begin).Round(time.Millisecond), shared.env.Config.Host)
+		}
+	}
+	if shared.err != nil {
+		t.Fatalf("kubetest: start API server: %v", shared.err)
+	}
+	return shared.env
+}
+
+// StartDedicated starts a private API server for one test, stopped in the
+// test's cleanup. Only a dedicated server may be stopped and restarted
+// (StopAPIServer, StartAPIServer): doing that to the shared one would fail
+// every other test running in parallel.
+func StartDedicated(t testing.TB) *Env {
+	t.Helper()
+	begin := time.Now()
+	e, err := start(true)
+	if err != nil {
+		t.Fatalf("kubetest: start dedicated API server: %v", err)
+	}
+	t.Logf("kubetest: dedicated API server up in %s at %s", time.Since(begin).Round(time.Millisecond), e.Config.Host)
+	t.Cleanup(func() {
+		if err := e.stop(); err != nil {
+			t.Errorf("kubetest: stop dedicated API server: %v", err)
+		}
+	})
+	return e
+}
+
+func start(dedicated bool) (*Env, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	binDir, err := ensureBinaries(root)
+	if err != nil {
+		return nil, err
+	}
+	crds, err := loadCRDs()
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "kubetest-")
+	if err != nil {
+		return nil, fmt.Errorf("create work directory: %w", err)
+	}
+	apiLog, err := os.Create(filepath.Join(work, "kube-apiserver.log"))
+	if err != nil {
+		return nil, err
+	}
+	etcdLog, err := os.Create(filepath.Join(work, "etcd.log"))
+	if err != nil {
+		return nil, err
+	}
+	certDir, dataDir := filepath.Join(work, "apiserver"), filepath.Join(work, "etcd")
+	for _, d := range []string{certDir, dataDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: binDir,
+		ControlPlane: envtest.ControlPlane{
+			// A fixed CertDir keeps the serving certificate across a
+			// restart, so Config stays valid after StartAPIServer.
+			APIServer: &envtest.APIServer{CertDir: certDir, Out: apiLog, Err: apiLog},
+			Etcd:      &envtest.Etcd{DataDir: dataDir, Out: etcdLog, Err: etcdLog},
+		},
+		CRDInstallOptions:        envtest.CRDInstallOptions{CRDs: crds, MaxTime: 30 * time.Second},
+		ControlPlaneStartTimeout: 60 * time.Second,
+		ControlPlaneStopTimeout:  30 * time.Second,
+	}
+	// KUBEBUILDER_ASSETS would override BinaryAssetsDirectory inside envtest;
+	// make sure both name the binaries this module built.
+	if v := os.Getenv("KUBEBUILDER_ASSETS"); v != "" && v != binDir {
+		return nil, fmt.Errorf("KUBEBUILDER_ASSETS=%s but this module's binaries are in %s; unset it", v, binDir)
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		return nil, fmt.Errorf("%w\nkube-apiserver log tail:\n%s", err, tail(filepath.Join(work, "kube-apiserver.log")))
+	}
+	e := &Env{env: env, workDir: work, dedicated: dedicated}
+	if err := e.setConfig(cfg); err != nil {
+		_ = e.stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Env) setConfig(cfg *rest.Config) error {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("clientset: %w", err)
+	}
+	e.Config, e.Dynamic, e.Clientset = cfg, dyn, cs
+	return nil
+}
+
+func (e *Env) stop() error {
+	err := e.env.Stop()
+	if err == nil {
+		_ = os.RemoveAll(e.workDir)
+	}
+	return err
+}
+
+// StopAPIServer stops kube-apiserver and leaves etcd running, so a client
+// sees connection refused and, after StartAPIServer, finds its objects and
+// CRDs again. Dedicated servers only.
+func (e *Env) StopAPIServer(t testing.TB) {
+	t.Helper()
+	if !e.dedicated {
+		t.Fatal("kubetest: StopAPIServer on the shared API server; use StartDedicated")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.env.ControlPlane.APIServer.Stop(); err != nil {
+		t.Fatalf("kubetest: stop kube-apiserver: %v", err)
+	}
+}
+
+// StartAPIServer starts kube-apiserver again on the same address and
+// certificates after StopAPIServer, and waits until it serves.
+func (e *Env) StartAPIServer(t testing.TB) {
+	t.Helper()
+	if !e.dedicated {
+		t.Fatal("kubetest: StartAPIServer on the shared API server; use StartDedicated")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.env.ControlPlane.APIServer.Start(); err != nil {
+		t.Fatalf("kubetest: restart kube-apiserver: %v\n%s", err, tail(filepath.Join(e.workDir, "kube-apiserver.log")))
+	}
+}
+
+// Namespace creates a fresh namespace named <prefix>-<random> for one test.
+// Namespaces are not deleted: envtest runs no namespace controller, and the
+// server goes away with the test binary.
+func (e *Env) Namespace(t testing.TB, prefix string) string {
+	t.Helper()
+	ns, err := e.Clientset.CoreV1().Namespaces().Create(context.WithoutCancel(t.Context()), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("kubetest: create namespace: %v", err)
+	}
+	return ns.Name
+}
+
+// ServiceAccountConfig creates the ServiceAccount namespace/name (if it is
+// not there yet) and returns a rest.Config that authenticates as it with a
+// bound token from the TokenRequest API, as a pod would. RBAC then decides
+// what it may do, so a test can load deploy/ RBAC and check it.
+func (e *Env) ServiceAccountConfig(t testing.TB, namespace, name string) *rest.Config {
+	t.Helper()
+	ctx := context.WithoutCancel(t.Context())
+	_, err := e.Clientset.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("kubetest: create service account %s/%s: %v", namespace, name, err)
+	}
+	exp := int64(3600)
+	tok, err := e.Clientset.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("kubetest: token for service account %s/%s: %v", namespace, name, err)
+	}
+	cfg := rest.AnonymousClientConfig(e.Config)
+	cfg.BearerToken = tok.Status.Token
+	return cfg
+}
+
+// ModuleRoot walks up from the working directory (a package directory
+// under `go test`) to the directory holding go.mod.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("kubetest: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// ensureBinaries returns the directory holding kube-apiserver and etcd,
+// building them with scripts/build-kube-binaries.sh when missing. A file
+// lock keeps parallel test binaries from building twice.
+func ensureBinaries(root string) (string, error) {
+	binDir := filepath.Join(root, ".cache", "kube-bin")
+	have := func() bool {
+		for _, b := range []string{"kube-apiserver", "etcd"} {
+			if fi, err := os.Stat(filepath.Join(binDir, b)); err != nil || fi.Mode()&0o111 == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	if have() {
+		return binDir, nil
+	}
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(root, ".cache", "kube-bin.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	if have() {
+		return binDir, nil
+	}
+	script := filepath.Join(root, "scripts", "build-kube-binaries.sh")
+	fmt.Fprintf(os.Stderr, "kubetest: %s missing kube-apiserver/etcd; running %s (minutes on a cold cache)\n", binDir, script)
+	cmd := exec.Command(script)
+	cmd.Dir = root
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build kube binaries with %s: %w\n%s", script, err, lastBytes(out.Bytes(), 4000))
+	}
+	if !have() {
+		return "", fmt.Errorf("%s ran but %s still lacks kube-apiserver or etcd", script, binDir)
+	}
+	return binDir, nil
+}
+
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	return lastBytes(b, 4000)
+}
+
+func lastBytes(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strings.TrimSpace(string(b))
+}
