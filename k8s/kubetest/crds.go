@@ -21,7 +21,7 @@ import (
 // does not have to require these modules.
 type crdSource struct {
 	module, version, file string
-	names             []string // CRDs to install from the file
+	names                 []string // CRDs to install from the file
 }
 
 // CRDSources are the upstream CRDs the API server gets. Only the CRDs the
