@@ -75,7 +75,7 @@ func TestMigrations(t *testing.T) {
 
 	applied, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
 	require.NoError(t, err)
-	require.Len(t, applied, 3)
+	require.Len(t, applied, 4)
 
 	t.Run("up again changes nothing", func(t *testing.T) {
 		again, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
@@ -87,11 +87,11 @@ func TestMigrations(t *testing.T) {
 		reverted, err := db.MigrateDown(ctx, s.Pool, 1)
 		require.NoError(t, err)
 		require.Len(t, reverted, 1)
-		require.Equal(t, 3, reverted[0].Version)
+		require.Equal(t, 4, reverted[0].Version)
 		status, err := db.MigrationStatus(ctx, s.Pool)
 		require.NoError(t, err)
-		require.False(t, status[2].Applied)
-		require.True(t, status[1].Applied)
+		require.False(t, status[3].Applied)
+		require.True(t, status[2].Applied)
 		_, err = db.MigrateUp(ctx, s.Pool, db.Settings{})
 		require.NoError(t, err)
 	})
@@ -104,7 +104,7 @@ func TestMigrations(t *testing.T) {
 		require.Zero(t, tables)
 		applied, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
 		require.NoError(t, err)
-		require.Len(t, applied, 3)
+		require.Len(t, applied, 4)
 		tenant := newTenant()
 		b := &testBundle{ctx: ctx, pool: s.Pool}
 		sqlInsert(t, b, tenant, "portal.acme.com")

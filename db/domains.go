@@ -183,3 +183,14 @@ func classify(err error) error {
 	}
 	return err
 }
+
+// WakeStageJob makes the domain's current stage job run now if it is
+// snoozed, so an outside event (the Certificate turning Ready) is acted on in
+// milliseconds instead of at the next scheduled re-check.
+func WakeStageJob(ctx context.Context, q Querier, domainID string) (bool, error) {
+	var woken bool
+	if err := q.QueryRow(ctx, `SELECT portal_domains_wake($1)`, domainID).Scan(&woken); err != nil {
+		return false, fmt.Errorf("wake stage job of %s: %w", domainID, err)
+	}
+	return woken, nil
+}

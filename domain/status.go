@@ -92,6 +92,7 @@ func buildTransitions() []Transition {
 		Transition{StatusDeploying, StatusDeploying, "Checking HTTPS."},
 		Transition{StatusDeploying, StatusCertificateFailed, "HTTPS did not come up before the deadline."},
 		Transition{StatusDeploying, StatusActive, "Your domain is live and protected by HTTPS."},
+		Transition{StatusDisabled, StatusDisabled, "The portal domain is disabled."},
 	)
 }
 

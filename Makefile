@@ -1,0 +1,56 @@
+# portal-domains: `make run` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+
+DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal_domains
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal_domains_test
+export DATABASE_URL TEST_DATABASE_URL
+
+BIN := bin/portal-domains
+FUZZTIME ?= 5s
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build bin/portal-domains
+	$(GO) build -o $(BIN) ./cmd/portal-domains
+
+.PHONY: postgres
+postgres: ## make sure Postgres answers (starts a throwaway one when not)
+	@scripts/ensure-postgres.sh "$(DATABASE_URL)"
+	@scripts/ensure-postgres.sh "$(TEST_DATABASE_URL)"
+
+.PHONY: kube-binaries
+kube-binaries: ## build kube-apiserver and etcd from the Go module proxy into .cache/kube-bin (cached)
+	@scripts/build-kube-binaries.sh >/dev/null
+
+.PHONY: run
+run: build postgres ## migrate and run the worker against DATABASE_URL
+	$(BIN) migrate up
+	$(BIN) worker
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: test
+test: postgres kube-binaries lint ## run every test against real Postgres, DNS, kube-apiserver and HTTPS servers, plus short fuzzing
+	$(GO) test -p 2 -count=1 -timeout 25m ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 5s)
+	@for target in $$(git grep -lE '^func Fuzz' -- '*_test.go' | xargs -n1 dirname | sort -u); do \
+	  for fn in $$(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)' $$target/*_test.go | awk '{print $$2}'); do \
+	    echo "fuzz ./$$target $$fn ($(FUZZTIME))"; \
+	    $(GO) test ./$$target -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) >/tmp/fuzz-$$fn.log 2>&1 || { cat /tmp/fuzz-$$fn.log; exit 1; }; \
+	  done; \
+	done
+
+.PHONY: clean
+clean: ## remove built binaries (keeps the kube-apiserver cache)
+	rm -rf bin

@@ -1,0 +1,433 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/dns"
+	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/k8s"
+	"github.com/portal-domains/portal-domains/worker"
+)
+
+// isBadInput is true for errors caused by what the user typed.
+func isBadInput(err error) bool {
+	return errors.Is(err, domain.ErrInvalidInput) || errors.Is(err, domain.ErrInvalidDomain) ||
+		errors.Is(err, db.ErrNotFound) || errors.Is(err, db.ErrConflict) || errors.Is(err, db.ErrRejected) ||
+		errors.Is(err, db.ErrWrongState)
+}
+
+// flags creates a flag set whose errors become usage errors.
+func (e *environment) flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return usageError{fmt.Errorf("%s: help shown", fs.Name())}
+		}
+		return usageError{fmt.Errorf("%s: %w", fs.Name(), err)}
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+func (e *environment) config() (worker.Config, error) {
+	cfg, err := worker.ConfigFromEnv(e.getenv)
+	if err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+func (e *environment) open(cfg worker.Config) (*pgxpool.Pool, error) {
+	return db.Open(e.ctx, cfg.DatabaseURL)
+}
+
+func (e *environment) migrate(args []string) error {
+	if len(args) == 0 {
+		return usagef("migrate: say up, down or status")
+	}
+	fs := e.flags("migrate " + args[0])
+	steps := fs.Int("steps", 0, "down: how many migrations to revert (0: all, including River's tables)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	pool, err := e.open(cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	switch args[0] {
+	case "up":
+		applied, err := db.MigrateUp(e.ctx, pool, db.Settings{CanonicalSuffix: cfg.CanonicalSuffix})
+		if err != nil {
+			return err
+		}
+		for _, m := range applied {
+			fmt.Fprintf(e.stdout, "applied %03d_%s\n", m.Version, m.Name)
+		}
+		fmt.Fprintf(e.stdout, "schema up to date (%d new migrations)\n", len(applied))
+	case "down":
+		if *steps < 0 {
+			return usagef("migrate down: --steps must be 0 or more")
+		}
+		reverted, err := db.MigrateDown(e.ctx, pool, *steps)
+		if err != nil {
+			return err
+		}
+		for _, m := range reverted {
+			fmt.Fprintf(e.stdout, "reverted %03d_%s\n", m.Version, m.Name)
+		}
+	case "status":
+		all, err := db.MigrationStatus(e.ctx, pool)
+		if err != nil {
+			return err
+		}
+		for _, m := range all {
+			state := "pending"
+			if m.Applied {
+				state = "applied"
+			}
+			fmt.Fprintf(e.stdout, "%03d_%s\t%s\n", m.Version, m.Name, state)
+		}
+	default:
+		return usagef("migrate: unknown direction %q (up, down or status)", args[0])
+	}
+	return nil
+}
+
+func (e *environment) register(args []string) error {
+	fs := e.flags("register")
+	tenant := fs.String("tenant", "", "tenant UUID (required)")
+	name := fs.String("domain", "", "the portal domain, e.g. portal.acme.com (required)")
+	asJSON := fs.Bool("json", false, "print the row as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	tenantID, err := domain.ParseTenantID(*tenant)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(*name) == "" {
+		return usagef("register: --domain is required")
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	// Validate before connecting, so bad input never needs a database.
+	if _, err := domain.ValidatePortalDomain(*name, cfg.CanonicalSuffix); err != nil {
+		return err
+	}
+	pool, err := e.open(cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var res db.Result
+	err = db.InTx(e.ctx, pool, func(tx pgx.Tx) error {
+		res, err = db.Register(e.ctx, tx, tenantID, *name, cfg.CanonicalSuffix)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, res.Record)
+	}
+	switch {
+	case !res.Enqueued:
+		fmt.Fprintf(e.stdout, "%s is already registered for tenant %s (status %s); nothing to do\n", res.Record.Domain, tenantID, res.Record.Status)
+	default:
+		fmt.Fprintf(e.stdout, "registered %s (id %s)\n", res.Record.Domain, res.Record.ID)
+	}
+	fmt.Fprintf(e.stdout, "Ask the tenant to create:  %s.  CNAME  %s.\n", res.Record.Domain, res.Record.CanonicalHost)
+	return nil
+}
+
+// domainAction runs refresh, retry or disable.
+func (e *environment) domainAction(action string, args []string) error {
+	fs := e.flags(action)
+	tenant := fs.String("tenant", "", "tenant UUID (required)")
+	domainID := fs.String("domain-id", "", "portal_domains.id (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	tenantID, err := domain.ParseTenantID(*tenant)
+	if err != nil {
+		return err
+	}
+	id, err := domain.ParseDomainID(*domainID)
+	if err != nil {
+		return err
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	pool, err := e.open(cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	op := map[string]func(tx pgx.Tx) (db.Result, error){
+		"refresh": func(tx pgx.Tx) (db.Result, error) { return db.Refresh(e.ctx, tx, tenantID, id) },
+		"retry":   func(tx pgx.Tx) (db.Result, error) { return db.Retry(e.ctx, tx, tenantID, id) },
+		"disable": func(tx pgx.Tx) (db.Result, error) { return db.Disable(e.ctx, tx, tenantID, id) },
+	}[action]
+	var res db.Result
+	if err := db.InTx(e.ctx, pool, func(tx pgx.Tx) error {
+		res, err = op(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if !res.Enqueued {
+		fmt.Fprintf(e.stdout, "%s is already %s; nothing to do\n", res.Record.Domain, res.Record.Status)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%s: %s is now %s (generation %d); job enqueued\n", action, res.Record.Domain, res.Record.Status, res.Record.Generation)
+	return nil
+}
+
+func (e *environment) status(args []string) error {
+	fs := e.flags("status")
+	tenant := fs.String("tenant", "", "only this tenant")
+	domainID := fs.String("domain-id", "", "one domain, with its history")
+	status := fs.String("status", "", "only this status")
+	limit := fs.Int("limit", 1000, "at most this many rows")
+	asJSON := fs.Bool("json", false, "JSON instead of a table")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	filter := db.ListFilter{Limit: *limit}
+	if *tenant != "" {
+		t, err := domain.ParseTenantID(*tenant)
+		if err != nil {
+			return err
+		}
+		filter.Tenant = t
+	}
+	if *status != "" {
+		s, err := domain.ParseStatus(*status)
+		if err != nil {
+			return err
+		}
+		filter.Status = s
+	}
+	var id string
+	if *domainID != "" {
+		var err error
+		if id, err = domain.ParseDomainID(*domainID); err != nil {
+			return err
+		}
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	pool, err := e.open(cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if id != "" {
+		rec, err := db.GetDomain(e.ctx, pool, id)
+		if err != nil {
+			return err
+		}
+		events, err := db.ListEvents(e.ctx, pool, id)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(e.stdout, map[string]any{"domain": rec, "events": events})
+		}
+		writeTable(e.stdout, []domain.Record{rec})
+		fmt.Fprintln(e.stdout, "\nHistory:")
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tGEN\tFROM\tTO\tMESSAGE")
+		for _, ev := range events {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", ev.CreatedAt, ev.Generation, ev.From, ev.To, ev.Message)
+		}
+		return tw.Flush()
+	}
+	recs, err := db.ListDomains(e.ctx, pool, filter)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if recs == nil {
+			recs = []domain.Record{}
+		}
+		return writeJSON(e.stdout, recs)
+	}
+	writeTable(e.stdout, recs)
+	return nil
+}
+
+func writeTable(w io.Writer, recs []domain.Record) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTENANT\tDOMAIN\tCNAME TARGET\tSTATUS\tSINCE\tMESSAGE")
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Tenant, r.Domain, r.CanonicalHost, r.Status,
+			r.StatusChangedAt.UTC().Format(time.RFC3339), oneLine(r.StatusMessage, 100))
+	}
+	_ = tw.Flush()
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// doctor runs the DNS checks now and prints each with what was seen and how
+// to fix it. Exit 0 only when every check passes.
+func (e *environment) doctor(args []string) error {
+	fs := e.flags("doctor")
+	name := fs.String("domain", "", "the domain to check")
+	domainID := fs.String("domain-id", "", "check a registered domain by id")
+	canonical := fs.String("canonical-host", "", "the expected CNAME target (default: the registered one)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if (*name == "") == (*domainID == "") {
+		return usagef("doctor: give exactly one of --domain or --domain-id")
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	host, expected := *name, *canonical
+	if host != "" {
+		if host, err = domain.ValidatePortalDomain(host, cfg.CanonicalSuffix); err != nil {
+			return err
+		}
+	}
+	if *domainID != "" || expected == "" {
+		pool, err := e.open(cfg)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		var rec domain.Record
+		if *domainID != "" {
+			rec, err = db.GetDomain(e.ctx, pool, *domainID)
+		} else {
+			rec, err = db.GetDomainByName(e.ctx, pool, host)
+			if errors.Is(err, db.ErrNotFound) {
+				return usagef("doctor: %s is not registered; pass --canonical-host to check it anyway", host)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		host = rec.Domain
+		if expected == "" {
+			expected = rec.CanonicalHost
+		}
+	}
+	resolver, err := dns.NewResolver(dns.Config{Servers: cfg.DNSServers, Timeout: cfg.DNSTimeout})
+	if err != nil {
+		return err
+	}
+	report := resolver.Check(e.ctx, host, expected, cfg.CAAIdentity)
+	if *asJSON {
+		if err := writeJSON(e.stdout, report); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(e.stdout, "%s → expected CNAME %s (resolvers %s)\n", host, expected, strings.Join(cfg.DNSServers, ", "))
+		for _, c := range report.Checks {
+			mark := "✓"
+			if !c.OK {
+				mark = "✗"
+			}
+			fmt.Fprintf(e.stdout, "%s %s: %s\n", mark, c.Name, c.Seen)
+			if !c.OK {
+				if c.Expected != "" {
+					fmt.Fprintf(e.stdout, "    expected: %s\n", c.Expected)
+				}
+				if c.Fix != "" {
+					fmt.Fprintf(e.stdout, "    fix: %s\n", c.Fix)
+				}
+			}
+		}
+		fmt.Fprintln(e.stdout, report.Message)
+	}
+	if report.Outcome != dns.OutcomeVerified {
+		return errSilent
+	}
+	return nil
+}
+
+// render prints a domain's objects exactly as the apply stage would send
+// them, without touching the cluster.
+func (e *environment) render(args []string) error {
+	fs := e.flags("render")
+	domainID := fs.String("domain-id", "", "portal_domains.id (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id, err := domain.ParseDomainID(*domainID)
+	if err != nil {
+		return err
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	pool, err := e.open(cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rec, err := db.GetDomain(e.ctx, pool, id)
+	if err != nil {
+		return err
+	}
+	objs, err := k8s.Render(k8s.Domain{ID: rec.ID, Tenant: string(rec.Tenant), Host: rec.Domain, CanonicalHost: rec.CanonicalHost}, cfg.Kube)
+	if err != nil {
+		return err
+	}
+	for _, obj := range objs.All() {
+		b, err := k8s.SnapshotJSON(obj)
+		if err != nil {
+			return err
+		}
+		if _, err := e.stdout.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"golang.org/x/term"
+
+	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/server"
+	"github.com/portal-domains/portal-domains/telemetry"
+	"github.com/portal-domains/portal-domains/worker"
+)
+
+func (e *environment) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(strings.ToUpper(or(e.getenv("LOG_LEVEL"), "info")))); err != nil {
+		return nil, usagef("LOG_LEVEL: %q is not debug, info, warn or error", e.getenv("LOG_LEVEL"))
+	}
+	isTerminal := false
+	if f, ok := e.stderr.(*os.File); ok {
+		isTerminal = term.IsTerminal(int(f.Fd()))
+	}
+	return telemetry.NewLogger(e.stderr, isTerminal, level), nil
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// worker runs the River workers and the HTTP endpoints until a signal.
+func (e *environment) worker(args []string) error {
+	fs := e.flags("worker")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	serverCfg, err := server.ConfigFromEnv(e.getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	logger, err := e.logger()
+	if err != nil {
+		return err
+	}
+	tp, shutdownTracing, err := telemetry.SetupTracing(e.ctx, e.getenv)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.WithoutCancel(e.ctx)) }()
+	events, err := newAnalytics(e.getenv, logger)
+	if err != nil {
+		return usageError{err}
+	}
+	defer events.Close()
+
+	w, err := worker.New(e.ctx, cfg, worker.Options{Logger: logger, TracerProvider: tp, Observer: events})
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	srv, err := server.New(serverCfg, server.Deps{Logger: logger, Registry: w.Registry(), Ready: w.Ready, RiverClient: w.Client()})
+	if err != nil {
+		return usageError{err}
+	}
+	return runTogether(e.ctx, w.Run, srv.Run)
+}
+
+// runTogether runs fns until ctx ends or one fails, then waits for all.
+func runTogether(ctx context.Context, fns ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(fns))
+	for _, fn := range fns {
+		go func() {
+			err := fn(ctx)
+			cancel()
+			errs <- err
+		}()
+	}
+	var all []error
+	for range fns {
+		if err := <-errs; err != nil && !errors.Is(err, context.Canceled) {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}
+
+// ui serves the River UI alone, with an insert-only client.
+func (e *environment) ui(args []string) error {
+	fs := e.flags("ui")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	serverCfg, err := server.ConfigFromEnv(e.getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	logger, err := e.logger()
+	if err != nil {
+		return err
+	}
+	pool, err := e.open(cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	if err != nil {
+		return err
+	}
+	reg := newRegistry()
+	srv, err := server.New(serverCfg, server.Deps{Logger: logger, Registry: reg, RiverClient: client,
+		Ready: func(ctx context.Context) error { return pool.Ping(ctx) }})
+	if err != nil {
+		return usageError{err}
+	}
+	logger.Info("serving the River UI", "url", "http://"+serverCfg.Addr+server.RiverUIPrefix+"/")
+	return srv.Run(e.ctx)
+}
+
+// alerts lists stuck-certificate alerts.
+func (e *environment) alerts(args []string) error {
+	fs := e.flags("alerts")
+	all := fs.Bool("all", false, "include resolved alerts")
+	asJSON := fs.Bool("json", false, "JSON instead of a table")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	pool, err := e.open(cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	alerts, err := db.ListAlerts(e.ctx, pool, *all)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if alerts == nil {
+			alerts = []db.Alert{}
+		}
+		return writeJSON(e.stdout, alerts)
+	}
+	if len(alerts) == 0 {
+		fmt.Fprintln(e.stdout, "no open alerts")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "OPENED\tKIND\tDOMAIN\tTENANT\tREASON\tFAILED ATTEMPTS\tRESOLVED\tMESSAGE")
+	for _, a := range alerts {
+		resolved := ""
+		if a.ResolvedAt != nil {
+			resolved = a.ResolvedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", a.OpenedAt.UTC().Format(time.RFC3339), a.Kind, a.Domain, a.Tenant,
+			a.Reason, a.FailedIssuanceAttempts, resolved, oneLine(a.Message, 80))
+	}
+	return tw.Flush()
+}
+

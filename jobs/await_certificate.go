@@ -1,0 +1,102 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/portal-domains/portal-domains/domain"
+)
+
+// Re-check schedule while the certificate is not Ready. The Certificate
+// watch wakes the job as soon as Ready changes; this only covers a missed
+// event.
+const (
+	certRecheckMin = 5 * time.Second
+	certRecheckMax = 2 * time.Minute
+)
+
+type certDecision struct {
+	To      domain.Status
+	Message string
+	Snooze  time.Duration
+	// Reapply: the Certificate is missing (deleted by hand): apply again.
+	Reapply bool
+}
+
+// decideCertificate is the pure policy of the await_certificate stage.
+func decideCertificate(st CertState, rec domain.Record, now time.Time, deadline time.Duration) certDecision {
+	waited := now.Sub(rec.StatusChangedAt)
+	wait := backoff(waited, certRecheckMin, certRecheckMax)
+	if st.Found && st.Ready == "True" && st.RoutesPresent {
+		return certDecision{To: domain.StatusDeploying,
+			Message: fmt.Sprintf("Certificate for %s issued; checking HTTPS.", rec.Domain)}
+	}
+	var msg string
+	switch {
+	case !st.Found || !st.RoutesPresent:
+		return certDecision{To: domain.StatusCertificateIssuing, Reapply: true, Snooze: certRecheckMin,
+			Message: fmt.Sprintf("The certificate or gateway for %s was missing and has been created again.", rec.Domain)}
+	case st.Ready == "False" && st.Reason != "":
+		msg = fmt.Sprintf("Certificate for %s not issued yet: cert-manager reports %s: %s", rec.Domain, st.Reason, st.Message)
+		if st.FailedIssuanceAttempts > 0 {
+			msg += fmt.Sprintf(" (%d failed issuance attempts; cert-manager retries after 1h, 2h, 4h…)", st.FailedIssuanceAttempts)
+		}
+	case st.Ready == "True":
+		msg = fmt.Sprintf("Certificate for %s issued; waiting for the gateway.", rec.Domain)
+	default:
+		msg = fmt.Sprintf("Waiting for the certificate for %s to be issued.", rec.Domain)
+		if st.Message != "" {
+			msg += " cert-manager: " + st.Message
+		}
+	}
+	if waited >= deadline {
+		return certDecision{To: domain.StatusCertificateFailed,
+			Message: fmt.Sprintf("%s Gave up after %s; fix the cause, then retry.", msg, formatDuration(deadline))}
+	}
+	return certDecision{To: domain.StatusCertificateIssuing, Message: msg, Snooze: min(wait, max(deadline-waited, time.Second))}
+}
+
+// AwaitCertificateWorker waits for the Certificate to become Ready, keeping
+// cert-manager's reason visible in status_message meanwhile.
+type AwaitCertificateWorker struct {
+	river.WorkerDefaults[AwaitCertificateArgs]
+	deps *Deps
+}
+
+// NextRetry: reading the Certificate failed (API server down); try again soon.
+func (w *AwaitCertificateWorker) NextRetry(job *river.Job[AwaitCertificateArgs]) time.Time {
+	return time.Now().Add(retryDelay(job.Attempt))
+}
+
+// Work reads the Certificate once and decides.
+func (w *AwaitCertificateWorker) Work(ctx context.Context, job *river.Job[AwaitCertificateArgs]) error {
+	rec, logger, current, err := load(ctx, w.deps, job.Args.DomainArgs, domain.KindAwaitCertificate, domain.StatusCertificateIssuing)
+	if err != nil || !current {
+		return err
+	}
+	st, err := w.deps.Kube.CertificateState(ctx, refOf(rec))
+	if err != nil {
+		return fmt.Errorf("read certificate of %s: %w", rec.Domain, err)
+	}
+	decision := decideCertificate(st, rec, w.deps.now(), w.deps.Config.CertDeadline)
+	if decision.Reapply {
+		logger.Warn("certificate or routes missing; applying again")
+		if _, err := w.deps.Kube.Apply(ctx, refOf(rec)); err != nil {
+			return fmt.Errorf("re-apply %s: %w", rec.Domain, err)
+		}
+	}
+	_, moved, err := move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
+		From: domain.StatusCertificateIssuing, To: decision.To, Message: decision.Message,
+		Details: map[string]any{"certificate_ready": st.Ready, "certificate_reason": st.Reason}})
+	if err != nil || !moved {
+		return err
+	}
+	if decision.Snooze > 0 {
+		return river.JobSnooze(decision.Snooze)
+	}
+	w.deps.Observer.StageFinished(domain.KindAwaitCertificate, string(decision.To), w.deps.now().Sub(rec.StatusChangedAt))
+	return nil
+}

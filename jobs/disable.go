@@ -1,0 +1,41 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/portal-domains/portal-domains/domain"
+)
+
+// DisableWorker deletes the Certificate, its Secret, the Gateway and the
+// VirtualService (missing is fine) and the snapshots, and clears the secret
+// name. Deleting is idempotent, so a rerun after a crash is harmless.
+type DisableWorker struct {
+	river.WorkerDefaults[DisableArgs]
+	deps *Deps
+}
+
+// NextRetry: the API server may be down; try again soon.
+func (w *DisableWorker) NextRetry(job *river.Job[DisableArgs]) time.Time {
+	return time.Now().Add(retryDelay(job.Attempt))
+}
+
+// Work removes the domain's objects.
+func (w *DisableWorker) Work(ctx context.Context, job *river.Job[DisableArgs]) error {
+	begun := w.deps.now()
+	rec, logger, current, err := load(ctx, w.deps, job.Args.DomainArgs, domain.KindDisable, domain.StatusDisabled)
+	if err != nil || !current {
+		return err
+	}
+	if err := w.deps.Kube.Delete(ctx, refOf(rec)); err != nil {
+		return fmt.Errorf("delete objects of %s: %w", rec.Domain, err)
+	}
+	_, _, err = move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
+		From: domain.StatusDisabled, To: domain.StatusDisabled, ClearSecretName: true,
+		Message: fmt.Sprintf("%s is disabled; its certificate, secret, gateway and virtual service were removed.", rec.Domain)})
+	w.deps.Observer.StageFinished(domain.KindDisable, "disabled", w.deps.now().Sub(begun))
+	return err
+}

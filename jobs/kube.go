@@ -1,0 +1,56 @@
+package jobs
+
+import (
+	"context"
+	"time"
+)
+
+// DomainRef is what the Kubernetes side needs to know of a domain: the
+// objects are named from the canonical host's first label.
+type DomainRef struct {
+	ID            string
+	Tenant        string
+	Host          string
+	CanonicalHost string
+}
+
+// Applied is the outcome of a successful apply.
+type Applied struct {
+	SecretName      string
+	ResourceVersion string
+}
+
+// CertState is the Certificate's Ready condition as cert-manager reports it.
+type CertState struct {
+	Found  bool
+	Ready  string // "True", "False", "Unknown" or "" when absent
+	Reason string
+	// Message is cert-manager's message for the condition.
+	Message string
+	// Since is the condition's lastTransitionTime.
+	Since                  time.Time
+	FailedIssuanceAttempts int
+	// RoutesPresent: the Gateway and VirtualService exist.
+	RoutesPresent bool
+}
+
+// Kube renders and applies, reads and deletes a domain's objects. Errors
+// wrapping ErrPermanent are not retried.
+type Kube interface {
+	Apply(ctx context.Context, d DomainRef) (Applied, error)
+	CertificateState(ctx context.Context, d DomainRef) (CertState, error)
+	Delete(ctx context.Context, d DomainRef) error
+}
+
+// ProbeResult is one HTTPS check of a live domain.
+type ProbeResult struct {
+	OK bool
+	// Message says what failed, for the tenant and the operator.
+	Message string
+}
+
+// Prober makes an HTTPS request to the domain and checks the certificate
+// served covers it.
+type Prober interface {
+	Probe(ctx context.Context, host string) ProbeResult
+}

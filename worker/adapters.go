@@ -1,0 +1,156 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/dns"
+	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/jobs"
+	"github.com/portal-domains/portal-domains/k8s"
+	"github.com/portal-domains/portal-domains/probe"
+)
+
+// Store gives the jobs the database, mapping db's errors to jobs' sentinels.
+type Store struct{ Pool *pgxpool.Pool }
+
+var _ jobs.Store = Store{}
+
+// GetDomain reads a row.
+func (s Store) GetDomain(ctx context.Context, id string) (domain.Record, error) {
+	rec, err := db.GetDomain(ctx, s.Pool, id)
+	if errors.Is(err, db.ErrNotFound) {
+		return rec, fmt.Errorf("%w: %w", jobs.ErrNotFound, err)
+	}
+	return rec, err
+}
+
+// Transition applies a guarded move; the trigger enqueues the next stage in
+// the same statement's transaction.
+func (s Store) Transition(ctx context.Context, c domain.Change) (domain.Record, error) {
+	rec, err := db.Transition(ctx, s.Pool, c)
+	if errors.Is(err, db.ErrStale) {
+		return rec, fmt.Errorf("%w: %w", jobs.ErrStale, err)
+	}
+	return rec, err
+}
+
+// DNS runs the dns package's checks for the verify_dns job.
+type DNS struct {
+	Resolver    *dns.Resolver
+	CAAIdentity string
+}
+
+var _ jobs.DNSChecker = DNS{}
+
+// CheckDNS checks the CNAME chain and CAA.
+func (d DNS) CheckDNS(ctx context.Context, host, canonicalHost string) jobs.DNSVerdict {
+	report := d.Resolver.Check(ctx, host, canonicalHost, d.CAAIdentity)
+	observation, err := json.Marshal(report)
+	if err != nil {
+		observation = nil
+	}
+	return jobs.DNSVerdict{Outcome: jobs.DNSOutcome(report.Outcome), Message: report.Message, Observation: observation}
+}
+
+// Kube renders, snapshots and applies a domain's objects with the k8s package.
+type Kube struct {
+	Client      *k8s.Client
+	Config      k8s.Config
+	ManifestDir string
+}
+
+var _ jobs.Kube = Kube{}
+
+func toK8s(d jobs.DomainRef) k8s.Domain {
+	return k8s.Domain{ID: d.ID, Tenant: d.Tenant, Host: d.Host, CanonicalHost: d.CanonicalHost}
+}
+
+// Apply renders, writes the snapshots (when a directory is set) and
+// server-side applies.
+func (k Kube) Apply(ctx context.Context, d jobs.DomainRef) (jobs.Applied, error) {
+	objs, err := k8s.Render(toK8s(d), k.Config)
+	if err != nil {
+		return jobs.Applied{}, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+	}
+	if k.ManifestDir != "" {
+		if err := k8s.WriteSnapshots(k.ManifestDir, snapshotDir(d), objs); err != nil {
+			return jobs.Applied{}, fmt.Errorf("write manifest snapshots: %w", err)
+		}
+	}
+	res, err := k.Client.Apply(ctx, objs)
+	if err != nil {
+		return jobs.Applied{}, permanentIfHopeless(err)
+	}
+	return jobs.Applied{SecretName: res.SecretName, ResourceVersion: res.CertificateResourceVersion}, nil
+}
+
+// permanentIfHopeless marks errors that retrying the same request cannot
+// fix, so the domain fails now with the API server's message instead of
+// after the whole retry budget.
+func permanentIfHopeless(err error) error {
+	if errors.Is(err, k8s.ErrInvalid) || errors.Is(err, k8s.ErrConflict) || errors.Is(err, k8s.ErrBadDomain) ||
+		apierrors.IsForbidden(err) {
+		return fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+	}
+	return err
+}
+
+// CertificateState reads the Certificate's Ready condition and whether the
+// routes exist.
+func (k Kube) CertificateState(ctx context.Context, d jobs.DomainRef) (jobs.CertState, error) {
+	names, err := k8s.NamesFor(toK8s(d), k.Config)
+	if err != nil {
+		return jobs.CertState{}, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+	}
+	st, err := k.Client.GetCertificateStatus(ctx, names.CertNamespace, names.Certificate)
+	if err != nil {
+		return jobs.CertState{}, err
+	}
+	return certState(st), nil
+}
+
+func certState(st k8s.CertStatus) jobs.CertState {
+	ready := string(st.Ready)
+	// Just after a re-apply the condition describes the previous spec.
+	if st.Exists && st.ObservedGeneration != 0 && st.ObservedGeneration < st.Generation {
+		ready = "Unknown"
+	}
+	return jobs.CertState{Found: st.Exists, Ready: ready, Reason: st.Reason, Message: st.Message,
+		Since: st.LastTransitionTime, FailedIssuanceAttempts: st.FailedIssuanceAttempts, RoutesPresent: st.ObjectsPresent}
+}
+
+// Delete removes the objects and the snapshots.
+func (k Kube) Delete(ctx context.Context, d jobs.DomainRef) error {
+	if err := k.Client.Delete(ctx, toK8s(d), k.Config); err != nil {
+		return err
+	}
+	if k.ManifestDir != "" {
+		if err := k8s.RemoveSnapshots(k.ManifestDir, snapshotDir(d)); err != nil {
+			return fmt.Errorf("remove manifest snapshots: %w", err)
+		}
+	}
+	return nil
+}
+
+// Prober probes with the probe package.
+type Prober struct{ Config probe.Config }
+
+var _ jobs.Prober = Prober{}
+
+// Probe makes one HTTPS request.
+func (p Prober) Probe(ctx context.Context, host string) jobs.ProbeResult {
+	res := probe.Probe(ctx, p.Config, host)
+	return jobs.ProbeResult{OK: res.OK, Message: res.Message}
+}
+
+// snapshotDir is the runbook's <tenant7> folder: the canonical host's first
+// label, which is the tenant's 7 characters except after a collision, when
+// it is longer so two tenants never share a folder.
+func snapshotDir(d jobs.DomainRef) string { return domain.CanonicalPrefix(d.CanonicalHost) }
