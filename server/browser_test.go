@@ -195,14 +195,25 @@ func startChromium(t *testing.T) *chromium {
 	}()
 
 	waited := make(chan struct{})
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-waited
-	})
 	go func() {
 		_ = cmd.Wait()
 		close(waited)
 	}()
+	var conn *cdpConn
+	t.Cleanup(func() {
+		// Ask Chromium to quit so it reaps its own helper processes; kill
+		// the whole group only if it does not.
+		if conn != nil {
+			_, _ = conn.roundTrip("", "Browser.close", nil)
+			conn.close()
+		}
+		select {
+		case <-waited:
+		case <-time.After(10 * time.Second):
+		}
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-waited
+	})
 
 	var url string
 	select {
@@ -219,9 +230,8 @@ func startChromium(t *testing.T) *chromium {
 		t.Fatalf("chromium did not open DevTools within 60s:\n%s", log.String())
 	}
 
-	conn, err := dialCDP(url)
+	conn, err = dialCDP(url)
 	require.NoError(t, err)
-	t.Cleanup(func() { conn.close() })
 	return &chromium{conn: conn}
 }
 
