@@ -52,5 +52,5 @@ type ProbeResult struct {
 // Prober makes an HTTPS request to the domain and checks the certificate
 // served covers it.
 type Prober interface {
-	Probe(ctx context.Context, host string) ProbeResult
+	Probe(ctx context.Context, d DomainRef) ProbeResult
 }

@@ -42,7 +42,7 @@ func (w *ProbeWorker) Work(ctx context.Context, job *river.Job[ProbeArgs]) error
 	if err != nil || !current {
 		return err
 	}
-	res := w.deps.Prober.Probe(ctx, rec.Domain)
+	res := w.deps.Prober.Probe(ctx, refOf(rec))
 	decision := decideProbe(res, rec, w.deps.now(), w.deps.Config.CertDeadline)
 	_, moved, err := move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
 		From: domain.StatusDeploying, To: decision.To, Message: decision.Message})

@@ -33,7 +33,7 @@ type DNSVerdict struct {
 
 // DNSChecker runs the CNAME and CAA checks of a domain.
 type DNSChecker interface {
-	CheckDNS(ctx context.Context, host, canonicalHost string) DNSVerdict
+	CheckDNS(ctx context.Context, d DomainRef) DNSVerdict
 }
 
 // dnsDecision is what to do after a DNS check.
@@ -111,7 +111,7 @@ func (w *VerifyDNSWorker) Work(ctx context.Context, job *river.Job[VerifyDNSArgs
 		return err
 	}
 
-	verdict := w.deps.DNS.CheckDNS(ctx, rec.Domain, rec.CanonicalHost)
+	verdict := w.deps.DNS.CheckDNS(ctx, refOf(rec))
 	w.deps.Observer.DNSChecked(string(verdict.Outcome))
 	decision := decideDNS(verdict, rec, dnsCheckStartedAt(rec), w.deps.now(), w.deps.Config)
 	details := map[string]any{"dns_outcome": verdict.Outcome, "expected_cname": rec.CanonicalHost}

@@ -7,6 +7,9 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/portal-domains/portal-domains/db"
@@ -15,7 +18,23 @@ import (
 	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
 	"github.com/portal-domains/portal-domains/probe"
+	"github.com/portal-domains/portal-domains/telemetry"
 )
+
+// span starts a span tagged with the runbook's tenantId and portalDomainId.
+func span(ctx context.Context, tracer trace.Tracer, name string, d jobs.DomainRef, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	attrs = append(attrs, attribute.String("domain", d.Host))
+	return telemetry.StartDomainSpan(ctx, tracer, name, d.Tenant, d.ID, attrs...)
+}
+
+// endSpan records err (if any) and ends the span.
+func endSpan(s trace.Span, err error) {
+	if err != nil {
+		s.RecordError(err)
+		s.SetStatus(codes.Error, err.Error())
+	}
+	s.End()
+}
 
 // Store gives the jobs the database, mapping db's errors to jobs' sentinels.
 type Store struct{ Pool *pgxpool.Pool }
@@ -45,13 +64,21 @@ func (s Store) Transition(ctx context.Context, c domain.Change) (domain.Record, 
 type DNS struct {
 	Resolver    *dns.Resolver
 	CAAIdentity string
+	Tracer      trace.Tracer
 }
 
 var _ jobs.DNSChecker = DNS{}
 
 // CheckDNS checks the CNAME chain and CAA.
-func (d DNS) CheckDNS(ctx context.Context, host, canonicalHost string) jobs.DNSVerdict {
-	report := d.Resolver.Check(ctx, host, canonicalHost, d.CAAIdentity)
+func (d DNS) CheckDNS(ctx context.Context, ref jobs.DomainRef) jobs.DNSVerdict {
+	ctx, sp := span(ctx, d.Tracer, "dns.check", ref, attribute.String("canonical_host", ref.CanonicalHost))
+	report := d.Resolver.Check(ctx, ref.Host, ref.CanonicalHost, d.CAAIdentity)
+	sp.SetAttributes(attribute.String("dns.outcome", string(report.Outcome)))
+	var reportErr error
+	if report.Outcome == dns.OutcomeResolverError {
+		reportErr = errors.New(report.Message)
+	}
+	endSpan(sp, reportErr)
 	observation, err := json.Marshal(report)
 	if err != nil {
 		observation = nil
@@ -64,6 +91,9 @@ type Kube struct {
 	Client      *k8s.Client
 	Config      k8s.Config
 	ManifestDir string
+	Tracer      trace.Tracer
+	// ApplyErrors counts apply failures by kind (conflict, invalid, ...).
+	ApplyErrors func(kind string)
 }
 
 var _ jobs.Kube = Kube{}
@@ -74,7 +104,14 @@ func toK8s(d jobs.DomainRef) k8s.Domain {
 
 // Apply renders, writes the snapshots (when a directory is set) and
 // server-side applies.
-func (k Kube) Apply(ctx context.Context, d jobs.DomainRef) (jobs.Applied, error) {
+func (k Kube) Apply(ctx context.Context, d jobs.DomainRef) (applied jobs.Applied, err error) {
+	ctx, sp := span(ctx, k.Tracer, "kubernetes.apply", d)
+	defer func() {
+		endSpan(sp, err)
+		if err != nil && k.ApplyErrors != nil {
+			k.ApplyErrors(applyErrorKind(err))
+		}
+	}()
 	objs, err := k8s.Render(toK8s(d), k.Config)
 	if err != nil {
 		return jobs.Applied{}, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
@@ -89,6 +126,20 @@ func (k Kube) Apply(ctx context.Context, d jobs.DomainRef) (jobs.Applied, error)
 		return jobs.Applied{}, permanentIfHopeless(err)
 	}
 	return jobs.Applied{SecretName: res.SecretName, ResourceVersion: res.CertificateResourceVersion}, nil
+}
+
+func applyErrorKind(err error) string {
+	switch {
+	case errors.Is(err, k8s.ErrConflict):
+		return "conflict"
+	case errors.Is(err, k8s.ErrInvalid), errors.Is(err, k8s.ErrBadDomain):
+		return "invalid"
+	case errors.Is(err, k8s.ErrUnreachable):
+		return "unreachable"
+	case apierrors.IsForbidden(err):
+		return "forbidden"
+	}
+	return "other"
 }
 
 // permanentIfHopeless marks errors that retrying the same request cannot
@@ -140,13 +191,19 @@ func (k Kube) Delete(ctx context.Context, d jobs.DomainRef) error {
 }
 
 // Prober probes with the probe package.
-type Prober struct{ Config probe.Config }
+type Prober struct {
+	Config probe.Config
+	Tracer trace.Tracer
+}
 
 var _ jobs.Prober = Prober{}
 
 // Probe makes one HTTPS request.
-func (p Prober) Probe(ctx context.Context, host string) jobs.ProbeResult {
-	res := probe.Probe(ctx, p.Config, host)
+func (p Prober) Probe(ctx context.Context, d jobs.DomainRef) jobs.ProbeResult {
+	ctx, sp := span(ctx, p.Tracer, "https.probe", d)
+	res := probe.Probe(ctx, p.Config, d.Host)
+	sp.SetAttributes(attribute.Int("http.status_code", res.StatusCode))
+	endSpan(sp, res.Err)
 	return jobs.ProbeResult{OK: res.OK, Message: res.Message}
 }
 

@@ -14,6 +14,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -49,6 +52,7 @@ type bundle struct {
 type setupOpts struct {
 	dnsDeadline  time.Duration
 	certDeadline time.Duration
+	tracer       trace.TracerProvider
 }
 
 // setup starts real Postgres (schema), DNS, kube-apiserver and HTTPS
@@ -95,7 +99,7 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 	if b.cfg.CertDeadline == 0 {
 		b.cfg.CertDeadline = 6 * time.Hour
 	}
-	w, err := worker.New(ctx, b.cfg, worker.Options{Pool: b.schema.Pool, RestConfig: b.kube.Config, Logger: testLogger(t)})
+	w, err := worker.New(ctx, b.cfg, worker.Options{Pool: b.schema.Pool, RestConfig: b.kube.Config, Logger: testLogger(t), TracerProvider: opts.tracer})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -286,4 +290,31 @@ func TestPipeline(t *testing.T) {
 		failed := b.waitFor(t, id, "failed", func(r domain.Record) bool { return r.Status == domain.StatusDNSFailed })
 		require.Contains(t, failed.StatusMessage, "apex domain")
 	})
+}
+
+func TestStagesAreTraced(t *testing.T) {
+	t.Parallel()
+	recorder := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	b := setup(t, setupOpts{tracer: tp})
+	rec := b.register(t, tenant, "portal.acme.test")
+	b.waitFor(t, rec.ID, "reached certificate_issuing", func(r domain.Record) bool { return r.Status == domain.StatusCertificateIssuing })
+
+	tagged := map[string]bool{}
+	var workSpans int
+	for _, s := range recorder.Ended() {
+		if strings.HasPrefix(s.Name(), "river.work/") {
+			workSpans++
+		}
+		attrs := map[string]string{}
+		for _, a := range s.Attributes() {
+			attrs[string(a.Key)] = a.Value.Emit()
+		}
+		if attrs["tenantId"] == string(tenant) && attrs["portalDomainId"] == rec.ID {
+			tagged[s.Name()] = true
+		}
+	}
+	require.True(t, tagged["dns.check"], "the DNS check span carries tenantId and portalDomainId")
+	require.True(t, tagged["kubernetes.apply"], "the apply span carries tenantId and portalDomainId")
+	require.GreaterOrEqual(t, workSpans, 2, "River's middleware traces each job")
 }

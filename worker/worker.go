@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -116,10 +117,15 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		return nil, err
 	}
 
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	tracer := tp.Tracer(telemetry.TracerName)
 	deps := &jobs.Deps{
 		Store:    Store{Pool: w.pool},
-		DNS:      DNS{Resolver: resolver, CAAIdentity: cfg.CAAIdentity},
-		Prober:   Prober{Config: cfg.Probe},
+		DNS:      DNS{Resolver: resolver, CAAIdentity: cfg.CAAIdentity, Tracer: tracer},
+		Prober:   Prober{Config: cfg.Probe, Tracer: tracer},
 		Observer: observers{metricsObserver{w.metrics}, opts.Observer},
 		Logger:   w.logger,
 		Config: jobs.Config{CanonicalSuffix: cfg.CanonicalSuffix, DNSDeadline: cfg.DNSDeadline,
@@ -132,7 +138,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		domain.QueueMaintenance: {MaxWorkers: 2},
 	}
 	if w.kube != nil {
-		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir}
+		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir, Tracer: tracer, ApplyErrors: w.metrics.ApplyError}
 		queues[domain.QueueKubernetes] = river.QueueConfig{MaxWorkers: cfg.KubeWorkers}
 	}
 	workers := river.NewWorkers()
