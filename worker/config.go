@@ -43,6 +43,14 @@ type Config struct {
 	// Workers per queue.
 	DNSWorkers, KubeWorkers, ProbeWorkers int
 	ShutdownTimeout                       time.Duration
+	// JobTimeout cancels a job's context after this long: a stage is a few
+	// network calls, so anything slower is stuck.
+	JobTimeout time.Duration
+	// RescueAfter: a job still running this long after it started belongs
+	// to a worker that died (kill -9, OOM, lost node) and is retried by
+	// another. It must be at least JobTimeout, or live jobs would be
+	// rescued while they run.
+	RescueAfter time.Duration
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
 	LogLevel      string
@@ -87,11 +95,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"PORTAL_DOMAIN_PROBE_TIMEOUT", &cfg.Probe.Timeout, 10 * time.Second},
 		{"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, 30 * time.Second},
 		{"PORTAL_DOMAIN_SWEEP_INTERVAL", &cfg.SweepInterval, 10 * time.Minute},
+		{"PORTAL_DOMAIN_JOB_TIMEOUT", &cfg.JobTimeout, 2 * time.Minute},
+		{"PORTAL_DOMAIN_RESCUE_AFTER", &cfg.RescueAfter, 5 * time.Minute},
 	}
 	for _, d := range durations {
 		if *d.dst, err = parseDuration(getenv(d.name), d.def); err != nil {
 			return cfg, fmt.Errorf("%s: %w", d.name, err)
 		}
+	}
+	if cfg.RescueAfter < cfg.JobTimeout {
+		return cfg, fmt.Errorf("PORTAL_DOMAIN_RESCUE_AFTER (%s) must be at least PORTAL_DOMAIN_JOB_TIMEOUT (%s), or running jobs would be retried while they run",
+			cfg.RescueAfter, cfg.JobTimeout)
 	}
 	if cfg.Probe.MinStatus, cfg.Probe.MaxStatus, err = parseStatusRange(getenv("PORTAL_DOMAIN_PROBE_STATUSES")); err != nil {
 		return cfg, fmt.Errorf("PORTAL_DOMAIN_PROBE_STATUSES: %w", err)

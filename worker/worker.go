@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -154,9 +155,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		Logger:  w.logger,
 		Plugins: plugins,
 		// A stage is a few network calls; anything slower is stuck.
-		JobTimeout: 2 * time.Minute,
+		JobTimeout: cmp.Or(cfg.JobTimeout, 2*time.Minute),
 		// Jobs of a worker killed mid-run are rescued after this long.
-		RescueStuckJobsAfter: 5 * time.Minute,
+		RescueStuckJobsAfter: cmp.Or(cfg.RescueAfter, 5*time.Minute),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("river client: %w", err)
