@@ -68,6 +68,11 @@ func (e *environment) migrate(args []string) error {
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
+	switch args[0] {
+	case "up", "down", "status":
+	default:
+		return usagef("migrate: unknown direction %q (up, down or status)", args[0])
+	}
 	cfg, err := e.config()
 	if err != nil {
 		return err
@@ -110,8 +115,6 @@ func (e *environment) migrate(args []string) error {
 			}
 			fmt.Fprintf(e.stdout, "%03d_%s\t%s\n", m.Version, m.Name, state)
 		}
-	default:
-		return usagef("migrate: unknown direction %q (up, down or status)", args[0])
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -40,7 +41,8 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.Is(err, errSilent) {
 		return 1
 	}
-	fmt.Fprintln(stderr, "portal-domains:", err)
+	// One line, whatever the libraries underneath put in their messages.
+	fmt.Fprintln(stderr, "portal-domains:", strings.Join(strings.Fields(err.Error()), " "))
 	var ue usageError
 	if errors.As(err, &ue) || isBadInput(err) {
 		return 2
