@@ -181,4 +181,3 @@ func (e *environment) alerts(args []string) error {
 	}
 	return tw.Flush()
 }
-
