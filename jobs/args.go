@@ -1,6 +1,10 @@
 package jobs
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
 	"github.com/riverqueue/river"
 
 	"github.com/portal-domains/portal-domains/domain"
@@ -12,6 +16,45 @@ import (
 type DomainArgs struct {
 	DomainID   string `json:"domain_id"`
 	Generation int64  `json:"generation"`
+}
+
+// ErrBadArgs marks job args that no retry can fix: not the JSON object the
+// trigger writes, a domain_id that is not a canonical UUID, or a generation
+// below 1. Someone edited river_job by hand or inserted a job without the
+// trigger; the job is cancelled instead of retried for days.
+var ErrBadArgs = errors.New("malformed job args")
+
+// Validate checks what every writer of a domain job guarantees: domain_id
+// is a UUID in canonical (lower-case, hyphenated) form, as Postgres prints
+// it and the unique key hashes it, and generation is positive (a row's
+// pipeline_generation starts at 1).
+func (a DomainArgs) Validate() error {
+	id, err := domain.ParseDomainID(a.DomainID)
+	if err != nil {
+		return fmt.Errorf("%w: domain_id %q is not a UUID", ErrBadArgs, a.DomainID)
+	}
+	if id != a.DomainID {
+		return fmt.Errorf("%w: domain_id %q is not in canonical form (%s)", ErrBadArgs, a.DomainID, id)
+	}
+	if a.Generation < 1 {
+		return fmt.Errorf("%w: generation %d is not positive", ErrBadArgs, a.Generation)
+	}
+	return nil
+}
+
+// DecodeDomainArgs decodes a job's encoded args the way River does
+// (encoding/json into DomainArgs) and validates them. Every stage worker
+// runs it before River decodes the args (see argsGuard), so malformed args
+// cancel the job with a reason instead of failing it attempt after attempt.
+func DecodeDomainArgs(raw []byte) (DomainArgs, error) {
+	var a DomainArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return DomainArgs{}, fmt.Errorf("%w: %w", ErrBadArgs, err)
+	}
+	if err := a.Validate(); err != nil {
+		return DomainArgs{}, err
+	}
+	return a, nil
 }
 
 // stageInsertOpts returns the queue, attempts and uniqueness the trigger uses
