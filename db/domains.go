@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -193,4 +194,27 @@ func WakeStageJob(ctx context.Context, q Querier, domainID string) (bool, error)
 		return false, fmt.Errorf("wake stage job of %s: %w", domainID, err)
 	}
 	return woken, nil
+}
+
+// DomainsKeepingObjects returns which of ids still own their Kubernetes
+// objects: the row exists and is not disabled for longer than disabledFor.
+func DomainsKeepingObjects(ctx context.Context, q Querier, ids []string, disabledFor time.Duration) (map[string]bool, error) {
+	keep := make(map[string]bool, len(ids))
+	if len(ids) == 0 {
+		return keep, nil
+	}
+	rows, err := q.Query(ctx, `SELECT id::text FROM portal_domains
+		WHERE id::text = ANY($1) AND NOT (status = 'disabled' AND status_changed_at < now() - $2::interval)`,
+		ids, fmt.Sprintf("%d milliseconds", disabledFor.Milliseconds()))
+	if err != nil {
+		return nil, fmt.Errorf("find domains keeping objects: %w", err)
+	}
+	kept, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("find domains keeping objects: %w", err)
+	}
+	for _, id := range kept {
+		keep[id] = true
+	}
+	return keep, nil
 }

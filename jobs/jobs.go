@@ -72,10 +72,13 @@ type Observer interface {
 // Deps are the outside systems the workers use. DNS is needed by
 // verify_dns; Kube by apply, await_certificate and disable; Prober by probe.
 type Deps struct {
-	Store    Store
-	DNS      DNSChecker
-	Kube     Kube
-	Prober   Prober
+	Store  Store
+	DNS    DNSChecker
+	Kube   Kube
+	Prober Prober
+	// Sweeper and Owners enable the orphan sweep.
+	Sweeper  Sweeper
+	Owners   OwnerStore
 	Observer Observer
 	Logger   *slog.Logger
 	Config   Config
@@ -124,6 +127,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	}
 	if deps.Prober != nil {
 		river.AddWorker(workers, &ProbeWorker{deps: deps})
+	}
+	if deps.Sweeper != nil && deps.Owners != nil {
+		river.AddWorker(workers, &OrphanSweepWorker{deps: deps})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
@@ -211,3 +212,36 @@ func (p Prober) Probe(ctx context.Context, d jobs.DomainRef) jobs.ProbeResult {
 // label, which is the tenant's 7 characters except after a collision, when
 // it is longer so two tenants never share a folder.
 func snapshotDir(d jobs.DomainRef) string { return domain.CanonicalPrefix(d.CanonicalHost) }
+
+// DomainsKeepingObjects tells the orphan sweep which domains still own
+// their objects.
+func (s Store) DomainsKeepingObjects(ctx context.Context, ids []string, disabledFor time.Duration) (map[string]bool, error) {
+	return db.DomainsKeepingObjects(ctx, s.Pool, ids, disabledFor)
+}
+
+// Sweeper lists and deletes managed objects for the orphan sweep.
+type Sweeper struct{ Client *k8s.Client }
+
+var _ jobs.Sweeper = Sweeper{}
+
+// ListManaged lists every object with the managed label.
+func (s Sweeper) ListManaged(ctx context.Context) ([]jobs.ManagedObject, error) {
+	objs, err := s.Client.ListManaged(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]jobs.ManagedObject, len(objs))
+	for i, o := range objs {
+		out[i] = jobs.ManagedObject{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, DomainID: o.DomainID, Handle: o}
+	}
+	return out, nil
+}
+
+// DeleteManaged deletes one listed object (and a Certificate's Secret).
+func (s Sweeper) DeleteManaged(ctx context.Context, obj jobs.ManagedObject) error {
+	m, ok := obj.Handle.(k8s.ManagedObject)
+	if !ok {
+		return fmt.Errorf("delete %s %s/%s: not listed by this sweeper", obj.Kind, obj.Namespace, obj.Name)
+	}
+	return s.Client.DeleteManaged(ctx, m)
+}

@@ -92,6 +92,7 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		Probe:           probe.Config{DialAddress: https.Listener.Addr().String(), CAFile: caFile, Timeout: 2 * time.Second},
 		DNSWorkers:      4, KubeWorkers: 4, ProbeWorkers: 4,
 		ShutdownTimeout: 5 * time.Second,
+		SweepInterval:   300 * time.Millisecond,
 	}
 	if b.cfg.DNSDeadline == 0 {
 		b.cfg.DNSDeadline = 48 * time.Hour
@@ -317,4 +318,28 @@ func TestStagesAreTraced(t *testing.T) {
 	require.True(t, tagged["dns.check"], "the DNS check span carries tenantId and portalDomainId")
 	require.True(t, tagged["kubernetes.apply"], "the apply span carries tenantId and portalDomainId")
 	require.GreaterOrEqual(t, workSpans, 2, "River's middleware traces each job")
+}
+
+func TestOrphanSweepDeletesObjectsOfDeletedRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	gone := b.register(t, tenant, "portal.acme.test")
+	kept := b.register(t, domain.TenantID("def56789-0000-4000-8000-000000000002"), "chain.acme.test")
+	// Once the first domain's objects exist, delete its row as AlgaPSA's
+	// tenant deletion does; the other tenant's row must stay as it is.
+	b.waitFor(t, gone.ID, "reached certificate_issuing", func(r domain.Record) bool { return r.Status == domain.StatusCertificateIssuing })
+	_, err := b.schema.Pool.Exec(b.ctx, `DELETE FROM portal_domains WHERE tenant = $1`, string(tenant))
+	require.NoError(t, err)
+
+	certs := b.kube.Dynamic.Resource(k8s.CertificateGVR).Namespace(b.cfg.Kube.CertNamespace)
+	gateways := b.kube.Dynamic.Resource(k8s.GatewayGVR).Namespace(b.cfg.Kube.GatewayNamespace)
+	require.Eventually(t, func() bool {
+		_, certErr := certs.Get(b.ctx, "portal-domain-abc1234", metav1.GetOptions{})
+		_, gwErr := gateways.Get(b.ctx, "portal-domain-gw-abc1234", metav1.GetOptions{})
+		return apierrors.IsNotFound(certErr) && apierrors.IsNotFound(gwErr)
+	}, waitTimeout, 100*time.Millisecond, "the sweep deletes the objects of a deleted row")
+
+	still, err := db.GetDomain(b.ctx, b.schema.Pool, kept.ID)
+	require.NoError(t, err, "the other tenant's row is untouched")
+	require.NotEqual(t, domain.StatusDisabled, still.Status)
 }

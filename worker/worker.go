@@ -133,6 +133,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName,
 			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax},
 	}
+	// Periodic jobs run on the elected leader only, so several workers
+	// never sweep or scan twice at once.
+	var periodic []*river.PeriodicJob
 	queues := map[string]river.QueueConfig{
 		domain.QueueDNS:         {MaxWorkers: cfg.DNSWorkers},
 		domain.QueueProbe:       {MaxWorkers: cfg.ProbeWorkers},
@@ -140,6 +143,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	}
 	if w.kube != nil {
 		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir, Tracer: tracer, ApplyErrors: w.metrics.ApplyError}
+		deps.Sweeper = Sweeper{Client: w.kube}
+		deps.Owners = Store{Pool: w.pool}
+		periodic = append(periodic, river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(cfg.SweepInterval, 10*time.Minute)),
+			func() (river.JobArgs, *river.InsertOpts) { return jobs.OrphanSweepArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}))
 		queues[domain.QueueKubernetes] = river.QueueConfig{MaxWorkers: cfg.KubeWorkers}
 	}
 	workers := river.NewWorkers()
@@ -150,10 +158,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		plugins = append(plugins, telemetry.RiverMiddleware(opts.TracerProvider))
 	}
 	w.client, err = river.NewClient(riverpgxv5.New(w.pool), &river.Config{
-		Queues:  queues,
-		Workers: workers,
-		Logger:  w.logger,
-		Plugins: plugins,
+		Queues:       queues,
+		Workers:      workers,
+		PeriodicJobs: periodic,
+		Logger:       w.logger,
+		Plugins:      plugins,
 		// A stage is a few network calls; anything slower is stuck.
 		JobTimeout: cmp.Or(cfg.JobTimeout, 2*time.Minute),
 		// Jobs of a worker killed mid-run are rescued after this long.

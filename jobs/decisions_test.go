@@ -1,0 +1,110 @@
+package jobs
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-domains/portal-domains/domain"
+)
+
+var (
+	t0  = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	rec = domain.Record{ID: "d1", Domain: "portal.acme.com", CanonicalHost: "abc1234.portal.algapsa.com", StatusChangedAt: t0}
+	cfg = Config{DNSDeadline: 48 * time.Hour, DNSRecheckMin: 10 * time.Second, DNSRecheckMax: 15 * time.Minute}
+)
+
+func TestDecideDNS(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		outcome DNSOutcome
+		elapsed time.Duration
+		to      domain.Status
+		snooze  time.Duration
+	}{
+		{"verified moves on", DNSVerified, time.Minute, domain.StatusPendingCertificate, 0},
+		{"a fresh mismatch re-checks in 10s", DNSMismatch, 0, domain.StatusVerifyingDNS, 10 * time.Second},
+		{"the re-check grows with the wait", DNSMismatch, 20 * time.Minute, domain.StatusVerifyingDNS, 5 * time.Minute},
+		{"and is capped at 15 minutes", DNSMismatch, 10 * time.Hour, domain.StatusVerifyingDNS, 15 * time.Minute},
+		{"never past the deadline", DNSMismatch, 48*time.Hour - 30*time.Second, domain.StatusVerifyingDNS, 30 * time.Second},
+		{"a mismatch at the deadline fails", DNSMismatch, 48 * time.Hour, domain.StatusDNSFailed, 0},
+		{"CAA forbidding fails at the deadline too", DNSCAAForbidden, 49 * time.Hour, domain.StatusDNSFailed, 0},
+		{"resolver trouble never fails", DNSResolverError, 100 * time.Hour, domain.StatusVerifyingDNS, 15 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := decideDNS(DNSVerdict{Outcome: tc.outcome, Message: "seen X; expected Y."}, rec, t0, t0.Add(tc.elapsed), cfg)
+			require.Equal(t, tc.to, d.To)
+			require.Equal(t, tc.snooze, d.Snooze)
+			if tc.to == domain.StatusDNSFailed {
+				require.True(t, strings.HasPrefix(d.Message, "seen X; expected Y."), "the observation leads the message")
+				require.Contains(t, d.Message, "48 hours")
+			}
+		})
+	}
+}
+
+func TestDecideCertificate(t *testing.T) {
+	t.Parallel()
+	deadline := 6 * time.Hour
+	for _, tc := range []struct {
+		name    string
+		st      CertState
+		waited  time.Duration
+		to      domain.Status
+		reapply bool
+		msg     string
+	}{
+		{"ready with routes deploys", CertState{Found: true, Ready: "True", RoutesPresent: true}, time.Minute, domain.StatusDeploying, false, "issued; checking HTTPS"},
+		{"ready without routes re-applies", CertState{Found: true, Ready: "True"}, time.Minute, domain.StatusCertificateIssuing, true, "created again"},
+		{"missing certificate re-applies", CertState{}, time.Minute, domain.StatusCertificateIssuing, true, "created again"},
+		{"a failure stays visible", CertState{Found: true, Ready: "False", Reason: "Failed", Message: "challenge 404", FailedIssuanceAttempts: 2, RoutesPresent: true},
+			time.Minute, domain.StatusCertificateIssuing, false, "cert-manager reports Failed: challenge 404 (2 failed issuance attempts"},
+		{"unknown keeps waiting", CertState{Found: true, Ready: "Unknown", RoutesPresent: true}, time.Minute, domain.StatusCertificateIssuing, false, "Waiting for the certificate"},
+		{"past the deadline fails with the reason", CertState{Found: true, Ready: "False", Reason: "Failed", Message: "rate limited", RoutesPresent: true},
+			7 * time.Hour, domain.StatusCertificateFailed, false, "rate limited"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := decideCertificate(tc.st, rec, t0.Add(tc.waited), deadline)
+			require.Equal(t, tc.to, d.To)
+			require.Equal(t, tc.reapply, d.Reapply)
+			require.Contains(t, d.Message, tc.msg)
+			if d.To == domain.StatusCertificateIssuing {
+				require.Positive(t, d.Snooze)
+			}
+		})
+	}
+}
+
+func TestDecideProbe(t *testing.T) {
+	t.Parallel()
+	ok := decideProbe(ProbeResult{OK: true}, rec, t0, time.Hour)
+	require.Equal(t, domain.StatusActive, ok.To)
+	retry := decideProbe(ProbeResult{Message: "certificate covers only other.example"}, rec, t0.Add(time.Minute), time.Hour)
+	require.Equal(t, domain.StatusDeploying, retry.To)
+	require.Contains(t, retry.Message, "certificate covers only other.example")
+	require.Positive(t, retry.Snooze)
+	failed := decideProbe(ProbeResult{Message: "connection refused"}, rec, t0.Add(2*time.Hour), time.Hour)
+	require.Equal(t, domain.StatusCertificateFailed, failed.To)
+}
+
+func TestOrphans(t *testing.T) {
+	t.Parallel()
+	objs := []ManagedObject{
+		{Kind: "Certificate", Name: "a", DomainID: "live"},
+		{Kind: "Certificate", Name: "b", DomainID: "gone"},
+		{Kind: "Gateway", Name: "c", DomainID: ""},
+	}
+	got := orphans(objs, map[string]bool{"live": true})
+	require.Len(t, got, 1)
+	require.Equal(t, "b", got[0].Name, "only objects of domains that no longer keep them; unlabelled ones are left alone")
+}
+
+func TestRetryDelay(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, 2*time.Second, retryDelay(1))
+	require.Equal(t, 64*time.Second, retryDelay(6))
+	require.Equal(t, 5*time.Minute, retryDelay(20))
+}
