@@ -45,7 +45,7 @@ func classify(ctx context.Context, op string, err error) error {
 	switch {
 	case apierrors.IsConflict(err) && errors.As(err, &status):
 		return fmt.Errorf("%s: %w: %s: %w", op, ErrConflict, describeConflict(status.Status()), err)
-	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err), isTypedPatchError(err):
 		return fmt.Errorf("%s: %w: %w", op, ErrInvalid, err)
 	case isUnreachable(err):
 		return fmt.Errorf("%s: %w: %w", op, ErrUnreachable, err)
@@ -78,6 +78,19 @@ func isUnreachable(err error) bool {
 	// *StatusError, handled above.
 	var urlErr *url.Error
 	return errors.As(err, &urlErr)
+}
+
+// isTypedPatchError recognises a server-side apply whose object does not
+// fit the schema's types (a string where a list belongs). kube-apiserver
+// answers that with a bare 500 rather than 422 Invalid; retrying the same
+// object can never succeed, so it is ErrInvalid.
+func isTypedPatchError(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	s := status.Status()
+	return s.Code == 500 && strings.Contains(s.Message, "failed to create typed patch object")
 }
 
 // isMissingResource tells "no such resource type" (CRD not installed) from

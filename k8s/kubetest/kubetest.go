@@ -173,6 +173,9 @@ func start(dedicated bool) (*Env, error) {
 		ControlPlaneStartTimeout: 60 * time.Second,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
+	// An open watch otherwise holds kube-apiserver's graceful shutdown until
+	// the watch times out (minutes), which StopAPIServer cannot wait for.
+	env.ControlPlane.APIServer.Configure().Set("shutdown-watch-termination-grace-period", "2s")
 	// KUBEBUILDER_ASSETS would override BinaryAssetsDirectory inside envtest;
 	// make sure both name the binaries this module built.
 	if v := os.Getenv("KUBEBUILDER_ASSETS"); v != "" && v != binDir {
@@ -222,8 +225,10 @@ func (e *Env) StopAPIServer(t testing.TB) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	begin := time.Now()
+	defer func() { t.Logf("kubetest: kube-apiserver stopped in %s", time.Since(begin).Round(time.Millisecond)) }()
 	if err := e.env.ControlPlane.APIServer.Stop(); err != nil {
-		t.Fatalf("kubetest: stop kube-apiserver: %v", err)
+		t.Fatalf("kubetest: stop kube-apiserver: %v\n%s", err, tail(filepath.Join(e.workDir, "kube-apiserver.log")))
 	}
 }
 
@@ -236,6 +241,8 @@ func (e *Env) StartAPIServer(t testing.TB) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	begin := time.Now()
+	defer func() { t.Logf("kubetest: kube-apiserver restarted in %s", time.Since(begin).Round(time.Millisecond)) }()
 	if err := e.env.ControlPlane.APIServer.Start(); err != nil {
 		t.Fatalf("kubetest: restart kube-apiserver: %v\n%s", err, tail(filepath.Join(e.workDir, "kube-apiserver.log")))
 	}
