@@ -71,6 +71,15 @@ func TestRBAC(t *testing.T) {
 	ctx := t.Context()
 
 	t.Run("WorkerCalls", func(t *testing.T) {
+		// The informer falls back to re-listing when a watch is refused,
+		// which would hide a missing watch verb; check the verb directly.
+		dyn, err := dynamic.NewForConfig(env.ServiceAccountConfig(t, cfg.CertNamespace, "portal-domains"))
+		require.NoError(t, err)
+		wi, err := dyn.Resource(k8s.CertificateGVR).Namespace(metav1.NamespaceAll).
+			Watch(ctx, metav1.ListOptions{LabelSelector: k8s.ManagedSelector})
+		require.NoError(t, err, "watch certificates")
+		wi.Stop()
+
 		w := watch(t, b.client, b.d.ID)
 
 		res, err := b.client.Apply(ctx, b.render(t)) // create through apply
