@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -98,6 +99,10 @@ func (w *OrphanSweepWorker) Work(ctx context.Context, job *river.Job[OrphanSweep
 		deleted++
 		w.deps.Logger.Info("deleted orphaned object", "kind", o.Kind, "namespace", o.Namespace, "name", o.Name, "portal_domain_id", o.DomainID)
 	}
-	w.deps.Logger.Info("orphan sweep finished", "objects", len(objs), "deleted", deleted, "errors", len(errs))
+	level := slog.LevelDebug
+	if deleted > 0 || len(errs) > 0 {
+		level = slog.LevelInfo
+	}
+	w.deps.Logger.Log(ctx, level, "orphan sweep finished", "objects", len(objs), "deleted", deleted, "errors", len(errs))
 	return errors.Join(errs...)
 }

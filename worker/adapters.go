@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -219,8 +220,14 @@ func (s Store) DomainsKeepingObjects(ctx context.Context, ids []string, disabled
 	return db.DomainsKeepingObjects(ctx, s.Pool, ids, disabledFor)
 }
 
-// Sweeper lists and deletes managed objects for the orphan sweep.
-type Sweeper struct{ Client *k8s.Client }
+// Sweeper lists and deletes managed objects for the orphan sweep. It only
+// looks in the namespaces this worker manages: another deployment sharing
+// the cluster (staging next to production) has rows in another database,
+// and its objects must never look orphaned from here.
+type Sweeper struct {
+	Client     *k8s.Client
+	Namespaces []string
+}
 
 var _ jobs.Sweeper = Sweeper{}
 
@@ -230,9 +237,11 @@ func (s Sweeper) ListManaged(ctx context.Context) ([]jobs.ManagedObject, error) 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]jobs.ManagedObject, len(objs))
-	for i, o := range objs {
-		out[i] = jobs.ManagedObject{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, DomainID: o.DomainID, Handle: o}
+	out := make([]jobs.ManagedObject, 0, len(objs))
+	for _, o := range objs {
+		if slices.Contains(s.Namespaces, o.Namespace) {
+			out = append(out, jobs.ManagedObject{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, DomainID: o.DomainID, Handle: o})
+		}
 	}
 	return out, nil
 }

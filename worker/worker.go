@@ -143,7 +143,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	}
 	if w.kube != nil {
 		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir, Tracer: tracer, ApplyErrors: w.metrics.ApplyError}
-		deps.Sweeper = Sweeper{Client: w.kube}
+		deps.Sweeper = Sweeper{Client: w.kube, Namespaces: managedNamespaces(cfg.Kube)}
 		deps.Owners = Store{Pool: w.pool}
 		periodic = append(periodic, river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(cfg.SweepInterval, 10*time.Minute)),
 			func() (river.JobArgs, *river.InsertOpts) { return jobs.OrphanSweepArgs{}, nil },
@@ -336,4 +336,10 @@ func (os observers) Failed(rec domain.Record) {
 			o.Failed(rec)
 		}
 	}
+}
+
+// managedNamespaces are the namespaces this worker's objects live in.
+func managedNamespaces(cfg k8s.Config) []string {
+	defaults := k8s.DefaultConfig()
+	return []string{cmp.Or(cfg.CertNamespace, defaults.CertNamespace), cmp.Or(cfg.GatewayNamespace, defaults.GatewayNamespace)}
 }
