@@ -83,7 +83,9 @@ type AlertWebhookWorker struct {
 }
 
 // Timeout bounds one attempt.
-func (w *AlertWebhookWorker) Timeout(*river.Job[AlertWebhookArgs]) time.Duration { return 30 * time.Second }
+func (w *AlertWebhookWorker) Timeout(*river.Job[AlertWebhookArgs]) time.Duration {
+	return 30 * time.Second
+}
 
 // Work posts the event once.
 func (w *AlertWebhookWorker) Work(ctx context.Context, job *river.Job[AlertWebhookArgs]) error {
