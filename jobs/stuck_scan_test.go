@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -338,6 +339,28 @@ func TestStuckScanWorker(t *testing.T) {
 		open, err := b.store.OpenAlerts(context.Background())
 		require.NoError(t, err)
 		require.Empty(t, open)
+	})
+
+	t.Run("a new alert is logged at ERROR with the tenant and domain, once", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		var buf bytes.Buffer
+		b.worker.deps.Logger = slog.New(slog.NewJSONHandler(&buf, nil))
+		require.NoError(t, work(t, b.worker))
+		require.NoError(t, work(t, b.worker))
+		var errorLines []map[string]any
+		for _, line := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+			var m map[string]any
+			require.NoError(t, json.Unmarshal(line, &m))
+			if m["level"] == "ERROR" {
+				errorLines = append(errorLines, m)
+			}
+		}
+		require.Len(t, errorLines, 2)
+		require.Equal(t, "alert opened", errorLines[1]["msg"])
+		require.Equal(t, "t2", errorLines[1]["tenant_id"])
+		require.Equal(t, "cert", errorLines[1]["portal_domain_id"])
+		require.Equal(t, AlertCertificateNotReady, errorLines[1]["alert_kind"])
 	})
 
 	t.Run("a failing part does not stop the other", func(t *testing.T) {

@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -253,4 +257,160 @@ func (s Sweeper) DeleteManaged(ctx context.Context, obj jobs.ManagedObject) erro
 		return fmt.Errorf("delete %s %s/%s: not listed by this sweeper", obj.Kind, obj.Namespace, obj.Name)
 	}
 	return s.Client.DeleteManaged(ctx, m)
+}
+
+// Certificates lists the managed Certificates for the stuck scan, in the
+// namespace this worker puts them in (another deployment sharing the
+// cluster alerts on its own).
+type Certificates struct {
+	Client    *k8s.Client
+	Namespace string
+}
+
+var _ jobs.CertificateLister = Certificates{}
+
+// ManagedCertificates lists Certificates with the managed label.
+func (c Certificates) ManagedCertificates(ctx context.Context) ([]jobs.Certificate, error) {
+	objs, err := c.Client.ListManaged(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []jobs.Certificate
+	for _, o := range objs {
+		if o.Kind != "Certificate" || o.Namespace != c.Namespace {
+			continue
+		}
+		st := o.Certificate
+		out = append(out, jobs.Certificate{Namespace: o.Namespace, Name: o.Name, DomainID: o.DomainID,
+			Ready: string(st.Ready), Reason: st.Reason, Message: st.Message,
+			LastTransitionTime: st.LastTransitionTime, CreatedAt: o.CreatedAt,
+			FailedIssuanceAttempts: st.FailedIssuanceAttempts, LastFailureTime: st.LastFailureTime,
+			Stale: st.ObservedGeneration != 0 && st.ObservedGeneration < st.Generation})
+	}
+	return out, nil
+}
+
+// AlertStore gives the stuck scan the database. Opening (or resolving) an
+// alert and enqueuing its alert_webhook job share one transaction, so the
+// job exists exactly when the alert changed: never lost to a crash between
+// the two, never enqueued twice (only the INSERT that won notifies).
+type AlertStore struct {
+	Pool *pgxpool.Pool
+	// River is an insert-only client for InsertTx.
+	River *river.Client[pgx.Tx]
+}
+
+var _ jobs.AlertStore = (*AlertStore)(nil)
+
+// NewAlertStore builds the store with its own insert-only River client.
+func NewAlertStore(pool *pgxpool.Pool, logger *slog.Logger) (*AlertStore, error) {
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("river insert client for alerts: %w", err)
+	}
+	return &AlertStore{Pool: pool, River: client}, nil
+}
+
+// OpenAlerts returns the unresolved alerts.
+func (s *AlertStore) OpenAlerts(ctx context.Context) ([]jobs.Alert, error) {
+	rows, err := db.OpenAlerts(ctx, s.Pool)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]jobs.Alert, len(rows))
+	for i, a := range rows {
+		out[i] = toJobsAlert(a)
+	}
+	return out, nil
+}
+
+// StuckDomains reads the stuck rows through the working index.
+func (s *AlertStore) StuckDomains(ctx context.Context, cutoffs map[domain.Status]time.Time, limit int) ([]domain.Record, error) {
+	return db.StuckDomains(ctx, s.Pool, cutoffs, limit)
+}
+
+// Domains reads rows by id.
+func (s *AlertStore) Domains(ctx context.Context, ids []string) (map[string]domain.Record, error) {
+	return db.DomainsByID(ctx, s.Pool, ids)
+}
+
+// OpenAlert opens the alert and, when it is new and notify is set,
+// enqueues its webhook job in the same transaction.
+func (s *AlertStore) OpenAlert(ctx context.Context, o jobs.AlertOpening, notify bool) (jobs.Alert, bool, error) {
+	na := db.NewAlert{DomainID: o.DomainID, Kind: o.Kind, Reason: o.Reason, Message: o.Message,
+		FailedIssuanceAttempts: o.FailedIssuanceAttempts, LastFailureTime: timePtr(o.LastFailureTime),
+		NotReadySince: timePtr(o.NotReadySince), Details: o.Details, WhileStatus: string(o.WhileStatus),
+		WhileSince: timePtr(o.WhileSince)}
+	var out jobs.Alert
+	var opened bool
+	err := db.InTx(ctx, s.Pool, func(tx pgx.Tx) error {
+		a, ok, err := db.OpenAlert(ctx, tx, na)
+		if err != nil || !ok {
+			return err
+		}
+		out, opened = toJobsAlert(a), true
+		return s.notify(ctx, tx, notify, jobs.AlertEventOpened, out)
+	})
+	if err != nil {
+		return jobs.Alert{}, false, err
+	}
+	return out, opened, nil
+}
+
+// ResolveAlert resolves the alert and, when this call did and notify is
+// set, enqueues its webhook job in the same transaction.
+func (s *AlertStore) ResolveAlert(ctx context.Context, id int64, resolution string, notify bool) (jobs.Alert, bool, error) {
+	var out jobs.Alert
+	var resolved bool
+	err := db.InTx(ctx, s.Pool, func(tx pgx.Tx) error {
+		a, ok, err := db.ResolveAlert(ctx, tx, id, resolution)
+		if err != nil || !ok {
+			return err
+		}
+		out, resolved = toJobsAlert(a), true
+		return s.notify(ctx, tx, notify, jobs.AlertEventResolved, out)
+	})
+	if err != nil {
+		return jobs.Alert{}, false, err
+	}
+	return out, resolved, nil
+}
+
+func (s *AlertStore) notify(ctx context.Context, tx pgx.Tx, notify bool, event string, a jobs.Alert) error {
+	if !notify {
+		return nil
+	}
+	if _, err := s.River.InsertTx(ctx, tx, jobs.NewAlertWebhookArgs(event, a), nil); err != nil {
+		return fmt.Errorf("enqueue %s webhook for alert %d: %w", event, a.ID, err)
+	}
+	return nil
+}
+
+func toJobsAlert(a db.Alert) jobs.Alert {
+	out := jobs.Alert{ID: a.ID, Kind: a.Kind, DomainID: a.DomainID, Tenant: a.Tenant, Domain: a.Domain,
+		Reason: a.Reason, Message: a.Message, FailedIssuanceAttempts: a.FailedIssuanceAttempts,
+		OpenedAt: a.OpenedAt, Resolution: a.Resolution}
+	if a.LastFailureTime != nil {
+		out.LastFailureTime = *a.LastFailureTime
+	}
+	if a.NotReadySince != nil {
+		out.NotReadySince = *a.NotReadySince
+	}
+	if a.ResolvedAt != nil {
+		out.ResolvedAt = *a.ResolvedAt
+	}
+	if len(a.Details) > 0 {
+		_ = json.Unmarshal(a.Details, &out.Details) // written by OpenAlert as a JSON object
+		if len(out.Details) == 0 {
+			out.Details = nil
+		}
+	}
+	return out
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }

@@ -54,6 +54,9 @@ type Config struct {
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
 	LogLevel      string
+
+	// Alerts: the stuck scan's schedule, thresholds and webhook.
+	Alerts AlertConfig
 }
 
 // ConfigFromEnv reads and validates the configuration; every error names
@@ -133,6 +136,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	if cfg.Kube, err = k8s.ConfigFromEnv(getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.Alerts, err = alertConfigFromEnv(getenv); err != nil {
 		return cfg, err
 	}
 	return cfg, nil

@@ -53,6 +53,7 @@ type setupOpts struct {
 	dnsDeadline  time.Duration
 	certDeadline time.Duration
 	tracer       trace.TracerProvider
+	alerts       worker.AlertConfig
 }
 
 // setup starts real Postgres (schema), DNS, kube-apiserver and HTTPS
@@ -93,6 +94,7 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		DNSWorkers:      4, KubeWorkers: 4, ProbeWorkers: 4,
 		ShutdownTimeout: 5 * time.Second,
 		SweepInterval:   300 * time.Millisecond,
+		Alerts:          opts.alerts,
 	}
 	if b.cfg.DNSDeadline == 0 {
 		b.cfg.DNSDeadline = 48 * time.Hour

@@ -152,6 +152,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	}
 	workers := river.NewWorkers()
 	jobs.AddWorkers(workers, deps)
+	scan, err := w.addAlerts(workers, cfg)
+	if err != nil {
+		return nil, err
+	}
+	periodic = append(periodic, scan)
 
 	var plugins []rivertype.Plugin
 	if opts.TracerProvider != nil {
