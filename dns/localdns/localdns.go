@@ -1,0 +1,382 @@
+// Package localdns serves RFC 1035 zone files on one loopback port (UDP and
+// TCP) outside tests: the dev stack (`portal-domains dev`) points the
+// worker's real resolver at it, so demo domains are checked over real DNS
+// wire traffic without touching anyone's real zones.
+//
+// It answers like a recursive resolver that knows only the served zones: it
+// chases CNAMEs across them and returns the whole chain, answers NXDOMAIN
+// (or NODATA) with the zone's SOA for missing names inside a zone, and
+// REFUSED outside every zone. Records can be replaced while it runs (Set),
+// which is how the dev stack models a tenant fixing a wrong CNAME.
+//
+// dns/dnstest is the test-only sibling: it takes a testing.TB and adds
+// failure modes (SERVFAIL, drops, truncation). This package has no failure
+// modes and returns errors instead of failing a test.
+package localdns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// maxChase bounds CNAME chasing the way recursive resolvers do.
+const maxChase = 16
+
+// Zone is one parsed zone file.
+type Zone struct {
+	apex string // canonical, fully qualified
+	soa  *mdns.SOA
+	rrs  map[string]map[uint16][]mdns.RR // canonical owner -> type -> records
+}
+
+// Apex is the zone's origin without the trailing dot ("acme.test").
+func (z *Zone) Apex() string { return strings.TrimSuffix(z.apex, ".") }
+
+// ParseZone reads a zone file. Its origin is file's base name without
+// ".zone" unless the file sets $ORIGIN; it needs exactly one SOA, whose owner
+// is the apex, and every record must be inside the zone.
+func ParseZone(r io.Reader, file string) (*Zone, error) {
+	origin := mdns.Fqdn(strings.TrimSuffix(path.Base(file), ".zone"))
+	zp := mdns.NewZoneParser(r, origin, file)
+	z := &Zone{rrs: map[string]map[uint16][]mdns.RR{}}
+	var rrs []mdns.RR
+	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+		if soa, isSOA := rr.(*mdns.SOA); isSOA {
+			if z.soa != nil {
+				return nil, fmt.Errorf("zone %s: more than one SOA", file)
+			}
+			z.soa = soa
+			z.apex = mdns.CanonicalName(soa.Hdr.Name)
+		}
+		rrs = append(rrs, rr)
+	}
+	if err := zp.Err(); err != nil {
+		return nil, fmt.Errorf("parse zone %s: %w", file, err)
+	}
+	if z.soa == nil {
+		return nil, fmt.Errorf("zone %s: no SOA record", file)
+	}
+	for _, rr := range rrs {
+		if !inZone(mdns.CanonicalName(rr.Header().Name), z.apex) {
+			return nil, fmt.Errorf("zone %s: %s is outside zone %s", file, rr.Header().Name, z.apex)
+		}
+		z.add(rr)
+	}
+	return z, nil
+}
+
+// LoadZones parses every file in fsys matching pattern (e.g. "*.zone").
+func LoadZones(fsys fs.FS, pattern string) ([]*Zone, error) {
+	names, err := fs.Glob(fsys, pattern)
+	if err != nil {
+		return nil, fmt.Errorf("find zone files %s: %w", pattern, err)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no zone files match %s", pattern)
+	}
+	zones := make([]*Zone, 0, len(names))
+	for _, name := range names {
+		f, err := fsys.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("open zone %s: %w", name, err)
+		}
+		z, err := ParseZone(f, name)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		zones = append(zones, z)
+	}
+	return zones, nil
+}
+
+func inZone(name, apex string) bool {
+	return name == apex || apex == "." || strings.HasSuffix(name, "."+apex)
+}
+
+func (z *Zone) add(rr mdns.RR) {
+	name := mdns.CanonicalName(rr.Header().Name)
+	if z.rrs[name] == nil {
+		z.rrs[name] = map[uint16][]mdns.RR{}
+	}
+	t := rr.Header().Rrtype
+	z.rrs[name][t] = append(slices.Clone(z.rrs[name][t]), rr)
+}
+
+// exists reports whether name owns records or is an empty non-terminal.
+func (z *Zone) exists(name string) bool {
+	if len(z.rrs[name]) > 0 {
+		return true
+	}
+	for owner, types := range z.rrs {
+		if len(types) > 0 && strings.HasSuffix(owner, "."+name) {
+			return true
+		}
+	}
+	return false
+}
+
+// Server is a running DNS server. Its methods are safe for concurrent use.
+type Server struct {
+	addr     string
+	udp, tcp *mdns.Server
+
+	mu    sync.RWMutex
+	zones []*Zone // longest apex first
+}
+
+// Start serves zones on addr ("127.0.0.1:0" picks a free port, the same
+// number for UDP and TCP) until Close.
+func Start(addr string, zones ...*Zone) (*Server, error) {
+	if len(zones) == 0 {
+		return nil, errors.New("localdns: no zones to serve")
+	}
+	s := &Server{}
+	for _, z := range zones {
+		if slices.ContainsFunc(s.zones, func(o *Zone) bool { return o.apex == z.apex }) {
+			return nil, fmt.Errorf("localdns: zone %s given twice", z.apex)
+		}
+		s.zones = append(s.zones, z)
+	}
+	slices.SortFunc(s.zones, func(a, b *Zone) int { return len(b.apex) - len(a.apex) })
+	pc, l, err := listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	s.addr = pc.LocalAddr().String()
+	started := make(chan struct{}, 2)
+	notify := func() { started <- struct{}{} }
+	s.udp = &mdns.Server{PacketConn: pc, Handler: s, NotifyStartedFunc: notify}
+	s.tcp = &mdns.Server{Listener: l, Handler: s, NotifyStartedFunc: notify}
+	failed := make(chan error, 2)
+	for _, srv := range []*mdns.Server{s.udp, s.tcp} {
+		go func() {
+			if err := srv.ActivateAndServe(); err != nil {
+				failed <- err
+			}
+		}()
+	}
+	timeout := time.After(5 * time.Second)
+	for range 2 {
+		select {
+		case <-started:
+		case err := <-failed:
+			_ = s.Close(context.Background())
+			return nil, fmt.Errorf("localdns: serve on %s: %w", s.addr, err)
+		case <-timeout:
+			_ = s.Close(context.Background())
+			return nil, fmt.Errorf("localdns: server on %s did not start within 5s", s.addr)
+		}
+	}
+	return s, nil
+}
+
+// listen opens UDP and TCP on the same port. With port 0 the UDP port is
+// random and the same TCP port is usually free; a few attempts make a
+// collision with another process harmless.
+func listen(addr string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("localdns: address %q: %w", addr, err)
+	}
+	attempts := 1
+	if port == "0" {
+		attempts = 20
+	}
+	for range attempts {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("localdns: listen on %s/udp: %w", addr, err)
+		}
+		udpPort := pc.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(udpPort)))
+		if err == nil {
+			return pc, l, nil
+		}
+		pc.Close()
+		if attempts == 1 {
+			return nil, nil, fmt.Errorf("localdns: listen on %s/tcp: %w", addr, err)
+		}
+	}
+	return nil, nil, fmt.Errorf("localdns: no port on %s free for both UDP and TCP", host)
+}
+
+// Addr is the server's "host:port", the same port for UDP and TCP.
+func (s *Server) Addr() string { return s.addr }
+
+// Zones are the served zones' apexes, longest first.
+func (s *Server) Zones() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, len(s.zones))
+	for i, z := range s.zones {
+		out[i] = z.Apex()
+	}
+	return out
+}
+
+// Close stops serving, waiting up to ctx for in-flight answers.
+func (s *Server) Close(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var errs []error
+	for _, srv := range []*mdns.Server{s.udp, s.tcp} {
+		if srv == nil {
+			continue
+		}
+		if err := srv.ShutdownContext(ctx); err != nil && !strings.Contains(err.Error(), "not started") {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Set replaces, for each owner name and type among rrs, that RRset with the
+// given records (zone-file syntax with absolute names: "a.example.test. 300
+// IN CNAME b.example.test."). Nothing changes if any record is malformed or
+// outside every served zone.
+func (s *Server) Set(rrs ...string) error {
+	parsed := make([]mdns.RR, 0, len(rrs))
+	for _, text := range rrs {
+		rr, err := mdns.NewRR(text)
+		if err != nil {
+			return fmt.Errorf("localdns: record %q: %w", text, err)
+		}
+		if rr == nil {
+			return fmt.Errorf("localdns: record %q is empty", text)
+		}
+		parsed = append(parsed, rr)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rr := range parsed {
+		if s.zoneFor(mdns.CanonicalName(rr.Header().Name)) == nil {
+			return fmt.Errorf("localdns: record %s is outside every served zone", rr)
+		}
+	}
+	cleared := map[string]bool{}
+	for _, rr := range parsed {
+		name := mdns.CanonicalName(rr.Header().Name)
+		z := s.zoneFor(name)
+		key := fmt.Sprintf("%s/%d", name, rr.Header().Rrtype)
+		if !cleared[key] {
+			cleared[key] = true
+			if z.rrs[name] != nil {
+				delete(z.rrs[name], rr.Header().Rrtype)
+			}
+		}
+		z.add(rr)
+	}
+	return nil
+}
+
+func (s *Server) zoneFor(name string) *Zone {
+	for _, z := range s.zones {
+		if inZone(name, z.apex) {
+			return z
+		}
+	}
+	return nil
+}
+
+// ServeDNS implements mdns.Handler.
+func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
+	if len(req.Question) != 1 {
+		m := new(mdns.Msg)
+		m.SetRcode(req, mdns.RcodeFormatError)
+		_ = w.WriteMsg(m)
+		return
+	}
+	q := req.Question[0]
+	s.mu.RLock()
+	m := s.answer(req, mdns.CanonicalName(q.Name), q.Qtype)
+	s.mu.RUnlock()
+	if _, isUDP := w.LocalAddr().(*net.UDPAddr); isUDP {
+		size := mdns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil {
+			size = max(int(opt.UDPSize()), mdns.MinMsgSize)
+		}
+		m.Truncate(size)
+	}
+	// A failed write looks to the client like a lost packet; it retries.
+	_ = w.WriteMsg(m)
+}
+
+// answer builds the reply; s.mu is held for reading.
+func (s *Server) answer(req *mdns.Msg, qname string, qtype uint16) *mdns.Msg {
+	m := new(mdns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	m.RecursionAvailable = true
+	if req.IsEdns0() != nil {
+		m.SetEdns0(1232, false)
+	}
+	if s.zoneFor(qname) == nil {
+		m.Rcode = mdns.RcodeRefused
+		return m
+	}
+	cur := qname
+	seen := map[string]bool{}
+	for range maxChase {
+		z := s.zoneFor(cur)
+		if z == nil {
+			return m // the chain leaves the served zones: stop there
+		}
+		seen[cur] = true
+		types := z.rrs[cur]
+		if cname := types[mdns.TypeCNAME]; len(cname) > 0 && qtype != mdns.TypeCNAME {
+			m.Answer = append(m.Answer, copyRRs(cname)...)
+			target := mdns.CanonicalName(cname[0].(*mdns.CNAME).Target)
+			if seen[target] {
+				return m
+			}
+			cur = target
+			continue
+		}
+		if rrs := typeRecords(types, qtype); len(rrs) > 0 {
+			m.Answer = append(m.Answer, copyRRs(rrs)...)
+			return m
+		}
+		if !z.exists(cur) {
+			m.Rcode = mdns.RcodeNameError
+		}
+		m.Ns = []mdns.RR{mdns.Copy(z.soa)}
+		return m
+	}
+	return m
+}
+
+func typeRecords(types map[uint16][]mdns.RR, qtype uint16) []mdns.RR {
+	if qtype != mdns.TypeANY {
+		return types[qtype]
+	}
+	keys := make([]uint16, 0, len(types))
+	for t := range types {
+		keys = append(keys, t)
+	}
+	slices.Sort(keys)
+	var all []mdns.RR
+	for _, t := range keys {
+		all = append(all, types[t]...)
+	}
+	return all
+}
+
+func copyRRs(rrs []mdns.RR) []mdns.RR {
+	out := make([]mdns.RR, len(rrs))
+	for i, rr := range rrs {
+		out[i] = mdns.Copy(rr)
+	}
+	return out
+}
