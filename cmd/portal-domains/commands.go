@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/portal-domains/portal-domains/analytics"
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/domain"
@@ -142,6 +144,11 @@ func (e *environment) register(args []string) error {
 	if _, err := domain.ValidatePortalDomain(*name, cfg.CanonicalSuffix); err != nil {
 		return err
 	}
+	events, err := e.events()
+	if err != nil {
+		return err
+	}
+	defer events.close()
 	pool, err := e.open(cfg)
 	if err != nil {
 		return err
@@ -154,6 +161,10 @@ func (e *environment) register(args []string) error {
 	})
 	if err != nil {
 		return err
+	}
+	// Only after the commit: a rolled-back registration enqueued nothing.
+	if res.Enqueued {
+		events.RegistrationEnqueued(string(tenantID), res.Record.Domain, "cli", res.WasUpdate)
 	}
 	if *asJSON {
 		return writeJSON(e.stdout, res.Record)
@@ -188,6 +199,11 @@ func (e *environment) domainAction(action string, args []string) error {
 	if err != nil {
 		return err
 	}
+	events, err := e.events()
+	if err != nil {
+		return err
+	}
+	defer events.close()
 	pool, err := e.open(cfg)
 	if err != nil {
 		return err
@@ -208,6 +224,21 @@ func (e *environment) domainAction(action string, args []string) error {
 	if !res.Enqueued {
 		fmt.Fprintf(e.stdout, "%s is already %s; nothing to do\n", res.Record.Domain, res.Record.Status)
 		return nil
+	}
+	// Only after the commit, and only when something was enqueued.
+	switch action {
+	case "refresh":
+		events.Refresh(string(tenantID), id, "cli")
+	case "retry":
+		// db.Retry sends dns_failed to pending_dns and certificate_failed
+		// to pending_certificate, so the new status names the old one.
+		from := domain.StatusDNSFailed
+		if res.Record.Status == domain.StatusPendingCertificate {
+			from = domain.StatusCertificateFailed
+		}
+		events.Retry(string(tenantID), id, string(from))
+	case "disable":
+		events.Disable(string(tenantID), id, "cli")
 	}
 	fmt.Fprintf(e.stdout, "%s: %s is now %s (generation %d); job enqueued\n", action, res.Record.Domain, res.Record.Status, res.Record.Generation)
 	return nil
@@ -433,4 +464,47 @@ func (e *environment) render(args []string) error {
 		}
 	}
 	return nil
+}
+
+// cliEvents sends the CLI's PostHog events (a no-op without
+// POSTHOG_API_KEY).
+type cliEvents struct {
+	*analytics.Client
+	logger *slog.Logger
+}
+
+// events builds the analytics client before anything is written, so a
+// broken PostHog setting fails the command while it has done nothing.
+func (e *environment) events() (cliEvents, error) {
+	logger, err := e.logger()
+	if err != nil {
+		return cliEvents{}, err
+	}
+	client, err := analytics.NewFromEnv(e.getenv, logger)
+	if err != nil {
+		return cliEvents{}, usageError{err}
+	}
+	return cliEvents{Client: client, logger: logger}, nil
+}
+
+// analyticsFlushTimeout bounds how long a command waits at exit for
+// PostHog: events are worth a moment, never a hung terminal.
+const analyticsFlushTimeout = 5 * time.Second
+
+// close flushes the buffered events, giving up after
+// analyticsFlushTimeout.
+func (c cliEvents) close() {
+	if !c.Enabled() {
+		return
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			c.logger.Warn("analytics: flush events", "error", err)
+		}
+	case <-time.After(analyticsFlushTimeout):
+		c.logger.Warn("analytics: PostHog did not answer in time; events dropped", "timeout", analyticsFlushTimeout)
+	}
 }
