@@ -47,10 +47,9 @@ func Register(ctx context.Context, tx pgx.Tx, tenant domain.TenantID, rawDomain,
 	case err != nil:
 		return Result{}, err
 	}
-	if existing.Domain == name && !existing.Status.Terminal() {
-		return Result{Record: existing}, nil
-	}
-	if existing.Domain == name && existing.Status == domain.StatusActive {
+	// The same domain again: nothing to do while it is being worked or live;
+	// after a failure or a disable it starts over.
+	if existing.Domain == name && (!existing.Status.Terminal() || existing.Status == domain.StatusActive) {
 		return Result{Record: existing}, nil
 	}
 	rec, err := scanRecord(tx.QueryRow(ctx, `UPDATE portal_domains
