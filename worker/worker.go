@@ -232,7 +232,9 @@ func (w *Worker) Ready(ctx context.Context) error {
 // are fetched, running jobs get ShutdownTimeout to finish, and whatever is
 // still running after that is cancelled (and retried later by a worker).
 func (w *Worker) Run(ctx context.Context) error {
-	if err := w.client.Start(ctx); err != nil {
+	// River cancels every running job the moment Start's context ends;
+	// shutdown is Stop's job below, so the client must outlive ctx.
+	if err := w.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start river client: %w", err)
 	}
 	w.logger.Info("worker started", "queues", w.queueNames())
