@@ -8,9 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
+
+	"github.com/portal-domains/portal-domains/domain"
 )
 
 const validID = "7c1e2f00-0000-4000-8000-00000000b10e"
@@ -127,4 +130,15 @@ func FuzzDecodeDomainArgs(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, a, back)
 	})
+}
+
+func TestDecideCertificateDrift(t *testing.T) {
+	t.Parallel()
+	rec := domain.Record{Domain: "portal.acme.test", StatusChangedAt: time.Now()}
+	d := decideCertificate(CertState{Found: true, Ready: "True", RoutesPresent: true,
+		Drift: "dnsNames [elsewhere.acme.test] instead of [portal.acme.test]"}, rec, time.Now(), time.Hour)
+	require.True(t, d.Reapply, "a hand-edited Certificate is applied again, even when Ready")
+	require.Equal(t, domain.StatusCertificateIssuing, d.To)
+	require.Contains(t, d.Message, "elsewhere.acme.test")
+	require.Positive(t, d.Snooze)
 }

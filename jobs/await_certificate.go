@@ -30,6 +30,11 @@ type certDecision struct {
 func decideCertificate(st CertState, rec domain.Record, now time.Time, deadline time.Duration) certDecision {
 	waited := now.Sub(rec.StatusChangedAt)
 	wait := backoff(waited, certRecheckMin, certRecheckMax)
+	if st.Found && st.Drift != "" {
+		// Issued or not, a Certificate for other names is not this domain's.
+		return certDecision{To: domain.StatusCertificateIssuing, Reapply: true, Snooze: certRecheckMin,
+			Message: fmt.Sprintf("The certificate for %s was changed in the cluster (%s) and has been applied again.", rec.Domain, st.Drift)}
+	}
 	if st.Found && st.Ready == "True" && st.RoutesPresent {
 		return certDecision{To: domain.StatusDeploying,
 			Message: fmt.Sprintf("Certificate for %s issued; checking HTTPS.", rec.Domain)}
@@ -83,8 +88,10 @@ func (w *AwaitCertificateWorker) Work(ctx context.Context, job *river.Job[AwaitC
 	}
 	decision := decideCertificate(st, rec, w.deps.now(), w.deps.Config.CertDeadline)
 	if decision.Reapply {
-		logger.Warn("certificate or routes missing; applying again")
-		if _, err := w.deps.Kube.Apply(ctx, refOf(rec)); err != nil {
+		logger.Warn("certificate or routes missing or edited by hand; applying again", "drift", st.Drift)
+		// These objects were applied by this stage's generation: whatever
+		// changed them since is taken back.
+		if _, err := w.deps.Kube.Reclaim(ctx, refOf(rec)); err != nil {
 			return fmt.Errorf("re-apply %s: %w", rec.Domain, err)
 		}
 	}

@@ -32,12 +32,18 @@ type CertState struct {
 	FailedIssuanceAttempts int
 	// RoutesPresent: the Gateway and VirtualService exist.
 	RoutesPresent bool
+	// Drift names what of the Certificate's spec differs from what this
+	// worker applies (a hand edit such as changed dnsNames); "" when none.
+	Drift string
 }
 
 // Kube renders and applies, reads and deletes a domain's objects. Errors
 // wrapping ErrPermanent are not retried.
 type Kube interface {
 	Apply(ctx context.Context, d DomainRef) (Applied, error)
+	// Reclaim applies again objects this worker applied before, taking
+	// back fields someone changed by hand since.
+	Reclaim(ctx context.Context, d DomainRef) (Applied, error)
 	CertificateState(ctx context.Context, d DomainRef) (CertState, error)
 	Delete(ctx context.Context, d DomainRef) error
 }

@@ -93,6 +93,19 @@ type ApplyResult struct {
 // again converges). Errors wrap ErrConflict, ErrInvalid or ErrUnreachable
 // where they fit.
 func (c *Client) Apply(ctx context.Context, objs Objects) (ApplyResult, error) {
+	return c.apply(ctx, objs, false)
+}
+
+// Reclaim is Apply with Force: fields another manager changed on objects
+// this worker already applied (a hand edit of dnsNames with kubectl edit)
+// are taken back instead of reported as ErrConflict. Only the
+// await-certificate stage calls it, to heal objects it applied itself for
+// the current generation; the first apply never takes fields from others.
+func (c *Client) Reclaim(ctx context.Context, objs Objects) (ApplyResult, error) {
+	return c.apply(ctx, objs, true)
+}
+
+func (c *Client) apply(ctx context.Context, objs Objects, force bool) (ApplyResult, error) {
 	var res ApplyResult
 	for _, obj := range objs.All() {
 		if obj == nil {
@@ -104,7 +117,7 @@ func (c *Client) Apply(ctx context.Context, objs Objects) (ApplyResult, error) {
 		}
 		op := fmt.Sprintf("apply %s %s/%s", obj.GetKind(), obj.GetNamespace(), obj.GetName())
 		applied, err := c.dyn.Resource(gvr).Namespace(obj.GetNamespace()).Apply(ctx, obj.GetName(), obj,
-			metav1.ApplyOptions{FieldManager: FieldManager, Force: false})
+			metav1.ApplyOptions{FieldManager: FieldManager, Force: force})
 		if err != nil {
 			return res, classify(ctx, op, err)
 		}
@@ -164,7 +177,10 @@ type CertStatus struct {
 	LastFailureTime        time.Time
 	NotAfter               time.Time
 	SecretName             string
-	ResourceVersion        string
+	// DNSNames is the spec's dnsNames, to tell a hand edit from what was
+	// applied.
+	DNSNames        []string
+	ResourceVersion string
 	// ObjectsPresent: the VirtualService for this Certificate and the
 	// Gateway it references both exist. Only GetCertificateStatus fills it
 	// in; WatchCertificates leaves it false.
@@ -186,6 +202,7 @@ func certStatusFrom(obj *unstructured.Unstructured) CertStatus {
 		ResourceVersion: obj.GetResourceVersion(),
 	}
 	s.SecretName, _, _ = unstructured.NestedString(obj.Object, "spec", "secretName")
+	s.DNSNames, _, _ = unstructured.NestedStringSlice(obj.Object, "spec", "dnsNames")
 	conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
 	for _, c := range conds {
 		m, ok := c.(map[string]any)

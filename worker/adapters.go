@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/dns"
@@ -110,7 +112,17 @@ func toK8s(d jobs.DomainRef) k8s.Domain {
 
 // Apply renders, writes the snapshots (when a directory is set) and
 // server-side applies.
-func (k Kube) Apply(ctx context.Context, d jobs.DomainRef) (applied jobs.Applied, err error) {
+func (k Kube) Apply(ctx context.Context, d jobs.DomainRef) (jobs.Applied, error) {
+	return k.apply(ctx, d, k.Client.Apply)
+}
+
+// Reclaim is Apply taking back fields a hand edit changed since
+// (k8s.Client.Reclaim).
+func (k Kube) Reclaim(ctx context.Context, d jobs.DomainRef) (jobs.Applied, error) {
+	return k.apply(ctx, d, k.Client.Reclaim)
+}
+
+func (k Kube) apply(ctx context.Context, d jobs.DomainRef, send func(context.Context, k8s.Objects) (k8s.ApplyResult, error)) (applied jobs.Applied, err error) {
 	ctx, sp := span(ctx, k.Tracer, "kubernetes.apply", d)
 	defer func() {
 		endSpan(sp, err)
@@ -127,7 +139,7 @@ func (k Kube) Apply(ctx context.Context, d jobs.DomainRef) (applied jobs.Applied
 			return jobs.Applied{}, fmt.Errorf("write manifest snapshots: %w", err)
 		}
 	}
-	res, err := k.Client.Apply(ctx, objs)
+	res, err := send(ctx, objs)
 	if err != nil {
 		return jobs.Applied{}, permanentIfHopeless(err)
 	}
@@ -170,7 +182,30 @@ func (k Kube) CertificateState(ctx context.Context, d jobs.DomainRef) (jobs.Cert
 	if err != nil {
 		return jobs.CertState{}, err
 	}
-	return certState(st), nil
+	state := certState(st)
+	if st.Exists {
+		objs, err := k8s.Render(toK8s(d), k.Config)
+		if err != nil {
+			return jobs.CertState{}, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+		}
+		state.Drift = certDrift(st, objs.Certificate)
+	}
+	return state, nil
+}
+
+// certDrift names what of the Certificate in the cluster differs from the
+// one this worker renders (someone edited it by hand); "" when nothing.
+func certDrift(st k8s.CertStatus, want *unstructured.Unstructured) string {
+	names, _, _ := unstructured.NestedStringSlice(want.Object, "spec", "dnsNames")
+	secret, _, _ := unstructured.NestedString(want.Object, "spec", "secretName")
+	var drift []string
+	if !slices.Equal(st.DNSNames, names) {
+		drift = append(drift, fmt.Sprintf("dnsNames %v instead of %v", st.DNSNames, names))
+	}
+	if st.SecretName != secret {
+		drift = append(drift, fmt.Sprintf("secretName %q instead of %q", st.SecretName, secret))
+	}
+	return strings.Join(drift, ", ")
 }
 
 func certState(st k8s.CertStatus) jobs.CertState {
