@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -48,23 +49,32 @@ type Env struct {
 	env       *envtest.Environment
 	workDir   string
 	dedicated bool
-	mu        sync.Mutex // serialises Stop/StartAPIServer
+	mu        sync.Mutex // serialises stop and Stop/StartAPIServer
+	stopped   bool
 }
 
-// shared is the per-test-binary API server. It is package state on
-// purpose: sharing one server across a binary's tests is the point, and
-// Main is what stops it.
-var shared struct {
-	mu      sync.Mutex
-	inMain  bool
-	env     *Env
-	err     error
-	started bool
-}
+// shared is the per-test-binary API server, and live every server this
+// binary started. They are package state on purpose: sharing one server
+// across a binary's tests is the point, and Main is what stops them.
+var (
+	shared struct {
+		mu      sync.Mutex
+		inMain  bool
+		env     *Env
+		err     error
+		started bool
+	}
+	live struct {
+		mu   sync.Mutex
+		envs map[*Env]struct{}
+	}
+)
 
 // Main runs the package's tests and then stops the shared API server, so
-// no kube-apiserver or etcd outlives the test binary. Call it from
-// TestMain:
+// no kube-apiserver or etcd outlives the test binary. It also stops every
+// server on SIGINT/SIGTERM: envtest starts them in their own process group,
+// so a Ctrl-C on go test would otherwise leave them running. (A go test
+// -timeout panic still can: it runs no cleanup.) Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { kubetest.Main(m) }
 func Main(m *testing.M) {
@@ -72,19 +82,38 @@ func Main(m *testing.M) {
 	shared.inMain = true
 	shared.mu.Unlock()
 
-	code := m.Run()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "kubetest: %v: stopping API servers\n", sig)
+		stopAll()
+		os.Exit(130)
+	}()
 
-	shared.mu.Lock()
-	if shared.env != nil {
-		if err := shared.env.stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "kubetest: stopping the shared API server: %v\n", err)
-			if code == 0 {
-				code = 1
-			}
+	code := m.Run()
+	signal.Stop(sigs)
+	if err := stopAll(); err != nil {
+		fmt.Fprintf(os.Stderr, "kubetest: stopping API servers: %v\n", err)
+		if code == 0 {
+			code = 1
 		}
 	}
-	shared.mu.Unlock()
 	os.Exit(code)
+}
+
+func stopAll() error {
+	live.mu.Lock()
+	envs := make([]*Env, 0, len(live.envs))
+	for e := range live.envs {
+		envs = append(envs, e)
+	}
+	live.mu.Unlock()
+	var errs []error
+	for _, e := range envs {
+		errs = append(errs, e.stop())
+	}
+	return errors.Join(errs...)
 }
 
 // Start returns the test binary's shared API server, starting it on first
@@ -187,6 +216,12 @@ func start(dedicated bool) (*Env, error) {
 		return nil, fmt.Errorf("%w\nkube-apiserver log tail:\n%s", err, tail(filepath.Join(work, "kube-apiserver.log")))
 	}
 	e := &Env{env: env, workDir: work, dedicated: dedicated}
+	live.mu.Lock()
+	if live.envs == nil {
+		live.envs = map[*Env]struct{}{}
+	}
+	live.envs[e] = struct{}{}
+	live.mu.Unlock()
 	if err := e.setConfig(cfg); err != nil {
 		_ = e.stop()
 		return nil, err
@@ -207,12 +242,25 @@ func (e *Env) setConfig(cfg *rest.Config) error {
 	return nil
 }
 
+// stop stops kube-apiserver and etcd. It holds e.mu throughout, so a
+// concurrent caller (Main's exit path racing the signal handler) waits for
+// the processes to be gone instead of exiting under them; later calls are
+// no-ops.
 func (e *Env) stop() error {
-	err := e.env.Stop()
-	if err == nil {
-		_ = os.RemoveAll(e.workDir)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return nil
 	}
-	return err
+	if err := e.env.Stop(); err != nil {
+		return err
+	}
+	e.stopped = true
+	live.mu.Lock()
+	delete(live.envs, e)
+	live.mu.Unlock()
+	_ = os.RemoveAll(e.workDir)
+	return nil
 }
 
 // StopAPIServer stops kube-apiserver and leaves etcd running, so a client

@@ -3,6 +3,8 @@ package kubetest
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -110,4 +112,44 @@ func TestDedicatedRestart(t *testing.T) {
 	e.StartAPIServer(t)
 	_, err = e.Clientset.CoreV1().Namespaces().Get(t.Context(), ns, metav1.GetOptions{})
 	require.NoError(t, err, "etcd keeps the data across an API server restart")
+}
+
+func TestEnsureBinaries(t *testing.T) {
+	t.Parallel()
+
+	fakeRoot := func(t *testing.T, script string) string {
+		t.Helper()
+		root := t.TempDir()
+		require.NoError(t, os.MkdirAll(filepath.Join(root, "scripts"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(root, "scripts", "build-kube-binaries.sh"), []byte(script), 0o755))
+		return root
+	}
+
+	t.Run("BuildsWhenMissing", func(t *testing.T) {
+		t.Parallel()
+		root := fakeRoot(t, "#!/bin/sh\nset -e\nd=.cache/kube-bin\nmkdir -p $d\nfor b in kube-apiserver etcd; do printf '#!/bin/sh\\n' > $d/$b; chmod +x $d/$b; done\necho built >> build.log\n")
+		dir, err := ensureBinaries(root)
+		require.NoError(t, err)
+		require.Equal(t, filepath.Join(root, ".cache", "kube-bin"), dir)
+		_, err = ensureBinaries(root)
+		require.NoError(t, err)
+		log, err := os.ReadFile(filepath.Join(root, "build.log"))
+		require.NoError(t, err)
+		require.Equal(t, "built\n", string(log), "built once, then found")
+	})
+
+	t.Run("FailsLoudly", func(t *testing.T) {
+		t.Parallel()
+		root := fakeRoot(t, "#!/bin/sh\necho 'go: module lookup disabled by GOPROXY=off' >&2\nexit 1\n")
+		_, err := ensureBinaries(root)
+		require.ErrorContains(t, err, "build kube binaries")
+		require.ErrorContains(t, err, "GOPROXY=off")
+	})
+
+	t.Run("ScriptThatBuildsNothing", func(t *testing.T) {
+		t.Parallel()
+		root := fakeRoot(t, "#!/bin/sh\nexit 0\n")
+		_, err := ensureBinaries(root)
+		require.ErrorContains(t, err, "still lacks kube-apiserver or etcd")
+	})
 }
