@@ -51,6 +51,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 5s)
 	  done; \
 	done
 
+.PHONY: soak
+soak: postgres kube-binaries ## the reliability tests at soak size: PORTAL_DOMAIN_SOAK=1 (600 domains, 6 SIGKILLs, 30-60 s outages)
+	PORTAL_DOMAIN_SOAK=1 $(GO) test -count=1 -timeout 90m -v -run '^TestReliability$$' ./reliability
+
 .PHONY: clean
 clean: ## remove built binaries (keeps the kube-apiserver cache)
 	rm -rf bin
