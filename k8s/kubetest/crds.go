@@ -87,16 +87,6 @@ func readCRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	return out, nil
 }
 
-// CRDFile returns the path of an upstream CRD file in the module cache, for
-// tests that want to look at the schema.
-func CRDFile(module, version, file string) (string, error) {
-	dir, err := moduleDir(module, version)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, file), nil
-}
-
 // moduleDir asks the go command where module@version is, downloading it
 // into the module cache if needed (offline once cached). It runs in an
 // empty temporary directory so this module's go.mod is neither consulted
