@@ -183,6 +183,17 @@ func TestApply(t *testing.T) {
 		require.NoError(t, err)
 		got, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
 		require.Equal(t, "hand-edited-secret", got)
+
+		// Reclaim (Apply with Force) takes the field back.
+		res, err := b.client.Reclaim(t.Context(), b.render(t))
+		require.NoError(t, err)
+		require.Equal(t, b.names.Secret, res.SecretName)
+		cert, err = b.get(t, k8s.CertificateGVR, b.cfg.CertNamespace, b.names.Certificate)
+		require.NoError(t, err)
+		got, _, _ = unstructured.NestedString(cert.Object, "spec", "secretName")
+		require.Equal(t, b.names.Secret, got)
+		_, err = b.client.Apply(t.Context(), b.render(t))
+		require.NoError(t, err, "after a reclaim a plain apply no longer conflicts")
 	})
 
 	t.Run("SameValueFromAnotherManagerIsNoConflict", func(t *testing.T) {
