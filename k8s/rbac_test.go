@@ -89,6 +89,8 @@ func TestRBAC(t *testing.T) {
 		b.cfg.ChallengeHost = "solver.example.svc"
 		_, err = b.client.Apply(ctx, b.render(t)) // patch
 		require.NoError(t, err)
+		_, err = b.client.Reclaim(ctx, b.render(t)) // forced patch
+		require.NoError(t, err)
 		require.Equal(t, b.names.Secret, res.SecretName)
 
 		w.next(t, func(s k8s.CertStatus) bool { return s.Exists })
