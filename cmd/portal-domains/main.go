@@ -56,6 +56,7 @@ Usage: portal-domains <command> [flags]
 
 Commands:
   worker     run the worker (River queues, certificate watch, /healthz, /readyz, /metrics, River UI)
+  dev        run everything on this machine (Postgres, kube-apiserver, DNS, HTTPS, DEV-ONLY issuer, worker, UI) with demo domains
   migrate    up | down [--steps N] | status: the portal_domains schema and River's tables
   register   --tenant T --domain D: register (or change) a tenant's portal domain
   refresh    --tenant T --domain-id ID: force-reconcile a domain that is in progress
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return nil
 	case "worker":
 		return env.worker(rest)
+	case "dev":
+		return env.dev(rest)
 	case "migrate":
 		return env.migrate(rest)
 	case "register":
