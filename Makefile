@@ -28,9 +28,9 @@ kube-binaries: ## build kube-apiserver and etcd from the Go module proxy into .c
 	@scripts/build-kube-binaries.sh >/dev/null
 
 .PHONY: run
-run: build postgres ## migrate and run the worker against DATABASE_URL
-	$(BIN) migrate up
-	$(BIN) worker
+run: build ## everything on this machine (Postgres, kube-apiserver, DNS, HTTPS, DEV-ONLY issuer, worker, River UI) with demo domains; Ctrl-C stops it
+	@scripts/ensure-postgres.sh "$(DATABASE_URL)"
+	$(BIN) dev
 
 .PHONY: lint
 lint: ## gofmt and go vet
