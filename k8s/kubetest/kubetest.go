@@ -198,8 +198,11 @@ func start(dedicated bool) (*Env, error) {
 			APIServer: &envtest.APIServer{CertDir: certDir, Out: apiLog, Err: apiLog},
 			Etcd:      &envtest.Etcd{DataDir: dataDir, Out: etcdLog, Err: etcdLog},
 		},
-		CRDInstallOptions:        envtest.CRDInstallOptions{CRDs: crds, MaxTime: 30 * time.Second},
-		ControlPlaneStartTimeout: 60 * time.Second,
+		// Generous bounds: about 5 s is typical, but with several test
+		// binaries starting servers on a loaded 2-core machine a start has
+		// taken a minute.
+		CRDInstallOptions:        envtest.CRDInstallOptions{CRDs: crds, MaxTime: time.Minute},
+		ControlPlaneStartTimeout: 3 * time.Minute,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
 	// An open watch otherwise holds kube-apiserver's graceful shutdown until
