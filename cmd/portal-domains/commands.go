@@ -61,6 +61,17 @@ func (e *environment) open(cfg worker.Config) (*pgxpool.Pool, error) {
 	return db.Open(e.ctx, cfg.DatabaseURL)
 }
 
+// connect reads the configuration and opens the database: what most
+// commands start with.
+func (e *environment) connect() (worker.Config, *pgxpool.Pool, error) {
+	cfg, err := e.config()
+	if err != nil {
+		return cfg, nil, err
+	}
+	pool, err := e.open(cfg)
+	return cfg, pool, err
+}
+
 func (e *environment) migrate(args []string) error {
 	if len(args) == 0 {
 		return usagef("migrate: say up, down or status")
@@ -75,11 +86,7 @@ func (e *environment) migrate(args []string) error {
 	default:
 		return usagef("migrate: unknown direction %q (up, down or status)", args[0])
 	}
-	cfg, err := e.config()
-	if err != nil {
-		return err
-	}
-	pool, err := e.open(cfg)
+	cfg, pool, err := e.connect()
 	if err != nil {
 		return err
 	}
@@ -276,11 +283,7 @@ func (e *environment) status(args []string) error {
 			return err
 		}
 	}
-	cfg, err := e.config()
-	if err != nil {
-		return err
-	}
-	pool, err := e.open(cfg)
+	_, pool, err := e.connect()
 	if err != nil {
 		return err
 	}
@@ -437,11 +440,7 @@ func (e *environment) render(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := e.config()
-	if err != nil {
-		return err
-	}
-	pool, err := e.open(cfg)
+	cfg, pool, err := e.connect()
 	if err != nil {
 		return err
 	}

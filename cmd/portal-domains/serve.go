@@ -146,11 +146,7 @@ func (e *environment) alerts(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := e.config()
-	if err != nil {
-		return err
-	}
-	pool, err := e.open(cfg)
+	_, pool, err := e.connect()
 	if err != nil {
 		return err
 	}
