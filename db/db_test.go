@@ -75,7 +75,7 @@ func TestMigrations(t *testing.T) {
 
 	applied, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
 	require.NoError(t, err)
-	require.Len(t, applied, 4)
+	require.Len(t, applied, 5)
 
 	t.Run("up again changes nothing", func(t *testing.T) {
 		again, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
@@ -87,11 +87,11 @@ func TestMigrations(t *testing.T) {
 		reverted, err := db.MigrateDown(ctx, s.Pool, 1)
 		require.NoError(t, err)
 		require.Len(t, reverted, 1)
-		require.Equal(t, 4, reverted[0].Version)
+		require.Equal(t, 5, reverted[0].Version)
 		status, err := db.MigrationStatus(ctx, s.Pool)
 		require.NoError(t, err)
-		require.False(t, status[3].Applied)
-		require.True(t, status[2].Applied)
+		require.False(t, status[4].Applied)
+		require.True(t, status[3].Applied)
 		_, err = db.MigrateUp(ctx, s.Pool, db.Settings{})
 		require.NoError(t, err)
 	})
@@ -104,7 +104,7 @@ func TestMigrations(t *testing.T) {
 		require.Zero(t, tables)
 		applied, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
 		require.NoError(t, err)
-		require.Len(t, applied, 4)
+		require.Len(t, applied, 5)
 		tenant := newTenant()
 		b := &testBundle{ctx: ctx, pool: s.Pool}
 		sqlInsert(t, b, tenant, "portal.acme.com")
@@ -514,5 +514,35 @@ func TestGoAPI(t *testing.T) {
 		require.NoError(t, err)
 		_, err = db.GetDomainByTenant(ctx, s.Pool, known)
 		require.True(t, errors.Is(err, db.ErrNotFound), "tenant deletion cascades")
+	})
+}
+
+func TestWakeStageJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := sqlInsert(t, b, newTenant(), "portal.acme.com")
+	// River keeps a short snooze as available with a future scheduled_at,
+	// a long one as scheduled: both must wake.
+	for _, state := range []string{"available", "scheduled"} {
+		t.Run("a snoozed job in state "+state+" runs now", func(t *testing.T) {
+			_, err := b.pool.Exec(b.ctx, `UPDATE river_job SET state = $1::river_job_state, scheduled_at = now() + interval '1 hour'`, state)
+			require.NoError(t, err)
+			woken, err := db.WakeStageJob(b.ctx, b.pool, id)
+			require.NoError(t, err)
+			require.True(t, woken)
+			var due bool
+			require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT state = 'available' AND scheduled_at <= now() FROM river_job`).Scan(&due))
+			require.True(t, due)
+		})
+	}
+	t.Run("a job that is due already or running is left alone", func(t *testing.T) {
+		woken, err := db.WakeStageJob(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.False(t, woken)
+		_, err = b.pool.Exec(b.ctx, `UPDATE river_job SET state = 'running', attempted_at = now(), attempt = 1`)
+		require.NoError(t, err)
+		woken, err = db.WakeStageJob(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.False(t, woken)
 	})
 }

@@ -1,0 +1,23 @@
+-- River stores a snooze of up to 5 seconds as state 'available' with a
+-- future scheduled_at (longer ones as 'scheduled'), so waking a snoozed
+-- stage job must match both, or a Certificate turning Ready waits out the
+-- job's first snooze instead of being acted on at once.
+CREATE OR REPLACE FUNCTION portal_domains_wake(wake_domain_id uuid)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    woken_queue text;
+BEGIN
+    UPDATE river_job j SET state = 'available', scheduled_at = now()
+    FROM portal_domains d JOIN portal_domain_stage_jobs s ON s.status = d.status
+    WHERE d.id = wake_domain_id
+      AND j.unique_key = sha256(convert_to('&kind=' || s.kind || '&args={"domain_id":"' || d.id::text
+                                           || '","generation":' || d.pipeline_generation::text || '}', 'UTF8'))
+      AND (j.state = 'scheduled' OR (j.state = 'available' AND j.scheduled_at > now()))
+    RETURNING j.queue INTO woken_queue;
+    IF woken_queue IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_notify(current_schema() || '.river_insert', json_build_object('queue', woken_queue)::text);
+    RETURN true;
+END $$;
+ALTER FUNCTION portal_domains_wake(uuid) SET search_path FROM CURRENT;
