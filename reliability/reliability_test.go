@@ -65,6 +65,13 @@ func testKillNine(t *testing.T, bin string, sz size) {
 	alive := []*proc{w.startWorker("w1", scan), w.startWorker("w2", scan), w.startWorker("w3", scan)}
 	started := len(alive)
 
+	// Three Certificates stay unissued across the kills: each must raise
+	// exactly one stuck alert, whichever worker leads when the scan runs.
+	held := []string{"p0.acme.test", "p1.acme.test", "p2.acme.test"}
+	for _, h := range held {
+		w.hold(h)
+	}
+
 	var fx []fixture
 	per := sz.KillDomains / sz.KillRounds
 	lastKill := time.Now().Add(-time.Hour)
@@ -97,9 +104,26 @@ func testKillNine(t *testing.T, bin string, sz size) {
 		}
 	}
 
+	heldIDs := ids(fx[:len(held)])
+	w.waitUntil("an alert for each held Certificate", sz.Converge, func(ctx context.Context) (bool, string, error) {
+		var n int
+		err := w.pool.QueryRow(ctx, `SELECT count(DISTINCT domain_id) FROM portal_domain_alerts
+			WHERE domain_id = ANY($1::uuid[]) AND kind = 'certificate_not_ready'`, heldIDs).Scan(&n)
+		return n == len(held), fmt.Sprintf("%d alerts", n), err
+	})
+	for _, h := range held {
+		w.release(h)
+	}
+
 	w.waitStatus(ids(fx), sz.Converge, domain.StatusActive)
 	w.waitJobsSettled(sz.Converge)
 	w.checkGuarantees(fx, checks{})
+	w.waitUntil("the held Certificates' alerts resolved, one each", sz.Converge, func(ctx context.Context) (bool, string, error) {
+		var alerts, resolved int
+		err := w.pool.QueryRow(ctx, `SELECT count(*), count(resolved_at) FROM portal_domain_alerts
+			WHERE domain_id = ANY($1::uuid[]) AND kind = 'certificate_not_ready'`, heldIDs).Scan(&alerts, &resolved)
+		return alerts == len(held) && resolved == len(held), fmt.Sprintf("%d alerts, %d resolved", alerts, resolved), err
+	})
 
 	var rescued int
 	require.NoError(t, w.pool.QueryRow(t.Context(), `SELECT count(*) FROM river_job WHERE errors::text LIKE '%Stuck job rescued%'`).Scan(&rescued))
