@@ -27,8 +27,8 @@ type CRDSource struct {
 
 // CRDSources are the upstream CRDs the worker touches: cert-manager's
 // Certificate and issuers, Istio's Gateway and VirtualService. Only these
-// are installed: Istio's file holds 15, and each costs start-up time. The
-// list matches k8s/kubetest's.
+// are installed: Istio's file holds 15, and each costs start-up time.
+// k8s/kubetest installs the same list.
 func CRDSources() []CRDSource {
 	return []CRDSource{
 		{
