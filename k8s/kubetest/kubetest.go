@@ -11,16 +11,15 @@
 //
 // The binaries come from scripts/build-kube-binaries.sh into
 // <module root>/.cache/kube-bin; when they are missing, Start builds them
-// (minutes, once) and fails the test if that fails. It never skips.
+// with k8s/localapi (minutes, once) and fails the test if that fails. It
+// never skips. The CRDs are localapi's too.
 package kubetest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -37,6 +36,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/portal-domains/portal-domains/k8s/localapi"
 )
 
 // Env is a running API server. Config authenticates as a cluster admin
@@ -68,13 +69,21 @@ var (
 		mu   sync.Mutex
 		envs map[*Env]struct{}
 	}
+	// A build of the binaries runs in a process group of its own (so that
+	// cancelling it kills go build and the compilers too), which a Ctrl-C
+	// on the terminal does not reach: Main's signal handler cancels
+	// buildCtx, then takes buildMu, which ensureBinaries holds for reading,
+	// to wait until the build's processes are gone.
+	buildMu               sync.RWMutex
+	buildCtx, cancelBuild = context.WithCancel(context.Background())
 )
 
 // Main runs the package's tests and then stops the shared API server, so
 // no kube-apiserver or etcd outlives the test binary. It also stops every
-// server on SIGINT/SIGTERM: envtest starts them in their own process group,
-// so a Ctrl-C on go test would otherwise leave them running. (A go test
-// -timeout panic still can: it runs no cleanup.) Call it from TestMain:
+// server, and a build of the binaries, on SIGINT/SIGTERM: envtest starts
+// the servers in their own process group, and localapi the build, so a
+// Ctrl-C on go test would otherwise leave them running. (A go test -timeout
+// panic still can: it runs no cleanup.) Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { kubetest.Main(m) }
 func Main(m *testing.M) {
@@ -87,6 +96,8 @@ func Main(m *testing.M) {
 	go func() {
 		sig := <-sigs
 		fmt.Fprintf(os.Stderr, "kubetest: %v: stopping API servers\n", sig)
+		cancelBuild()
+		buildMu.Lock() // a cancelled build returns once its processes are killed
 		stopAll()
 		os.Exit(130)
 	}()
@@ -358,49 +369,13 @@ func ModuleRoot() (string, error) {
 }
 
 // ensureBinaries returns the directory holding kube-apiserver and etcd,
-// building them with scripts/build-kube-binaries.sh when missing. A file
-// lock keeps parallel test binaries from building twice.
+// building them with localapi.EnsureBinaries when missing; its file lock
+// keeps parallel test binaries (and a dev stack) from building twice. The
+// build's progress goes to stderr.
 func ensureBinaries(root string) (string, error) {
-	binDir := filepath.Join(root, ".cache", "kube-bin")
-	have := func() bool {
-		for _, b := range []string{"kube-apiserver", "etcd"} {
-			if fi, err := os.Stat(filepath.Join(binDir, b)); err != nil || fi.Mode()&0o111 == 0 {
-				return false
-			}
-		}
-		return true
-	}
-	if have() {
-		return binDir, nil
-	}
-	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		return "", err
-	}
-	lock, err := os.OpenFile(filepath.Join(root, ".cache", "kube-bin.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
-	if have() {
-		return binDir, nil
-	}
-	script := filepath.Join(root, "scripts", "build-kube-binaries.sh")
-	fmt.Fprintf(os.Stderr, "kubetest: %s missing kube-apiserver/etcd; running %s (minutes on a cold cache)\n", binDir, script)
-	cmd := exec.Command(script)
-	cmd.Dir = root
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build kube binaries with %s: %w\n%s", script, err, lastBytes(out.Bytes(), 4000))
-	}
-	if !have() {
-		return "", fmt.Errorf("%s ran but %s still lacks kube-apiserver or etcd", script, binDir)
-	}
-	return binDir, nil
+	buildMu.RLock()
+	defer buildMu.RUnlock()
+	return localapi.EnsureBinaries(buildCtx, root, os.Stderr)
 }
 
 func tail(path string) string {

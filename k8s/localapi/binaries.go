@@ -16,11 +16,12 @@ import (
 )
 
 // BinDir is where scripts/build-kube-binaries.sh puts kube-apiserver and
-// etcd, relative to the module root; k8s/kubetest uses the same directory.
+// etcd, relative to the module root.
 const BinDir = ".cache/kube-bin"
 
-// buildLock is the file kubetest also locks around a build, so a dev stack
-// and a test binary never build the binaries at the same time.
+// buildLock is locked around a build, so a dev stack and test binaries
+// (k8s/kubetest builds through EnsureBinaries too) never build the binaries
+// at the same time.
 const buildLock = ".cache/kube-bin.lock"
 
 // HaveBinaries reports whether binDir holds executable kube-apiserver and

@@ -2,8 +2,8 @@
 // (controller-runtime's envtest used as a library) with the cert-manager and
 // Istio CRDs installed, outside tests: the dev stack (`portal-domains dev`)
 // runs the worker against it. k8s/kubetest is the test-only counterpart
-// (shared server per test binary, testing.TB helpers); the non-test parts
-// here (binaries, CRD sources, start and stop) are what it could reuse.
+// (shared server per test binary, restartable dedicated servers, testing.TB
+// helpers); it builds the binaries and loads the CRDs with this package.
 //
 // kube-apiserver and etcd run as child processes in process groups of their
 // own (envtest's choice), so a Ctrl-C on the terminal does not reach them:
