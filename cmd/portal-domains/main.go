@@ -67,6 +67,7 @@ Commands:
   render     --domain-id ID: print the Kubernetes objects of a domain without applying them
   ui         serve the River UI alone
   alerts     [--all] [--json]: open stuck-certificate alerts
+  bench      [-n N] [-workers W] [-json]: measure the pipeline against baselines from the same run, as one table
 
 Configuration is read from the environment; see README.md.
 `
@@ -102,6 +103,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return env.ui(rest)
 	case "alerts":
 		return env.alerts(rest)
+	case "bench":
+		return env.bench(rest)
 	}
 	fmt.Fprint(stderr, usageText)
 	return usagef("unknown command %q", cmd)

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-domains/portal-domains/bench"
+	"github.com/portal-domains/portal-domains/db/dbtest"
+	"github.com/portal-domains/portal-domains/k8s/localapi"
+)
+
+// benchHelperEnv marks the bench test's worker child process.
+const benchHelperEnv = "PORTAL_DOMAINS_BENCH_HELPER"
+
+// TestBenchHelperWorker is not a test of its own: the bench runs the worker
+// as a child process, and in this test binary the child is this function,
+// running `portal-domains worker` as main would (os/exec's helper-process
+// pattern). Run normally it returns at once.
+func TestBenchHelperWorker(t *testing.T) {
+	if os.Getenv(benchHelperEnv) != "worker" {
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, []string{"worker"}, os.Getenv, strings.NewReader(""), os.Stdout, os.Stderr)
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// TestBenchCommand runs the whole bench at a tiny size, so it cannot rot:
+// every row must come out with a positive result, baseline and ratio, and
+// nothing it started may be left behind. The numbers themselves are not
+// checked; benchmarks are not tests.
+func TestBenchCommand(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	env := &environment{ctx: ctx, stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr,
+		getenv: func(k string) string {
+			if k == "DATABASE_URL" {
+				return dbtest.BaseURL()
+			}
+			return ""
+		}}
+	err := env.runBench([]string{"-n", "5", "-workers", "4", "-json"}, func(o *bench.Options) {
+		o.WorkerCommand = []string{os.Args[0], "-test.run=^TestBenchHelperWorker$"}
+		o.WorkerEnv = []string{benchHelperEnv + "=worker"}
+		o.LatencySamples = 3
+		o.LatencySpacing = 20 * time.Millisecond
+		o.ScanRows = 2_000
+	})
+	require.NoError(t, err, "progress:\n%s", stderr.String())
+
+	var res bench.Result
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &res), stdout.String())
+	require.Equal(t, 5, res.N)
+	require.Equal(t, 4, res.Workers.DNS)
+	var ids []string
+	for _, r := range res.Rows {
+		ids = append(ids, r.ID)
+		require.Positive(t, r.Value, "row %s result", r.ID)
+		require.Positive(t, r.Baseline, "row %s baseline", r.ID)
+		require.Positive(t, r.Ratio, "row %s ratio", r.ID)
+		require.NotEmpty(t, r.Measure, "row %s", r.ID)
+		require.NotEmpty(t, r.BaselineName, "row %s", r.ID)
+		require.NotEmpty(t, r.Target, "row %s", r.ID)
+	}
+	require.Equal(t, bench.RowIDs(), ids)
+
+	var table bytes.Buffer
+	require.NoError(t, res.WriteTable(&table))
+	for _, id := range bench.RowIDs() {
+		require.Regexp(t, regexp.MustCompile(`(?m)^`+id+` .*(PASS|MISS)$`), table.String())
+	}
+
+	// Nothing left behind: the schema is dropped, the processes are gone.
+	schema := regexp.MustCompile(`schema (bench_[0-9a-f]+)`).FindStringSubmatch(stderr.String())
+	require.Len(t, schema, 2, stderr.String())
+	conn, err := pgx.Connect(ctx, dbtest.BaseURL())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var exists bool
+	require.NoError(t, conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema[1]).Scan(&exists))
+	require.False(t, exists, "schema %s was not dropped", schema[1])
+	pids := regexp.MustCompile(`\(pid (\d+)`).FindAllStringSubmatch(stderr.String(), -1)
+	require.Len(t, pids, 5, "kube-apiserver, etcd and three workers:\n%s", stderr.String())
+	for _, m := range pids {
+		pid, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
+		require.False(t, localapi.Alive(pid), "process %d is still running", pid)
+	}
+}
