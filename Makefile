@@ -32,6 +32,12 @@ run: build ## everything on this machine (Postgres, kube-apiserver, DNS, HTTPS, 
 	@scripts/ensure-postgres.sh "$(DATABASE_URL)"
 	$(BIN) dev
 
+BENCH_FLAGS ?=
+.PHONY: bench
+bench: build ## one table: each pipeline stage against a baseline from the same run (BENCH_FLAGS="-n 20000 -workers 100 -json")
+	@scripts/ensure-postgres.sh "$(DATABASE_URL)"
+	$(BIN) bench $(BENCH_FLAGS)
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
