@@ -9,12 +9,14 @@
 // inside a zone and REFUSED outside every zone. Records and failure modes can
 // be changed while it runs, to model a tenant fixing their DNS between two
 // checks or a resolver that goes bad.
+//
+// Zone parsing, answering and serving are dns/localdns's (the dev stack's
+// server); this package adds the testing.TB handling and the failure modes.
 package dnstest
 
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,14 +25,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	mdns "github.com/miekg/dns"
-)
 
-// maxChase bounds CNAME chasing the way recursive resolvers do (BIND and
-// Unbound stop around 8 to 16 links).
-const maxChase = 16
+	"github.com/portal-domains/portal-domains/dns/localdns"
+)
 
 // Query is one query the server received.
 type Query struct {
@@ -46,7 +45,7 @@ type Server struct {
 	addr string
 
 	mu        sync.Mutex
-	zones     []*zone // longest apex first
+	zones     *localdns.Zones
 	servFail  map[string]bool
 	drop      map[string]bool
 	truncate  map[string]bool
@@ -55,12 +54,6 @@ type Server struct {
 	queries   []Query
 
 	received atomic.Int64
-}
-
-type zone struct {
-	apex string // canonical, fully qualified
-	soa  *mdns.SOA
-	rrs  map[string]map[uint16][]mdns.RR // canonical owner -> type -> records
 }
 
 // Start loads zone files and serves them until the test ends. A relative
@@ -87,20 +80,24 @@ func Start(tb testing.TB, zoneFiles ...string) *Server {
 		}
 		zoneFiles = matches
 	}
+	zones := make([]*localdns.Zone, 0, len(zoneFiles))
 	for _, f := range zoneFiles {
 		z, err := loadZone(tb, f)
 		if err != nil {
 			tb.Fatalf("dnstest: %v", err)
 		}
-		for _, other := range s.zones {
-			if other.apex == z.apex {
-				tb.Fatalf("dnstest: zone %s loaded twice", z.apex)
-			}
-		}
-		s.zones = append(s.zones, z)
+		zones = append(zones, z)
 	}
-	slices.SortFunc(s.zones, func(a, b *zone) int { return len(b.apex) - len(a.apex) })
-	s.listen(tb)
+	var err error
+	if s.zones, err = localdns.NewZones(zones...); err != nil {
+		tb.Fatalf("dnstest: %v", err)
+	}
+	ep, err := localdns.Serve("127.0.0.1:0", s)
+	if err != nil {
+		tb.Fatalf("dnstest: %v", err)
+	}
+	tb.Cleanup(func() { _ = ep.Close(context.Background()) })
+	s.addr = ep.Addr()
 	return s
 }
 
@@ -123,7 +120,7 @@ func FixturesDir(tb testing.TB) string {
 	}
 }
 
-func loadZone(tb testing.TB, file string) (*zone, error) {
+func loadZone(tb testing.TB, file string) (*localdns.Zone, error) {
 	path := file
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(FixturesDir(tb), file)
@@ -133,115 +130,7 @@ func loadZone(tb testing.TB, file string) (*zone, error) {
 		return nil, fmt.Errorf("open zone: %w", err)
 	}
 	defer f.Close()
-	origin := mdns.Fqdn(strings.TrimSuffix(filepath.Base(path), ".zone"))
-	zp := mdns.NewZoneParser(f, origin, path)
-	var rrs []mdns.RR
-	z := &zone{rrs: map[string]map[uint16][]mdns.RR{}}
-	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
-		if soa, isSOA := rr.(*mdns.SOA); isSOA {
-			if z.soa != nil {
-				return nil, fmt.Errorf("%s: more than one SOA", path)
-			}
-			z.soa = soa
-			z.apex = mdns.CanonicalName(soa.Hdr.Name)
-		}
-		rrs = append(rrs, rr)
-	}
-	if err := zp.Err(); err != nil {
-		return nil, fmt.Errorf("parse zone: %w", err)
-	}
-	if z.soa == nil {
-		return nil, fmt.Errorf("%s: no SOA record", path)
-	}
-	for _, rr := range rrs {
-		if !inZone(mdns.CanonicalName(rr.Header().Name), z.apex) {
-			return nil, fmt.Errorf("%s: %s is outside zone %s", path, rr.Header().Name, z.apex)
-		}
-		z.add(rr)
-	}
-	return z, nil
-}
-
-func inZone(name, apex string) bool {
-	return name == apex || apex == "." || strings.HasSuffix(name, "."+apex)
-}
-
-func (z *zone) add(rr mdns.RR) {
-	name := mdns.CanonicalName(rr.Header().Name)
-	if z.rrs[name] == nil {
-		z.rrs[name] = map[uint16][]mdns.RR{}
-	}
-	t := rr.Header().Rrtype
-	z.rrs[name][t] = append(slices.Clone(z.rrs[name][t]), rr)
-}
-
-// exists reports whether name owns records or is an empty non-terminal.
-func (z *zone) exists(name string) bool {
-	if len(z.rrs[name]) > 0 {
-		return true
-	}
-	for owner, types := range z.rrs {
-		if len(types) > 0 && strings.HasSuffix(owner, "."+name) {
-			return true
-		}
-	}
-	return false
-}
-
-func (s *Server) listen(tb testing.TB) {
-	tb.Helper()
-	var (
-		pc  net.PacketConn
-		l   net.Listener
-		err error
-	)
-	// The UDP port is random; the same TCP port is usually free, and a few
-	// attempts make a collision with another process harmless.
-	for range 20 {
-		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			continue
-		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		l, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			break
-		}
-		pc.Close()
-	}
-	if err != nil {
-		tb.Fatalf("dnstest: listen on loopback: %v", err)
-	}
-	s.addr = pc.LocalAddr().String()
-
-	started := make(chan struct{}, 2)
-	notify := func() { started <- struct{}{} }
-	udp := &mdns.Server{PacketConn: pc, Handler: s, NotifyStartedFunc: notify}
-	tcp := &mdns.Server{Listener: l, Handler: s, NotifyStartedFunc: notify}
-	failed := make(chan error, 2)
-	for _, srv := range []*mdns.Server{udp, tcp} {
-		go func() {
-			if err := srv.ActivateAndServe(); err != nil {
-				failed <- err
-			}
-		}()
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = udp.ShutdownContext(ctx)
-		_ = tcp.ShutdownContext(ctx)
-	})
-	timeout := time.After(5 * time.Second)
-	for range 2 {
-		select {
-		case <-started:
-		case err := <-failed:
-			tb.Fatalf("dnstest: serve: %v", err)
-		case <-timeout:
-			tb.Fatalf("dnstest: server did not start within 5s")
-		}
-	}
+	return localdns.ParseZone(f, path)
 }
 
 // Addr is the server's "127.0.0.1:port", the same port for UDP and TCP.
@@ -253,33 +142,10 @@ func (s *Server) Addr() string { return s.addr }
 // zone fails the test that started the server.
 func (s *Server) Set(rrs ...string) {
 	s.tb.Helper()
-	parsed := make([]mdns.RR, 0, len(rrs))
-	for _, text := range rrs {
-		rr, err := mdns.NewRR(text)
-		if err != nil || rr == nil {
-			s.tb.Fatalf("dnstest: Set %q: %v", text, err)
-			return
-		}
-		parsed = append(parsed, rr)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cleared := map[string]bool{}
-	for _, rr := range parsed {
-		name := mdns.CanonicalName(rr.Header().Name)
-		z := s.zoneFor(name)
-		if z == nil {
-			s.tb.Fatalf("dnstest: Set %s: outside every served zone", rr)
-			return
-		}
-		key := fmt.Sprintf("%s/%d", name, rr.Header().Rrtype)
-		if !cleared[key] {
-			cleared[key] = true
-			if z.rrs[name] != nil {
-				delete(z.rrs[name], rr.Header().Rrtype)
-			}
-		}
-		z.add(rr)
+	if err := s.zones.Set(rrs...); err != nil {
+		s.tb.Fatalf("dnstest: Set: %v", err)
 	}
 }
 
@@ -287,7 +153,6 @@ func (s *Server) Set(rrs ...string) {
 // deletes every type.
 func (s *Server) Remove(name, rrtype string) {
 	s.tb.Helper()
-	key := mdns.CanonicalName(name)
 	var t uint16
 	if rrtype != "" && !strings.EqualFold(rrtype, "ANY") {
 		var ok bool
@@ -298,15 +163,7 @@ func (s *Server) Remove(name, rrtype string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	z := s.zoneFor(key)
-	if z == nil || z.rrs[key] == nil {
-		return
-	}
-	if t == 0 {
-		delete(z.rrs, key)
-		return
-	}
-	delete(z.rrs[key], t)
+	s.zones.Remove(name, t)
 }
 
 // ServFail makes every query that reaches name (asked directly or reached
@@ -362,28 +219,16 @@ func (s *Server) Queries() []Query {
 	return slices.Clone(s.queries)
 }
 
-func (s *Server) zoneFor(name string) *zone {
-	for _, z := range s.zones {
-		if inZone(name, z.apex) {
-			return z
-		}
-	}
-	return nil
-}
-
 // ServeDNS implements mdns.Handler.
 func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 	network := "udp"
 	if _, ok := w.LocalAddr().(*net.TCPAddr); ok {
 		network = "tcp"
 	}
-	if len(req.Question) != 1 {
-		m := new(mdns.Msg)
-		m.SetRcode(req, mdns.RcodeFormatError)
-		_ = w.WriteMsg(m)
+	q, ok := localdns.OneQuestion(w, req)
+	if !ok {
 		return
 	}
-	q := req.Question[0]
 	qname := mdns.CanonicalName(q.Name)
 	entry := Query{Name: strings.TrimSuffix(qname, "."), Type: mdns.TypeToString[q.Qtype], Net: network}
 
@@ -395,7 +240,7 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 		s.mu.Unlock()
 		return
 	}
-	m, drop := s.answer(req, qname, q.Qtype)
+	m, drop := s.zones.Answer(req, qname, q.Qtype, s.fault)
 	entry.Dropped = drop
 	s.queries = append(s.queries, entry)
 	truncate := s.truncate[qname]
@@ -405,15 +250,11 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 	}
 
 	if network == "udp" {
-		size := mdns.MinMsgSize
-		if opt := req.IsEdns0(); opt != nil {
-			size = max(int(opt.UDPSize()), mdns.MinMsgSize)
-		}
 		if truncate {
 			m.Answer, m.Ns = nil, nil
 			m.Truncated = true
 		} else {
-			m.Truncate(size)
+			m.Truncate(localdns.UDPSize(req))
 		}
 	}
 	// A failed write looks to the client like a lost packet, which is all
@@ -421,73 +262,15 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 	_ = w.WriteMsg(m)
 }
 
-// answer builds the reply; s.mu is held. drop means send nothing.
-func (s *Server) answer(req *mdns.Msg, qname string, qtype uint16) (m *mdns.Msg, drop bool) {
-	m = new(mdns.Msg)
-	m.SetReply(req)
-	m.Authoritative = true
-	m.RecursionAvailable = true
-	if opt := req.IsEdns0(); opt != nil {
-		m.SetEdns0(1232, false)
+// fault is the failure mode at name, for localdns's Answer; s.mu is held.
+func (s *Server) fault(name string) localdns.Fault {
+	switch {
+	case s.drop[name]:
+		return localdns.FaultDrop
+	case s.servFail[name]:
+		return localdns.FaultServFail
+	case s.noChase[name]:
+		return localdns.FaultNoChase
 	}
-	if s.zoneFor(qname) == nil {
-		m.Rcode = mdns.RcodeRefused
-		return m, s.drop[qname]
-	}
-	cur := qname
-	seen := map[string]bool{}
-	for range maxChase {
-		if s.drop[cur] {
-			return nil, true
-		}
-		if s.servFail[cur] {
-			m.Answer, m.Ns = nil, nil
-			m.Rcode = mdns.RcodeServerFailure
-			return m, false
-		}
-		z := s.zoneFor(cur)
-		if z == nil {
-			return m, false // the chain leaves the served zones: stop, as an authoritative server does
-		}
-		seen[cur] = true
-		types := z.rrs[cur]
-		if cname := types[mdns.TypeCNAME]; len(cname) > 0 && qtype != mdns.TypeCNAME {
-			m.Answer = append(m.Answer, copyRRs(cname)...)
-			target := mdns.CanonicalName(cname[0].(*mdns.CNAME).Target)
-			if s.noChase[cur] || seen[target] {
-				return m, false
-			}
-			cur = target
-			continue
-		}
-		if rrs := typeRecords(types, qtype); len(rrs) > 0 {
-			m.Answer = append(m.Answer, copyRRs(rrs)...)
-			return m, false
-		}
-		if !z.exists(cur) {
-			m.Rcode = mdns.RcodeNameError
-		}
-		m.Ns = []mdns.RR{mdns.Copy(z.soa)}
-		return m, false
-	}
-	return m, false
-}
-
-func typeRecords(types map[uint16][]mdns.RR, qtype uint16) []mdns.RR {
-	if qtype != mdns.TypeANY {
-		return types[qtype]
-	}
-	var all []mdns.RR
-	for _, t := range slices.Sorted(maps.Keys(types)) {
-		all = append(all, types[t]...)
-	}
-	return all
-}
-
-func copyRRs(rrs []mdns.RR) []mdns.RR {
-	out := make([]mdns.RR, len(rrs))
-	for i, rr := range rrs {
-		out[i] = mdns.Copy(rr)
-	}
-	return out
+	return localdns.NoFault
 }
