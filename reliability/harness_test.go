@@ -608,11 +608,35 @@ func (w *world) waitJobsSettled(timeout time.Duration) {
 	})
 }
 
-// runningJobs counts jobs of kind in state running.
-func (w *world) runningJobs(ctx context.Context, kind string) (int, error) {
-	var n int
-	err := w.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = $1 AND state = 'running'`, kind).Scan(&n)
-	return n, err
+// clientID is the worker's River client id, from River's "River client
+// started" log line; River records it in river_job.attempted_by.
+func (w *world) clientID(p *proc) string {
+	w.t.Helper()
+	var id string
+	w.waitUntil("worker "+p.name+" logs its River client id", time.Minute, func(context.Context) (bool, string, error) {
+		for _, e := range p.logEntries() {
+			if e["msg"] == "River client started" {
+				id, _ = e["client_id"].(string)
+			}
+		}
+		return id != "", "no \"River client started\" line", nil
+	})
+	return id
+}
+
+// waitHolding waits until worker p is running at least n jobs of kind that
+// started less than a second ago, so that killing or stopping it now
+// interrupts work in flight (the probe endpoint holds each request for
+// longer than that).
+func (w *world) waitHolding(p *proc, kind string, n int, timeout time.Duration) {
+	w.t.Helper()
+	id := w.clientID(p)
+	w.waitUntil(fmt.Sprintf("worker %s running %d fresh %s jobs", p.name, n, kind), timeout, func(ctx context.Context) (bool, string, error) {
+		var held int
+		err := w.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = $1 AND state = 'running'
+			AND attempted_by[array_upper(attempted_by, 1)] = $2 AND attempted_at > now() - interval '1 second'`, kind, id).Scan(&held)
+		return held >= n, fmt.Sprintf("%d running", held), err
+	})
 }
 
 // checks says which outcomes a test expects.
