@@ -252,7 +252,7 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 	rows := []Row{
 		throughputRow("3", "end to end domains/s", "domains/s", m.rate, baseChain, "River 4-job chains",
 			fmt.Sprintf("%s domains from one SQL INSERT (%s of it) to active; DEV-ONLY issuer signs at once; probe over HTTPS "+
-				"to the dev gateway; baseline from its insert to the last chain's end", thousands(n), m.insertTook.Round(time.Millisecond))),
+				"to the dev gateway; baseline from its insert to the last chain's end; %s", thousands(n), m.insertTook.Round(time.Millisecond), m.stages)),
 		latencyRow("4a", "insert → first DNS query", insertP, baseInsertP,
 			"River insert → job start", insertToJobP95, len(m.insertToQuery),
 			fmt.Sprintf("%d rows inserted one at a time about %s apart into an idle pipeline, from each commit; the stage loads the row "+
@@ -297,6 +297,8 @@ type workerMeasurements struct {
 	readyToActive  []time.Duration
 	rate           float64
 	insertTook     time.Duration
+	// stages is where the end-to-end time went (stageTimes).
+	stages string
 }
 
 func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (workerMeasurements, error) {
@@ -363,8 +365,59 @@ func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (
 		return m, err
 	}
 	m.rate = perSecond(len(e2e), last.Sub(t0))
-	_, m.peakMB, err = w.memory()
+	if _, m.peakMB, err = w.memory(); err != nil {
+		return m, err
+	}
+	m.stages, err = b.stageTimes(ctx, phaseE2E, issued)
 	return m, err
+}
+
+// stageTimes says where the end-to-end time went: per domain, how long
+// each stage took from the status events (and the issuer's signing time),
+// as "p50/p95" seconds, so a slow row points at its stage.
+func (b *bench) stageTimes(ctx context.Context, phase string, issued *issuedAt) (string, error) {
+	rows, err := b.pool.Query(ctx, `SELECT d.domain, d.created_at,
+			max(e.created_at) FILTER (WHERE e.to_status = 'pending_certificate'),
+			max(e.created_at) FILTER (WHERE e.to_status = 'certificate_issuing'),
+			max(e.created_at) FILTER (WHERE e.to_status = 'deploying'),
+			max(e.created_at) FILTER (WHERE e.to_status = 'active')
+		FROM portal_domains d JOIN portal_domain_events e ON e.domain_id = d.id
+		WHERE d.domain LIKE $1 GROUP BY d.domain, d.created_at`, phase+"-%")
+	if err != nil {
+		return "", fmt.Errorf("read stage times: %w", err)
+	}
+	type times struct {
+		Domain                                         string
+		Inserted, Verified, Applied, Deploying, Active time.Time
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[times])
+	if err != nil {
+		return "", fmt.Errorf("read stage times: %w", err)
+	}
+	var dnsT, applyT, issueT, wakeT, probeT []time.Duration
+	for _, t := range all {
+		signed, ok := issued.get(t.Domain)
+		if !ok {
+			continue
+		}
+		dnsT = append(dnsT, t.Verified.Sub(t.Inserted))
+		applyT = append(applyT, t.Applied.Sub(t.Verified))
+		issueT = append(issueT, signed.Sub(t.Applied))
+		wakeT = append(wakeT, t.Deploying.Sub(signed))
+		probeT = append(probeT, t.Active.Sub(t.Deploying))
+	}
+	parts := make([]string, 0, 5)
+	for _, st := range []struct {
+		name string
+		ds   []time.Duration
+	}{
+		{"insert→DNS verified", dnsT}, {"→applied", applyT}, {"→signed by the issuer", issueT},
+		{"→deploying", wakeT}, {"→active", probeT},
+	} {
+		p := percentiles(st.ds)
+		parts = append(parts, fmt.Sprintf("%s %.2f/%.2f", st.name, p.P50/1000, p.P95/1000))
+	}
+	return "per domain, p50/p95 s: " + strings.Join(parts, ", "), nil
 }
 
 // issuedAt records when the dev issuer marked each name's Certificate Ready.
