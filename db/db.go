@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -19,6 +20,9 @@ import (
 // DefaultURL is where the worker looks for Postgres when DATABASE_URL is unset.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/portal_domains"
 
+// DefaultMaxConns is the pool size when the URL sets none.
+const DefaultMaxConns = 16
+
 // ErrUnreachable wraps a failure to connect, so the CLI can say what to start.
 var ErrUnreachable = errors.New("database unreachable")
 
@@ -27,6 +31,11 @@ func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database URL %s: %w", RedactURL(databaseURL), err)
+	}
+	// pgx defaults to max(4, cores) connections, far fewer than a worker's
+	// job slots; unless the URL says otherwise (pool_max_conns), allow more.
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		cfg.MaxConns = max(cfg.MaxConns, DefaultMaxConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
