@@ -16,8 +16,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/portal-domains/portal-domains/devstack"
 )
 
 // child is a `portal-domains worker` process. It runs as a process of its
@@ -220,6 +218,3 @@ func freeAddr() (string, error) {
 	addr := ln.Addr().String()
 	return addr, ln.Close()
 }
-
-// issuerName is what the dev issuer answers to in the end-to-end phase.
-const issuerName = devstack.DevIssuerName

@@ -56,6 +56,8 @@ const (
 	// unissuedIssuer is named by the Certificates of phases the dev issuer
 	// must leave alone.
 	unissuedIssuer = "bench-no-issuer"
+	// issuerName is what the dev issuer answers to in the end-to-end phase.
+	issuerName = devstack.DevIssuerName
 )
 
 // bench is one run's state: what it started, and how to stop it.
