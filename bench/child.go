@@ -198,6 +198,29 @@ func parseStatusMemory(status []byte) (rss, peak float64, err error) {
 	return rss, peak, nil
 }
 
+// heapInUseMB reads go_memstats_heap_inuse_bytes from the worker's
+// /metrics, to tell live Go heap from the rest of its resident set.
+func (c *child) heapInUseMB() (float64, error) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + c.uiAddr + "/metrics")
+	if err != nil {
+		return 0, fmt.Errorf("read worker metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_inuse_bytes "); ok {
+			b, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("read worker metrics: %w", err)
+			}
+			return b / (1 << 20), nil
+		}
+	}
+	return 0, errors.New("read worker metrics: no go_memstats_heap_inuse_bytes")
+}
+
 func (c *child) logTail() string {
 	b, err := os.ReadFile(c.logPath)
 	if err != nil {

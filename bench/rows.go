@@ -270,6 +270,9 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 	}
 	rss.Note += fmt.Sprintf("VmHWM of the worker process after %d latency samples and %s domains end to end; baseline: its VmRSS once started and idle",
 		samples, thousands(n))
+	if m.heapMB > 0 {
+		rss.Note += fmt.Sprintf("; Go heap in use right after the run: %.0f MB", m.heapMB)
+	}
 	return append(rows, rss), nil
 }
 
@@ -293,10 +296,12 @@ func formatTarget(d time.Duration) string {
 // workerMeasurements is what rowsEndToEnd takes from the worker process.
 type workerMeasurements struct {
 	idleMB, peakMB float64
-	insertToQuery  []time.Duration
-	readyToActive  []time.Duration
-	rate           float64
-	insertTook     time.Duration
+	// heapMB is the Go heap in use right after the run, when known.
+	heapMB        float64
+	insertToQuery []time.Duration
+	readyToActive []time.Duration
+	rate          float64
+	insertTook    time.Duration
 	// stages is where the end-to-end time went (stageTimes).
 	stages string
 }
@@ -368,6 +373,8 @@ func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (
 	if _, m.peakMB, err = w.memory(); err != nil {
 		return m, err
 	}
+	// Only a hint for the note; the row stands without it.
+	m.heapMB, _ = w.heapInUseMB()
 	m.stages, err = b.stageTimes(ctx, phaseE2E, issued)
 	return m, err
 }
