@@ -1,6 +1,7 @@
 package devstack_test
 
 import (
+	"context"
 	"encoding/base64"
 	"os"
 	"path/filepath"
@@ -80,7 +81,12 @@ func TestGateway(t *testing.T) {
 	require.NoError(t, err)
 	gw, err := devstack.StartGateway("127.0.0.1:0", ca, nil)
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, gw.Close(t.Context())) })
+	t.Cleanup(func() {
+		// t.Context() is already cancelled when cleanups run.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, gw.Close(ctx))
+	})
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	require.NoError(t, os.WriteFile(caFile, ca.CertPEM(), 0o600))
 
