@@ -51,6 +51,12 @@ func (c *Client) WatchCertificates(ctx context.Context, onChange func(domainID s
 		}
 		onChange(id, certStatusFrom(u))
 	}
+	// The informer caches every managed Certificate; keep only what the
+	// handlers read, or at 10,000 domains the cache (managed fields and
+	// all) dominates the worker's memory.
+	if err := inf.Informer().SetTransform(slimCertificate); err != nil {
+		return fmt.Errorf("watch certificates: set transform: %w", err)
+	}
 	_, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { report(obj, false) },
 		UpdateFunc: func(oldObj, newObj any) {
@@ -80,4 +86,34 @@ type statusKey struct {
 
 func readyKey(s CertStatus) statusKey {
 	return statusKey{s.Ready, s.Reason, s.Message, s.ObservedGeneration, s.FailedIssuanceAttempts}
+}
+
+// slimCertificate keeps the fields certStatusFrom and the watch handlers
+// read: identity, the domain-id label, spec.secretName, spec.dnsNames and
+// the status.
+func slimCertificate(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
+	}
+	slim := &unstructured.Unstructured{Object: map[string]any{"apiVersion": u.GetAPIVersion(), "kind": u.GetKind()}}
+	slim.SetNamespace(u.GetNamespace())
+	slim.SetName(u.GetName())
+	slim.SetUID(u.GetUID())
+	slim.SetResourceVersion(u.GetResourceVersion())
+	slim.SetGeneration(u.GetGeneration())
+	if id := u.GetLabels()[LabelDomainID]; id != "" {
+		slim.SetLabels(map[string]string{LabelDomainID: id})
+	}
+	spec := map[string]any{}
+	for _, field := range []string{"secretName", "dnsNames"} {
+		if v, found, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", field); found {
+			spec[field] = v
+		}
+	}
+	slim.Object["spec"] = spec
+	if status, found := u.Object["status"]; found {
+		slim.Object["status"] = status
+	}
+	return slim, nil
 }

@@ -149,6 +149,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 			func() (river.JobArgs, *river.InsertOpts) { return jobs.OrphanSweepArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}))
 		queues[domain.QueueKubernetes] = river.QueueConfig{MaxWorkers: cfg.KubeWorkers}
+		queues[domain.QueueCertificates] = river.QueueConfig{MaxWorkers: cfg.KubeWorkers}
 	}
 	workers := river.NewWorkers()
 	jobs.AddWorkers(workers, deps)
@@ -293,7 +294,7 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 func (w *Worker) queueNames() []string {
 	names := []string{domain.QueueDNS, domain.QueueProbe, domain.QueueMaintenance}
 	if w.kube != nil {
-		names = append(names, domain.QueueKubernetes)
+		names = append(names, domain.QueueKubernetes, domain.QueueCertificates)
 	}
 	return names
 }
