@@ -273,12 +273,7 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		err := w.kube.WatchCertificates(ctx, func(domainID string, st k8s.CertStatus) {
-			woken, err := db.WakeStageJob(ctx, w.pool, domainID)
-			if err != nil && ctx.Err() == nil {
-				w.logger.Warn("could not wake the stage job after a certificate change", "portal_domain_id", domainID, "error", err)
-				return
-			}
-			w.logger.Debug("certificate changed", "portal_domain_id", domainID, "ready", st.Ready, "woken", woken)
+			w.wakeStageJob(ctx, domainID, st.IsReady(), 0)
 		})
 		if ctx.Err() != nil {
 			return
@@ -289,6 +284,36 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// wakeRetries and wakeRetryDelay cover a Certificate turning Ready while
+// its await_certificate job is running (not snoozed): the wake finds
+// nothing to wake, so it is tried again once the job has had time to
+// snooze, instead of leaving the domain to its next scheduled re-check.
+const (
+	wakeRetries    = 5
+	wakeRetryDelay = 200 * time.Millisecond
+)
+
+// wakeStageJob makes the domain's snoozed stage job run now; for a Ready
+// certificate it retries a few times when there was nothing to wake yet.
+func (w *Worker) wakeStageJob(ctx context.Context, domainID string, ready bool, attempt int) {
+	woken, err := db.WakeStageJob(ctx, w.pool, domainID)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.logger.Warn("could not wake the stage job after a certificate change", "portal_domain_id", domainID, "error", err)
+		}
+		return
+	}
+	w.logger.Debug("certificate changed", "portal_domain_id", domainID, "ready", ready, "woken", woken, "attempt", attempt)
+	if woken || !ready || attempt >= wakeRetries {
+		return
+	}
+	time.AfterFunc(wakeRetryDelay, func() {
+		if ctx.Err() == nil {
+			w.wakeStageJob(ctx, domainID, ready, attempt+1)
+		}
+	})
 }
 
 func (w *Worker) queueNames() []string {
