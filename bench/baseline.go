@@ -54,10 +54,8 @@ func chainQueue(step int) string {
 	switch step {
 	case 1:
 		return domain.QueueDNS
-	case 2:
+	case 2, 3:
 		return domain.QueueKubernetes
-	case 3:
-		return domain.QueueCertificates
 	default:
 		return domain.QueueProbe
 	}
@@ -159,8 +157,7 @@ func (b *bench) riverChainRate(ctx context.Context, n int) (rate float64, err er
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &chainWorker{begin: b.pool})
 	client, stop, err := b.riverClient(ctx, map[string]int{
-		domain.QueueDNS: b.opts.DNSWorkers, domain.QueueKubernetes: b.opts.KubeWorkers, domain.QueueCertificates: b.opts.KubeWorkers,
-		domain.QueueProbe: b.opts.ProbeWorkers,
+		domain.QueueDNS: b.opts.DNSWorkers, domain.QueueKubernetes: b.opts.KubeWorkers, domain.QueueProbe: b.opts.ProbeWorkers,
 	}, workers)
 	if err != nil {
 		return 0, err

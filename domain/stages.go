@@ -22,13 +22,10 @@ const (
 
 // Queues, so a backlog in one outside system never starves another.
 const (
-	QueueDNS        = "dns"
-	QueueKubernetes = "kubernetes"
-	// QueueCertificates holds await_certificate apart from applies, so a
-	// job woken by a Ready Certificate never waits behind an apply backlog.
-	QueueCertificates = "certificates"
-	QueueProbe        = "probe"
-	QueueMaintenance  = "maintenance"
+	QueueDNS         = "dns"
+	QueueKubernetes  = "kubernetes"
+	QueueProbe       = "probe"
+	QueueMaintenance = "maintenance"
 )
 
 // Stages maps each working status to its job. pending_dns and verifying_dns
@@ -38,7 +35,7 @@ var Stages = []Stage{
 	{StatusPendingDNS, KindVerifyDNS, QueueDNS, 25},
 	{StatusVerifyingDNS, KindVerifyDNS, QueueDNS, 25},
 	{StatusPendingCertificate, KindApply, QueueKubernetes, 12},
-	{StatusCertificateIssuing, KindAwaitCertificate, QueueCertificates, 25},
+	{StatusCertificateIssuing, KindAwaitCertificate, QueueKubernetes, 25},
 	{StatusDeploying, KindProbe, QueueProbe, 25},
 	{StatusDisabled, KindDisable, QueueKubernetes, 25},
 }

@@ -201,7 +201,7 @@ func testBadInput(t *testing.T, bin string) {
 			fmt.Sprintf(`{"domain_id":"%s","generation":%d}`, owner.ID, rec.Generation+41),
 		}
 		queues := map[string]string{domain.KindVerifyDNS: domain.QueueDNS, domain.KindApply: domain.QueueKubernetes,
-			domain.KindAwaitCertificate: domain.QueueCertificates, domain.KindProbe: domain.QueueProbe, domain.KindDisable: domain.QueueKubernetes}
+			domain.KindAwaitCertificate: domain.QueueKubernetes, domain.KindProbe: domain.QueueProbe, domain.KindDisable: domain.QueueKubernetes}
 		var cancelIDs, completeIDs []int64
 		for kind, queue := range queues {
 			for i, args := range append(append([]string{}, malformed...), harmless...) {

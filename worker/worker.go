@@ -149,7 +149,6 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 			func() (river.JobArgs, *river.InsertOpts) { return jobs.OrphanSweepArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}))
 		queues[domain.QueueKubernetes] = river.QueueConfig{MaxWorkers: cfg.KubeWorkers}
-		queues[domain.QueueCertificates] = river.QueueConfig{MaxWorkers: cfg.KubeWorkers}
 	}
 	workers := river.NewWorkers()
 	jobs.AddWorkers(workers, deps)
@@ -319,7 +318,7 @@ func (w *Worker) wakeStageJob(ctx context.Context, domainID string, ready bool, 
 func (w *Worker) queueNames() []string {
 	names := []string{domain.QueueDNS, domain.QueueProbe, domain.QueueMaintenance}
 	if w.kube != nil {
-		names = append(names, domain.QueueKubernetes, domain.QueueCertificates)
+		names = append(names, domain.QueueKubernetes)
 	}
 	return names
 }
