@@ -39,21 +39,28 @@ func or(v, def string) string {
 	return v
 }
 
-// worker runs the River workers and the HTTP endpoints until a signal.
-func (e *environment) worker(args []string) error {
-	fs := e.flags("worker")
+// serving parses a serving command's flags and reads what every serving
+// command needs: the configuration, the HTTP endpoint's and a logger.
+func (e *environment) serving(name string, args []string) (worker.Config, server.Config, *slog.Logger, error) {
+	fs := e.flags(name)
 	if err := parse(fs, args); err != nil {
-		return err
+		return worker.Config{}, server.Config{}, nil, err
 	}
 	cfg, err := e.config()
 	if err != nil {
-		return err
+		return cfg, server.Config{}, nil, err
 	}
 	serverCfg, err := server.ConfigFromEnv(e.getenv)
 	if err != nil {
-		return usageError{err}
+		return cfg, serverCfg, nil, usageError{err}
 	}
 	logger, err := e.logger()
+	return cfg, serverCfg, logger, err
+}
+
+// worker runs the River workers and the HTTP endpoints until a signal.
+func (e *environment) worker(args []string) error {
+	cfg, serverCfg, logger, err := e.serving("worker", args)
 	if err != nil {
 		return err
 	}
@@ -103,19 +110,7 @@ func runTogether(ctx context.Context, fns ...func(context.Context) error) error 
 
 // ui serves the River UI alone, with an insert-only client.
 func (e *environment) ui(args []string) error {
-	fs := e.flags("ui")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg, err := e.config()
-	if err != nil {
-		return err
-	}
-	serverCfg, err := server.ConfigFromEnv(e.getenv)
-	if err != nil {
-		return usageError{err}
-	}
-	logger, err := e.logger()
+	cfg, serverCfg, logger, err := e.serving("ui", args)
 	if err != nil {
 		return err
 	}
