@@ -177,11 +177,14 @@ func (b *bench) startDatabase(ctx context.Context) error {
 
 	// A pool, not one connection: DATABASE_URL may carry pgxpool settings
 	// (pool_max_conns) that a plain connection refuses.
-	admin, err := db.Open(ctx, b.opts.DatabaseURL)
+	admin, created, err := db.OpenCreating(ctx, b.opts.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
+	if created {
+		b.progress("created database %s", db.RedactURL(b.opts.DatabaseURL))
+	}
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+b.schema); err != nil {
 		return fmt.Errorf("create schema %s: %w", b.schema, err)
 	}

@@ -48,6 +48,51 @@ func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
+// IsMissingDatabase: the server answers but the URL's database does not
+// exist (a fresh Postgres before the first `make run` or `make bench`).
+func IsMissingDatabase(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3D000"
+}
+
+// CreateDatabase creates the URL's database, connecting to the server's
+// "postgres" database to do it; an existing database is not an error.
+func CreateDatabase(ctx context.Context, databaseURL string) error {
+	cfg, err := pgx.ParseConfig(databaseURL)
+	if err != nil {
+		return fmt.Errorf("parse database URL %s: %w", RedactURL(databaseURL), err)
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect to create database %s: %w", name, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database
+			return nil
+		}
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// OpenCreating is Open that first creates the database when the server
+// answers but the database is missing; created says it did.
+func OpenCreating(ctx context.Context, databaseURL string) (pool *pgxpool.Pool, created bool, err error) {
+	pool, err = Open(ctx, databaseURL)
+	if !IsMissingDatabase(err) {
+		return pool, false, err
+	}
+	if cerr := CreateDatabase(ctx, databaseURL); cerr != nil {
+		return nil, false, errors.Join(err, cerr)
+	}
+	pool, err = Open(ctx, databaseURL)
+	return pool, err == nil, err
+}
+
 // RedactURL hides the password of a connection URL so it can be logged.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)

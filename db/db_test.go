@@ -2,9 +2,12 @@ package db_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"sync"
 	"testing"
 
@@ -545,4 +548,46 @@ func TestWakeStageJob(t *testing.T) {
 		require.NoError(t, err)
 		require.False(t, woken)
 	})
+}
+
+// TestOpenCreating: `make run` and `make bench` on a fresh Postgres create
+// their database instead of failing with "database does not exist".
+func TestOpenCreating(t *testing.T) {
+	ctx := context.Background()
+	suffix := make([]byte, 6)
+	_, _ = rand.Read(suffix)
+	name := "portal_domains_create_" + hex.EncodeToString(suffix)
+	u, err := url.Parse(dbtest.BaseURL())
+	require.NoError(t, err)
+	u.Path = "/" + name
+	adminURL := *u
+	adminURL.Path = "/postgres"
+	t.Cleanup(func() {
+		admin, err := db.Open(ctx, adminURL.String())
+		require.NoError(t, err)
+		defer admin.Close()
+		_, err = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		require.NoError(t, err)
+	})
+
+	_, err = db.Open(ctx, u.String())
+	require.True(t, db.IsMissingDatabase(err), "opening a missing database: %v", err)
+
+	pool, created, err := db.OpenCreating(ctx, u.String())
+	require.NoError(t, err)
+	require.True(t, created)
+	var got string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT current_database()`).Scan(&got))
+	require.Equal(t, name, got)
+	pool.Close()
+
+	pool, created, err = db.OpenCreating(ctx, u.String())
+	require.NoError(t, err)
+	require.False(t, created, "the database exists now")
+	pool.Close()
+	require.NoError(t, db.CreateDatabase(ctx, u.String()), "creating an existing database is not an error")
+
+	_, _, err = db.OpenCreating(ctx, "postgres://postgres@127.0.0.1:1/x?connect_timeout=2")
+	require.ErrorIs(t, err, db.ErrUnreachable)
+	require.False(t, db.IsMissingDatabase(err))
 }

@@ -34,7 +34,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
@@ -389,7 +388,7 @@ func (s *stack) writeEnvFile(cfg worker.Config, env func(string) string) error {
 func (s *stack) startDatabase(ctx context.Context, cfg worker.Config) error {
 	s.info.DatabaseURL = db.RedactURL(cfg.DatabaseURL)
 	pool, err := db.Open(ctx, cfg.DatabaseURL)
-	if errors.Is(err, db.ErrUnreachable) && !isMissingDatabase(err) && s.opts.Root != "" {
+	if errors.Is(err, db.ErrUnreachable) && !db.IsMissingDatabase(err) && s.opts.Root != "" {
 		script := filepath.Join(s.opts.Root, "scripts", "ensure-postgres.sh")
 		fmt.Fprintf(s.out, "nothing answers at %s; running %s\n", s.info.DatabaseURL, script)
 		cmd := exec.CommandContext(ctx, script, cfg.DatabaseURL)
@@ -399,8 +398,8 @@ func (s *stack) startDatabase(ctx context.Context, cfg worker.Config) error {
 		}
 		pool, err = db.Open(ctx, cfg.DatabaseURL)
 	}
-	if isMissingDatabase(err) {
-		if cerr := createDatabase(ctx, cfg.DatabaseURL); cerr != nil {
+	if db.IsMissingDatabase(err) {
+		if cerr := db.CreateDatabase(ctx, cfg.DatabaseURL); cerr != nil {
 			return errors.Join(err, cerr)
 		}
 		fmt.Fprintf(s.out, "created database %s\n", s.info.DatabaseURL)
@@ -688,31 +687,6 @@ func lockDatabase(ctx context.Context, url string) (func(), error) {
 		_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock(`+key+`)`)
 		_ = conn.Close(ctx)
 	}, nil
-}
-
-// isMissingDatabase: the server answers but the database does not exist.
-func isMissingDatabase(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "3D000"
-}
-
-// createDatabase creates the URL's database through the postgres database.
-func createDatabase(ctx context.Context, url string) error {
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		return fmt.Errorf("parse database URL: %w", err)
-	}
-	name := cfg.Database
-	cfg.Database = "postgres"
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("connect to create database %s: %w", name, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil && !strings.Contains(err.Error(), "already exists") {
-		return fmt.Errorf("create database %s: %w", name, err)
-	}
-	return nil
 }
 
 // runTogether runs fns until ctx ends or one fails, then waits for all.

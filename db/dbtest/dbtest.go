@@ -8,10 +8,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,26 +108,10 @@ func Migrated(t testing.TB) *Schema {
 // ensureDatabase creates the test database when the server answers but the
 // database does not exist yet.
 func ensureDatabase(ctx context.Context, base string) error {
-	conn, err := pgx.Connect(ctx, base)
-	if err == nil {
-		return conn.Close(ctx)
-	}
-	if !strings.Contains(err.Error(), "does not exist") {
+	pool, _, err := db.OpenCreating(ctx, base)
+	if err != nil {
 		return err
 	}
-	u, perr := url.Parse(base)
-	if perr != nil {
-		return perr
-	}
-	dbName := strings.TrimPrefix(u.Path, "/")
-	u.Path = "/postgres"
-	admin, aerr := pgx.Connect(ctx, u.String())
-	if aerr != nil {
-		return fmt.Errorf("%w (and the postgres database: %v)", err, aerr)
-	}
-	defer admin.Close(ctx)
-	if _, cerr := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{dbName}.Sanitize()); cerr != nil && !strings.Contains(cerr.Error(), "already exists") {
-		return fmt.Errorf("create database %s: %w", dbName, cerr)
-	}
+	pool.Close()
 	return nil
 }
