@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -70,6 +71,10 @@ type Options struct {
 	// Getenv passes GOGC, GOMEMLIMIT, GOMAXPROCS and GODEBUG through to the
 	// worker, so it runs as it would be deployed; nil passes nothing.
 	Getenv func(string) string
+	// Rows limits the run to the steps producing these row IDs ("2" runs
+	// the apply row; "3", "4a", "4b" and "6" share one step); empty runs
+	// every row.
+	Rows []string
 	// Progress gets one line per step; nil discards them.
 	Progress io.Writer
 }
@@ -99,6 +104,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("bench: -n %d is more than %d", o.N, MaxN)
 	case len(o.WorkerCommand) == 0:
 		return errors.New("bench: no worker command")
+	case slices.ContainsFunc(o.Rows, func(id string) bool { return !slices.Contains(RowIDs(), id) }):
+		return fmt.Errorf("bench: rows %v: each must be one of %v", o.Rows, RowIDs())
 	case runtime.GOOS != "linux":
 		return errors.New("bench: reads the worker's memory from /proc, so it runs on Linux only")
 	}
@@ -190,14 +197,18 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 
 	steps := []struct {
 		what string
+		ids  []string
 		fn   func(context.Context) ([]Row, error)
 	}{
-		{"row 1: River no-op jobs vs verify_dns", b.rowVerifyDNS},
-		{"row 2: server-side apply vs the apply stage", b.rowApply},
-		{"rows 3, 4 and 6: end to end, latency and memory", b.rowsEndToEnd},
-		{"row 5: the stuck scan", b.rowStuckScan},
+		{"row 1: River no-op jobs vs verify_dns", []string{"1"}, b.rowVerifyDNS},
+		{"row 2: server-side apply vs the apply stage", []string{"2"}, b.rowApply},
+		{"rows 3, 4 and 6: end to end, latency and memory", []string{"3", "4a", "4b", "6"}, b.rowsEndToEnd},
+		{"row 5: the stuck scan", []string{"5"}, b.rowStuckScan},
 	}
 	for _, s := range steps {
+		if len(opts.Rows) > 0 && !slices.ContainsFunc(s.ids, func(id string) bool { return slices.Contains(opts.Rows, id) }) {
+			continue
+		}
 		b.progress("%s", s.what)
 		rows, err := s.fn(ctx)
 		if err != nil {

@@ -173,6 +173,9 @@ func (c *child) memory() (rss, peak float64, err error) {
 	return parseStatusMemory(f)
 }
 
+// pid is the worker process's id.
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
 // parseStatusMemory reads VmRSS and VmHWM (kB) from /proc/<pid>/status.
 func parseStatusMemory(status []byte) (rss, peak float64, err error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))

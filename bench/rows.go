@@ -101,10 +101,12 @@ func (b *bench) expectStatus(ctx context.Context, phase, status string, want int
 // goroutines as the kubernetes queue has workers.
 func (b *bench) rowApply(ctx context.Context) ([]Row, error) {
 	n := b.opts.N
+	cpuBefore := sampleCPU(-1)
 	base, err := b.bareApplyRate(ctx, b.domains[phaseBaseline])
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
+	baseCPU := cpuSplit(cpuBefore, sampleCPU(-1))
 	if err := b.deleteObjects(ctx, nsBaseline); err != nil {
 		return nil, err
 	}
@@ -115,7 +117,9 @@ func (b *bench) rowApply(ctx context.Context) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
+	var stageCPU string
 	rate, err := func() (float64, error) {
+		cpuBefore := sampleCPU(w.pid())
 		// Through the trigger, as a worker would move them: each update is
 		// a legal transition, and the last enqueues the apply job. The
 		// verify_dns jobs the insert enqueued are dropped in the same
@@ -144,6 +148,7 @@ func (b *bench) rowApply(ctx context.Context) ([]Row, error) {
 		if err != nil {
 			return 0, err
 		}
+		stageCPU = cpuSplit(cpuBefore, sampleCPU(w.pid()))
 		return perSecond(n*objectsPerDomain, last.Sub(t0)), nil
 	}()
 	if err = errors.Join(err, w.stop()); err != nil {
@@ -154,7 +159,8 @@ func (b *bench) rowApply(ctx context.Context) ([]Row, error) {
 	}
 	return []Row{throughputRow("2", "apply stage objects/s", "objects/s", rate, base, "bare server-side apply",
 		fmt.Sprintf("%s domains × 3 objects; %d kubernetes workers vs %d goroutines calling k8s.Client.Apply; "+
-			"the stage also reads the row, writes the transition and enqueues await_certificate", thousands(n), b.opts.KubeWorkers, b.opts.KubeWorkers))}, nil
+			"the stage also reads the row, writes the transition and enqueues await_certificate; CPU used by the stage: %s; by the baseline: %s",
+			thousands(n), b.opts.KubeWorkers, b.opts.KubeWorkers, stageCPU, baseCPU))}, nil
 }
 
 // bareApplyRate applies pre-rendered objects with k8s.Client.Apply, as
@@ -215,10 +221,12 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 	if err := b.reset(ctx); err != nil {
 		return nil, err
 	}
+	cpuBefore := sampleCPU(-1)
 	baseChain, err := b.riverChainRate(ctx, n)
 	if err != nil {
 		return nil, fmt.Errorf("chain baseline: %w", err)
 	}
+	baseCPU := cpuSplit(cpuBefore, sampleCPU(-1))
 	floor, err := b.watchFloor(ctx, b.domains[phaseWatch])
 	if err != nil {
 		return nil, fmt.Errorf("watch floor: %w", err)
@@ -252,7 +260,8 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 	rows := []Row{
 		throughputRow("3", "end to end domains/s", "domains/s", m.rate, baseChain, "River 4-job chains",
 			fmt.Sprintf("%s domains from one SQL INSERT (%s of it) to active; DEV-ONLY issuer signs at once; probe over HTTPS "+
-				"to the dev gateway; baseline from its insert to the last chain's end; %s", thousands(n), m.insertTook.Round(time.Millisecond), m.stages)),
+				"to the dev gateway; baseline from its insert to the last chain's end; %s; CPU used end to end: %s; by the baseline: %s",
+				thousands(n), m.insertTook.Round(time.Millisecond), m.stages, m.cpu, baseCPU)),
 		latencyRow("4a", "insert → first DNS query", insertP, baseInsertP,
 			"River insert → job start", insertToJobP95, len(m.insertToQuery),
 			fmt.Sprintf("%d rows inserted one at a time about %s apart into an idle pipeline, from each commit; the stage loads the row "+
@@ -304,6 +313,8 @@ type workerMeasurements struct {
 	insertTook    time.Duration
 	// stages is where the end-to-end time went (stageTimes).
 	stages string
+	// cpu is which programs used the CPU end to end (cpuSplit).
+	cpu string
 }
 
 func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (workerMeasurements, error) {
@@ -359,6 +370,7 @@ func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (
 
 	// Throughput: N domains in one INSERT, timed from the statement.
 	e2e := b.domains[phaseE2E]
+	cpuBefore := sampleCPU(w.pid())
 	t0 := time.Now()
 	if err := insertDomains(ctx, b.pool, e2e); err != nil {
 		return m, err
@@ -370,6 +382,7 @@ func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (
 		return m, err
 	}
 	m.rate = perSecond(len(e2e), last.Sub(t0))
+	m.cpu = cpuSplit(cpuBefore, sampleCPU(w.pid()))
 	if _, m.peakMB, err = w.memory(); err != nil {
 		return m, err
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
@@ -33,6 +35,7 @@ func (e *environment) runBench(args []string, adjust func(*bench.Options)) error
 	workers := fs.Int("workers", 0, fmt.Sprintf("workers per queue (dns, kubernetes, probe) for the worker and its baselines; 0 keeps the worker's defaults (%d, %d, %d)",
 		bench.DefaultDNSWorkers, bench.DefaultKubeWorkers, bench.DefaultProbeWorkers))
 	asJSON := fs.Bool("json", false, "print the result as JSON instead of a table")
+	rows := fs.String("rows", "", "comma-separated row IDs to measure (e.g. 2,3); empty measures every row")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -46,7 +49,18 @@ func (e *environment) runBench(args []string, adjust func(*bench.Options)) error
 	if err != nil {
 		return fmt.Errorf("working directory: %w", err)
 	}
+	var onlyRows []string
+	if *rows != "" {
+		for id := range strings.SplitSeq(*rows, ",") {
+			id = strings.TrimSpace(id)
+			if !slices.Contains(bench.RowIDs(), id) {
+				return usagef("bench: -rows: %q is not a row; rows are %s", id, strings.Join(bench.RowIDs(), ", "))
+			}
+			onlyRows = append(onlyRows, id)
+		}
+	}
 	opts := bench.Options{
+		Rows:        onlyRows,
 		DatabaseURL: or(e.getenv("DATABASE_URL"), db.DefaultURL),
 		N:           *n,
 		DNSWorkers:  *workers, KubeWorkers: *workers, ProbeWorkers: *workers,

@@ -78,6 +78,12 @@ func TestBenchCommand(t *testing.T) {
 		require.NotEmpty(t, r.Target, "row %s", r.ID)
 	}
 	require.Equal(t, bench.RowIDs(), ids)
+	for _, r := range res.Rows {
+		if r.ID == "2" || r.ID == "3" {
+			// Where the CPU went, for the stage and for its baseline.
+			require.Regexp(t, `CPU used [^;]*: [^;]*\d s[^;]*; by the baseline: `, r.Note, "row %s", r.ID)
+		}
+	}
 
 	var table bytes.Buffer
 	require.NoError(t, res.WriteTable(&table))

@@ -1,0 +1,42 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	// A comm with a space and a parenthesis, as the kernel writes it.
+	line := "4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 130 0 0 20 0 8 0 100 0 0"
+	name, used, ok := parseStatCPU(line)
+	require.True(t, ok)
+	require.Equal(t, "my (odd) prog", name)
+	require.Equal(t, 3800*time.Millisecond, used) // (250+130) ticks at 100 Hz
+
+	for _, bad := range []string{"", "4242 no parens", "1 (x) S 1 2"} {
+		_, _, ok := parseStatCPU(bad)
+		require.False(t, ok, bad)
+	}
+}
+
+func TestSampleCPUSeesThisProcess(t *testing.T) {
+	before := sampleCPU(-1)
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = strings.Repeat("x", x%64)
+	}
+	after := sampleCPU(-1)
+	require.Greater(t, after["bench"], before["bench"], "a busy loop must show as this process's CPU time")
+	split := cpuSplit(before, after)
+	require.Contains(t, split, "bench ")
+	require.NotContains(t, cpuSplit(after, after), "bench", "no time passed between equal samples")
+}
+
+func TestCPUSplitOrdersAndDropsNoise(t *testing.T) {
+	before := cpuSample{"etcd": time.Second}
+	after := cpuSample{"etcd": 4 * time.Second, "kube-apiserver": 10 * time.Second, "sshd": 10 * time.Millisecond}
+	require.Equal(t, "kube-apiserver 10.0 s, etcd 3.0 s", cpuSplit(before, after))
+}
