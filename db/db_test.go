@@ -78,7 +78,11 @@ func TestMigrations(t *testing.T) {
 
 	applied, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
 	require.NoError(t, err)
-	require.Len(t, applied, 5)
+	all, err := db.MigrationStatus(ctx, s.Pool)
+	require.NoError(t, err)
+	latest := len(all)
+	require.GreaterOrEqual(t, latest, 6)
+	require.Len(t, applied, latest)
 
 	t.Run("up again changes nothing", func(t *testing.T) {
 		again, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
@@ -90,11 +94,17 @@ func TestMigrations(t *testing.T) {
 		reverted, err := db.MigrateDown(ctx, s.Pool, 1)
 		require.NoError(t, err)
 		require.Len(t, reverted, 1)
-		require.Equal(t, 5, reverted[0].Version)
+		require.Equal(t, latest, reverted[0].Version)
 		status, err := db.MigrationStatus(ctx, s.Pool)
 		require.NoError(t, err)
-		require.False(t, status[4].Applied)
-		require.True(t, status[3].Applied)
+		require.False(t, status[latest-1].Applied)
+		require.True(t, status[latest-2].Applied)
+		// The schema one step back still enqueues.
+		b := &testBundle{ctx: ctx, pool: s.Pool}
+		sqlInsert(t, b, newTenant(), "portal.down.com")
+		require.Len(t, listJobs(t, b), 1)
+		_, err = s.Pool.Exec(ctx, `DELETE FROM portal_domains; DELETE FROM river_job`)
+		require.NoError(t, err)
 		_, err = db.MigrateUp(ctx, s.Pool, db.Settings{})
 		require.NoError(t, err)
 	})
@@ -107,7 +117,7 @@ func TestMigrations(t *testing.T) {
 		require.Zero(t, tables)
 		applied, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
 		require.NoError(t, err)
-		require.Len(t, applied, 5)
+		require.Len(t, applied, latest)
 		tenant := newTenant()
 		b := &testBundle{ctx: ctx, pool: s.Pool}
 		sqlInsert(t, b, tenant, "portal.acme.com")
@@ -256,6 +266,34 @@ func TestGoAPIAndSQLProduceTheSameJob(t *testing.T) {
 	var enqueued bool
 	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT portal_domains_enqueue_stage($1, 'pending_certificate', 1)`, viaSQL).Scan(&enqueued))
 	require.False(t, enqueued)
+
+	// A stage with a first-run delay (await_certificate) is inserted as
+	// River inserts a job scheduled in the future: state scheduled, the
+	// same unique key, so River's InsertTx of it is a duplicate too.
+	await, ok := domain.StageFor(domain.StatusCertificateIssuing)
+	require.True(t, ok)
+	require.Positive(t, await.FirstRunDelay)
+	moveBySQL(t, b, viaGo, domain.StatusVerifyingDNS, domain.StatusPendingCertificate, domain.StatusCertificateIssuing)
+	var state string
+	var delay float64
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT state::text, extract(epoch FROM scheduled_at - created_at)
+		FROM river_job WHERE kind = 'await_certificate'`).Scan(&state, &delay))
+	require.Equal(t, "scheduled", state)
+	require.InDelta(t, await.FirstRunDelay.Seconds(), delay, 0.5)
+	res, err = client.Insert(b.ctx, jobs.AwaitCertificateArgs{DomainArgs: jobs.DomainArgs{DomainID: viaGo, Generation: 1}}, nil)
+	require.NoError(t, err)
+	require.True(t, res.UniqueSkippedAsDuplicate, "River computes the delayed job's unique key")
+	require.Equal(t, "await_certificate", res.Job.Kind)
+}
+
+// moveBySQL walks a domain through statuses with plain UPDATEs, as the
+// SaaS app or an operator would.
+func moveBySQL(t *testing.T, b *testBundle, id string, statuses ...domain.Status) {
+	t.Helper()
+	for _, st := range statuses {
+		_, err := b.pool.Exec(b.ctx, `UPDATE portal_domains SET status = $2::portal_domain_status WHERE id = $1`, id, string(st))
+		require.NoError(t, err, "→ %s", st)
+	}
 }
 
 func TestEveryIllegalTransitionIsRefused(t *testing.T) {
@@ -524,29 +562,58 @@ func TestWakeStageJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	id := sqlInsert(t, b, newTenant(), "portal.acme.com")
+	wake := func() db.Wake {
+		t.Helper()
+		found, err := db.WakeStageJob(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		return found
+	}
 	// River keeps a short snooze as available with a future scheduled_at,
 	// a long one as scheduled: both must wake.
 	for _, state := range []string{"available", "scheduled"} {
 		t.Run("a snoozed job in state "+state+" runs now", func(t *testing.T) {
 			_, err := b.pool.Exec(b.ctx, `UPDATE river_job SET state = $1::river_job_state, scheduled_at = now() + interval '1 hour'`, state)
 			require.NoError(t, err)
-			woken, err := db.WakeStageJob(b.ctx, b.pool, id)
-			require.NoError(t, err)
-			require.True(t, woken)
+			require.Equal(t, db.Woken, wake())
 			var due bool
 			require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT state = 'available' AND scheduled_at <= now() FROM river_job`).Scan(&due))
 			require.True(t, due)
 		})
 	}
-	t.Run("a job that is due already or running is left alone", func(t *testing.T) {
-		woken, err := db.WakeStageJob(b.ctx, b.pool, id)
+	t.Run("a job that is due and not started will see the change", func(t *testing.T) {
+		require.Equal(t, db.Woken, wake())
+	})
+	t.Run("a running or retrying job is busy: the caller tries again", func(t *testing.T) {
+		for _, state := range []string{"running", "retryable"} {
+			_, err := b.pool.Exec(b.ctx, `UPDATE river_job SET state = $1::river_job_state, attempted_at = now(), attempt = 1`, state)
+			require.NoError(t, err)
+			require.Equal(t, db.WakeBusy, wake(), state)
+			var unchanged bool
+			require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT state::text = $1 FROM river_job`, state).Scan(&unchanged))
+			require.True(t, unchanged, "a %s job is left alone", state)
+		}
+	})
+	t.Run("a finished stage job or a status without one: nothing to wake", func(t *testing.T) {
+		_, err := b.pool.Exec(b.ctx, `UPDATE river_job SET state = 'completed', finalized_at = now()`)
 		require.NoError(t, err)
-		require.False(t, woken)
-		_, err = b.pool.Exec(b.ctx, `UPDATE river_job SET state = 'running', attempted_at = now(), attempt = 1`)
+		require.Equal(t, db.WakeNone, wake())
+		moveBySQL(t, b, id, domain.StatusVerifyingDNS, domain.StatusPendingCertificate, domain.StatusCertificateIssuing,
+			domain.StatusDeploying, domain.StatusActive)
+		require.Equal(t, db.WakeNone, wake(), "active has no stage")
+		found, err := db.WakeStageJob(b.ctx, b.pool, uuid.NewString())
 		require.NoError(t, err)
-		woken, err = db.WakeStageJob(b.ctx, b.pool, id)
+		require.Equal(t, db.WakeNone, found, "unknown domain")
+	})
+	t.Run("the await job held back after apply is woken", func(t *testing.T) {
+		other := sqlInsert(t, b, newTenant(), "portal.other.com")
+		moveBySQL(t, b, other, domain.StatusVerifyingDNS, domain.StatusPendingCertificate, domain.StatusCertificateIssuing)
+		found, err := db.WakeStageJob(b.ctx, b.pool, other)
 		require.NoError(t, err)
-		require.False(t, woken)
+		require.Equal(t, db.Woken, found)
+		var due bool
+		require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT state = 'available' AND scheduled_at <= now() FROM river_job
+			WHERE kind = 'await_certificate' AND args->>'domain_id' = $1`, other).Scan(&due))
+		require.True(t, due)
 	})
 }
 

@@ -185,15 +185,31 @@ func classify(err error) error {
 	return err
 }
 
+// Wake is what WakeStageJob found.
+type Wake string
+
+const (
+	// Woken: the stage job was waiting and runs now, or is due and has
+	// not started, so it will see the change.
+	Woken Wake = "woken"
+	// WakeBusy: the stage job is running or about to retry; it may have
+	// read the outside state before the change, so wake again shortly.
+	WakeBusy Wake = "busy"
+	// WakeNone: the domain's status has no stage job (active, failed), or
+	// the row is gone: nothing to do.
+	WakeNone Wake = "none"
+)
+
 // WakeStageJob makes the domain's current stage job run now if it is
-// snoozed, so an outside event (the Certificate turning Ready) is acted on in
-// milliseconds instead of at the next scheduled re-check.
-func WakeStageJob(ctx context.Context, q Querier, domainID string) (bool, error) {
-	var woken bool
-	if err := q.QueryRow(ctx, `SELECT portal_domains_wake($1)`, domainID).Scan(&woken); err != nil {
-		return false, fmt.Errorf("wake stage job of %s: %w", domainID, err)
+// waiting (snoozed, or held back by its stage's FirstRunDelay), so an
+// outside event (the Certificate turning Ready) is acted on in milliseconds
+// instead of at the next scheduled check.
+func WakeStageJob(ctx context.Context, q Querier, domainID string) (Wake, error) {
+	var found string
+	if err := q.QueryRow(ctx, `SELECT portal_domains_wake($1)`, domainID).Scan(&found); err != nil {
+		return WakeNone, fmt.Errorf("wake stage job of %s: %w", domainID, err)
 	}
-	return woken, nil
+	return Wake(found), nil
 }
 
 // DomainsKeepingObjects returns which of ids still own their Kubernetes

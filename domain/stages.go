@@ -1,5 +1,7 @@
 package domain
 
+import "time"
+
 // Stage is the job that works a non-terminal status. Entering the status
 // enqueues the job (the database trigger does it, in the same transaction),
 // and the job moves the domain on. `migrate up` copies this table into
@@ -9,7 +11,17 @@ type Stage struct {
 	Kind        string
 	Queue       string
 	MaxAttempts int
+	// FirstRunDelay holds the job back after the status is entered, for a
+	// stage that something else wakes: await_certificate is woken by the
+	// Certificate watch when cert-manager reports, so checking the moment
+	// after apply would only find "not issued yet" and cost a job, three
+	// API reads and a status write per domain.
+	FirstRunDelay time.Duration
 }
+
+// CertificateFirstCheck is how long after apply the await_certificate job
+// looks at the Certificate when no watch event woke it first.
+const CertificateFirstCheck = 5 * time.Second
 
 // Job kinds, one per stage.
 const (
@@ -32,12 +44,12 @@ const (
 // share verify_dns: the job itself moves pending_dns → verifying_dns, and the
 // unique key makes the second enqueue a no-op.
 var Stages = []Stage{
-	{StatusPendingDNS, KindVerifyDNS, QueueDNS, 25},
-	{StatusVerifyingDNS, KindVerifyDNS, QueueDNS, 25},
-	{StatusPendingCertificate, KindApply, QueueKubernetes, 12},
-	{StatusCertificateIssuing, KindAwaitCertificate, QueueKubernetes, 25},
-	{StatusDeploying, KindProbe, QueueProbe, 25},
-	{StatusDisabled, KindDisable, QueueKubernetes, 25},
+	{StatusPendingDNS, KindVerifyDNS, QueueDNS, 25, 0},
+	{StatusVerifyingDNS, KindVerifyDNS, QueueDNS, 25, 0},
+	{StatusPendingCertificate, KindApply, QueueKubernetes, 12, 0},
+	{StatusCertificateIssuing, KindAwaitCertificate, QueueKubernetes, 25, CertificateFirstCheck},
+	{StatusDeploying, KindProbe, QueueProbe, 25, 0},
+	{StatusDisabled, KindDisable, QueueKubernetes, 25, 0},
 }
 
 // StageFor returns the stage working status s, if any.

@@ -60,11 +60,20 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 	if issuer == "" {
 		issuer = "the certificate issuer"
 	}
-	_, _, err = move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
+	_, moved, err := move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
 		From: domain.StatusPendingCertificate, To: domain.StatusCertificateIssuing,
 		Message:               fmt.Sprintf("Certificate for %s requested from %s; waiting for it to be issued.", rec.Domain, issuer),
 		CertificateSecretName: applied.SecretName, ResourceVersion: applied.ResourceVersion})
 	w.deps.Observer.StageFinished(domain.KindApply, "applied", w.deps.now().Sub(begun))
+	if err == nil && moved && applied.CertificateReady {
+		// The await job waits for the watch (domain.CertificateFirstCheck),
+		// but an unchanged, issued Certificate sends no event: start it now.
+		// Should this fail or the process die first, the job still runs
+		// when its delay is up.
+		if werr := w.deps.Store.WakeStageJob(ctx, rec.ID); werr != nil {
+			logger.Warn("could not start the certificate check early", "error", werr)
+		}
+	}
 	return err
 }
 

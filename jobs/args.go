@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/riverqueue/river"
 
@@ -61,11 +62,15 @@ func DecodeDomainArgs(raw []byte) (DomainArgs, error) {
 // for the kind (both come from domain.Stages).
 func stageInsertOpts(kind string) river.InsertOpts {
 	stage, _ := domain.StageByKind(kind)
-	return river.InsertOpts{
+	opts := river.InsertOpts{
 		Queue:       stage.Queue,
 		MaxAttempts: stage.MaxAttempts,
 		UniqueOpts:  river.UniqueOpts{ByArgs: true},
 	}
+	if stage.FirstRunDelay > 0 {
+		opts.ScheduledAt = time.Now().Add(stage.FirstRunDelay)
+	}
+	return opts
 }
 
 // VerifyDNSArgs: check the CNAME and CAA of a domain.

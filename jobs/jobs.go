@@ -23,6 +23,9 @@ type Store interface {
 	// Transition applies a guarded move (see db.Transition); ErrStale when
 	// the row moved on.
 	Transition(ctx context.Context, c domain.Change) (domain.Record, error)
+	// WakeStageJob runs the domain's waiting stage job now (see
+	// db.WakeStageJob).
+	WakeStageJob(ctx context.Context, id string) error
 }
 
 // Sentinel errors the Store implementation maps its own errors to.

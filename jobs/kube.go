@@ -18,6 +18,8 @@ type DomainRef struct {
 type Applied struct {
 	SecretName      string
 	ResourceVersion string
+	// CertificateReady: the Certificate was Ready already when applied.
+	CertificateReady bool
 }
 
 // CertState is the Certificate's Ready condition as cert-manager reports it.

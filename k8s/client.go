@@ -77,6 +77,10 @@ type ApplyResult struct {
 	VirtualServiceResourceVersion string
 	// SecretName goes to certificate_secret_name.
 	SecretName string
+	// CertificateReady: the Certificate the API server returned is Ready
+	// for its current spec already (re-applying an issued certificate), so
+	// no watch event may follow to say so.
+	CertificateReady bool
 }
 
 // Apply server-side applies the Certificate, Gateway and VirtualService, in
@@ -125,6 +129,7 @@ func (c *Client) apply(ctx context.Context, objs Objects, force bool) (ApplyResu
 		case CertificateGVR:
 			res.CertificateResourceVersion = applied.GetResourceVersion()
 			res.SecretName, _, _ = unstructured.NestedString(applied.Object, "spec", "secretName")
+			res.CertificateReady = certStatusFrom(applied).IsReady()
 		case GatewayGVR:
 			res.GatewayResourceVersion = applied.GetResourceVersion()
 		case VirtualServiceGVR:

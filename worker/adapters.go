@@ -68,6 +68,12 @@ func (s Store) Transition(ctx context.Context, c domain.Change) (domain.Record, 
 	return rec, err
 }
 
+// WakeStageJob makes the domain's waiting stage job run now.
+func (s Store) WakeStageJob(ctx context.Context, id string) error {
+	_, err := db.WakeStageJob(ctx, s.Pool, id)
+	return err
+}
+
 // DNS runs the dns package's checks for the verify_dns job.
 type DNS struct {
 	Resolver    *dns.Resolver
@@ -143,7 +149,7 @@ func (k Kube) apply(ctx context.Context, d jobs.DomainRef, send func(context.Con
 	if err != nil {
 		return jobs.Applied{}, permanentIfHopeless(err)
 	}
-	return jobs.Applied{SecretName: res.SecretName, ResourceVersion: res.CertificateResourceVersion}, nil
+	return jobs.Applied{SecretName: res.SecretName, ResourceVersion: res.CertificateResourceVersion, CertificateReady: res.CertificateReady}, nil
 }
 
 func applyErrorKind(err error) string {

@@ -189,6 +189,19 @@ func statuses(t *testing.T, b *bundle, id string) []domain.Status {
 	return out
 }
 
+// generationStatuses is statuses for one pipeline generation.
+func generationStatuses(t *testing.T, b *bundle, id string, generation int64) []domain.Status {
+	events, err := db.ListEvents(b.ctx, b.schema.Pool, id)
+	require.NoError(t, err)
+	var out []domain.Status
+	for _, e := range events {
+		if e.Generation == generation && (len(out) == 0 || out[len(out)-1] != e.To) {
+			out = append(out, e.To)
+		}
+	}
+	return out
+}
+
 func TestPipeline(t *testing.T) {
 	t.Parallel()
 
@@ -229,6 +242,34 @@ func TestPipeline(t *testing.T) {
 		require.True(t, apierrors.IsNotFound(err), "certificate deleted: %v", err)
 		_, err = os.Stat(filepath.Join(b.manifestDir, "abc1234", "certificate.json"))
 		require.True(t, os.IsNotExist(err), "snapshots removed")
+	})
+
+	t.Run("the certificate watch starts the await job, not its first-run delay", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{})
+		// Hold await_certificate back for an hour: the domain can only go
+		// active if something wakes it.
+		_, err := b.schema.Pool.Exec(b.ctx, `UPDATE portal_domain_stage_jobs SET first_run_delay = interval '1 hour' WHERE status = 'certificate_issuing'`)
+		require.NoError(t, err)
+		rec := b.register(t, tenant, "portal.acme.test")
+		b.waitFor(t, rec.ID, "reached certificate_issuing", func(r domain.Record) bool { return r.Status == domain.StatusCertificateIssuing })
+		var state string
+		require.NoError(t, b.schema.Pool.QueryRow(b.ctx, `SELECT state::text FROM river_job WHERE kind = 'await_certificate'`).Scan(&state))
+		require.Equal(t, "scheduled", state, "nothing wakes the job before cert-manager says something")
+
+		b.playCertManager(t, rec, true, "Ready", "Certificate is up to date and has not expired")
+		b.waitFor(t, rec.ID, "became active (woken by the watch)", func(r domain.Record) bool { return r.Status == domain.StatusActive })
+
+		// Starting over (the app sets pending_dns) re-applies an issued,
+		// unchanged Certificate: no watch event follows, so the apply job
+		// itself starts the check.
+		_, err = b.schema.Pool.Exec(b.ctx, `UPDATE portal_domains SET status = 'pending_dns' WHERE id = $1`, rec.ID)
+		require.NoError(t, err)
+		refreshed := b.waitFor(t, rec.ID, "became active again after refresh", func(r domain.Record) bool {
+			return r.Status == domain.StatusActive && r.Generation > rec.Generation
+		})
+		require.Equal(t, []domain.Status{domain.StatusPendingDNS, domain.StatusVerifyingDNS, domain.StatusPendingCertificate,
+			domain.StatusCertificateIssuing, domain.StatusDeploying, domain.StatusActive}, generationStatuses(t, b, rec.ID, refreshed.Generation))
 	})
 
 	t.Run("a zone that gains the right record while the job snoozes proceeds with no retry", func(t *testing.T) {

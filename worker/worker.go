@@ -265,13 +265,19 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // watchCertificates wakes a domain's await_certificate job whenever its
 // Certificate's Ready condition changes, so Ready is acted on in
-// milliseconds; the job's own re-checks cover a missed event.
+// milliseconds; the job's own checks cover a missed event.
 func (w *Worker) watchCertificates(ctx context.Context) {
 	if w.kube == nil {
 		return
 	}
 	for ctx.Err() == nil {
 		err := w.kube.WatchCertificates(ctx, func(domainID string, st k8s.CertStatus) {
+			if st.Exists && st.Ready == k8s.ReadyMissing {
+				// Just created: cert-manager has not said anything yet,
+				// and waking now would only undo the stage's first-run
+				// delay.
+				return
+			}
 			w.wakeStageJob(ctx, domainID, st.IsReady(), 0)
 		})
 		if ctx.Err() != nil {
@@ -285,32 +291,37 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 	}
 }
 
-// wakeRetries and wakeRetryDelay cover a Certificate turning Ready while
-// its await_certificate job is running (not snoozed): the wake finds
-// nothing to wake, so it is tried again once the job has had time to
-// snooze, instead of leaving the domain to its next scheduled re-check.
+// Wake retries cover a Certificate turning Ready while the domain's stage
+// job is busy (the apply job that created it has not committed yet, or the
+// await job read the Certificate just before): the job cannot be woken, so
+// the wake is tried again, backing off from wakeRetryFirst to wakeRetryMax,
+// for about wakeRetryFor, instead of leaving the domain to its next
+// scheduled check.
 const (
-	wakeRetries    = 5
-	wakeRetryDelay = 200 * time.Millisecond
+	wakeRetryFirst = 100 * time.Millisecond
+	wakeRetryMax   = 2 * time.Second
+	wakeRetryFor   = 15 * time.Second
 )
 
-// wakeStageJob makes the domain's snoozed stage job run now; for a Ready
-// certificate it retries a few times when there was nothing to wake yet.
-func (w *Worker) wakeStageJob(ctx context.Context, domainID string, ready bool, attempt int) {
-	woken, err := db.WakeStageJob(ctx, w.pool, domainID)
+// wakeStageJob makes the domain's waiting stage job run now; for a Ready
+// certificate it tries again while the stage job is busy.
+func (w *Worker) wakeStageJob(ctx context.Context, domainID string, ready bool, waited time.Duration) {
+	found, err := db.WakeStageJob(ctx, w.pool, domainID)
 	if err != nil {
 		if ctx.Err() == nil {
 			w.logger.Warn("could not wake the stage job after a certificate change", "portal_domain_id", domainID, "error", err)
 		}
 		return
 	}
-	w.logger.Debug("certificate changed", "portal_domain_id", domainID, "ready", ready, "woken", woken, "attempt", attempt)
-	if woken || !ready || attempt >= wakeRetries {
+	w.logger.Debug("certificate changed", "portal_domain_id", domainID, "ready", ready, "wake", found, "waited", waited)
+	if found != db.WakeBusy || !ready || waited >= wakeRetryFor {
 		return
 	}
-	time.AfterFunc(wakeRetryDelay, func() {
+	// Waiting as long again as waited so far doubles the interval.
+	delay := min(max(waited, wakeRetryFirst), wakeRetryMax)
+	time.AfterFunc(delay, func() {
 		if ctx.Err() == nil {
-			w.wakeStageJob(ctx, domainID, ready, attempt+1)
+			w.wakeStageJob(ctx, domainID, ready, waited+delay)
 		}
 	})
 }
