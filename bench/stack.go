@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/devstack"
@@ -325,7 +326,11 @@ func (b *bench) startAPIServer(ctx context.Context) error {
 	b.api = api
 	b.onClose(api.Stop)
 	b.progress("kube-apiserver (pid %d) and etcd (pid %d) up in %s", api.APIServerPID, api.EtcdPID, time.Since(begin).Round(100*time.Millisecond))
-	if b.kube, err = k8s.NewClient(api.Config); err != nil {
+	// The baseline's client gets the worker's defaults (envtest's config
+	// sets a rate limit of its own), so both sides are limited alike.
+	baseCfg := rest.CopyConfig(api.Config)
+	baseCfg.QPS, baseCfg.Burst = 0, 0
+	if b.kube, err = k8s.NewClient(baseCfg); err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	if b.dyn, err = dynamic.NewForConfig(api.Config); err != nil {

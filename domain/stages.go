@@ -21,7 +21,7 @@ type Stage struct {
 
 // CertificateFirstCheck is how long after apply the await_certificate job
 // looks at the Certificate when no watch event woke it first.
-const CertificateFirstCheck = 5 * time.Second
+const CertificateFirstCheck = 30 * time.Second
 
 // Job kinds, one per stage.
 const (

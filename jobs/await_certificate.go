@@ -14,7 +14,7 @@ import (
 // watch wakes the job as soon as Ready changes; this only covers a missed
 // event.
 const (
-	certRecheckMin = 5 * time.Second
+	certRecheckMin = 30 * time.Second
 	certRecheckMax = 2 * time.Minute
 )
 

@@ -22,9 +22,13 @@ const FieldManager = "portal-domains"
 // not set them.
 const (
 	// client-go's default limiter (5 QPS, burst 10) would cap apply at about
-	// 6 objects/s; the API server has its own priority and fairness.
-	DefaultQPS   = 200
-	DefaultBurst = 400
+	// 6 objects/s, and 200 QPS capped the bench's apply stage at ~210
+	// objects/s on two cores. The worker's concurrency is already bounded
+	// by its kubernetes queue's workers, and the API server has its own
+	// priority and fairness; this only guards against a runaway loop.
+	// PORTAL_DOMAIN_KUBE_QPS / _BURST set other values.
+	DefaultQPS   = 1000
+	DefaultBurst = 2000
 	// DefaultRequestTimeout bounds a single request, so a black-holed API
 	// server surfaces as ErrUnreachable instead of hanging a job. The watch
 	// uses long-lived requests and is exempt.

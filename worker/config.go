@@ -33,7 +33,11 @@ type Config struct {
 
 	// Kubeconfig is a kubeconfig path; empty tries in-cluster config, and
 	// with neither the Kubernetes queue is not worked (jobs wait there).
-	Kubeconfig   string
+	Kubeconfig string
+	// KubeQPS and KubeBurst cap the worker's request rate to the API
+	// server; zero keeps the rest config's, or k8s.DefaultQPS/DefaultBurst.
+	KubeQPS      float64
+	KubeBurst    int
 	Kube         k8s.Config
 	ManifestDir  string
 	CertDeadline time.Duration
@@ -133,6 +137,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 				return cfg, fmt.Errorf("%s: %q is not a number from 1 to 10000", n.name, v)
 			}
 			*n.dst = i
+		}
+	}
+	if v := strings.TrimSpace(getenv("PORTAL_DOMAIN_KUBE_QPS")); v != "" {
+		if cfg.KubeQPS, err = strconv.ParseFloat(v, 64); err != nil || cfg.KubeQPS <= 0 || cfg.KubeQPS > 100000 {
+			return cfg, fmt.Errorf("PORTAL_DOMAIN_KUBE_QPS: %q is not a request rate from 1 to 100000 per second", v)
+		}
+	}
+	if v := strings.TrimSpace(getenv("PORTAL_DOMAIN_KUBE_BURST")); v != "" {
+		if cfg.KubeBurst, err = strconv.Atoi(v); err != nil || cfg.KubeBurst < 1 || cfg.KubeBurst > 100000 {
+			return cfg, fmt.Errorf("PORTAL_DOMAIN_KUBE_BURST: %q is not a number from 1 to 100000", v)
 		}
 	}
 	if cfg.Kube, err = k8s.ConfigFromEnv(getenv); err != nil {

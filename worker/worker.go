@@ -88,6 +88,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		}
 	}
 	if restConfig != nil {
+		if cfg.KubeQPS > 0 || cfg.KubeBurst > 0 {
+			restConfig = rest.CopyConfig(restConfig)
+			restConfig.QPS = cmp.Or(float32(cfg.KubeQPS), restConfig.QPS)
+			restConfig.Burst = cmp.Or(cfg.KubeBurst, restConfig.Burst)
+		}
 		if w.kube, err = k8s.NewClient(restConfig); err != nil {
 			return nil, fmt.Errorf("kubernetes client: %w", err)
 		}
