@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 )
 
 // FieldManager is the server-side apply field manager for every write.
@@ -40,6 +42,9 @@ const (
 type Client struct {
 	dyn   dynamic.Interface // short requests, with DefaultRequestTimeout
 	watch dynamic.Interface // long-lived watch requests, no client timeout
+	// certs is the running WatchCertificates informer, if any: reads of a
+	// Certificate are served from it (see GetCertificateStatus).
+	certs atomic.Pointer[cache.SharedIndexInformer]
 }
 
 // NewClient builds a Client from cfg (in-cluster config in the worker,
@@ -264,6 +269,12 @@ func asInt64(v any) (int64, bool) {
 // Gateway that VirtualService references exist. A missing Certificate is
 // not an error: the result has Exists false.
 func (c *Client) GetCertificateStatus(ctx context.Context, namespace, name string) (CertStatus, error) {
+	if obj, ok := c.watchedCertificate(namespace, name); ok {
+		s := certStatusFrom(obj)
+		var err error
+		s.ObjectsPresent, err = c.routingPresent(ctx, namespace, name)
+		return s, err
+	}
 	obj, err := c.dyn.Resource(CertificateGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) && !isMissingResource(err) {
 		return CertStatus{}, nil
@@ -276,6 +287,39 @@ func (c *Client) GetCertificateStatus(ctx context.Context, namespace, name strin
 	return s, err
 }
 
+// watchedCertificate returns the Certificate from the WatchCertificates
+// informer when one is running and synced and holds it. That cache is what
+// woke the await job, so it already holds the Ready that the job is about
+// to act on, and reading it costs the API server nothing. Anything it does
+// not hold (not synced, not found) is read from the API server instead, so
+// a deletion is never concluded from a lagging cache.
+func (c *Client) watchedCertificate(namespace, name string) (*unstructured.Unstructured, bool) {
+	inf := c.certs.Load()
+	if inf == nil || !(*inf).HasSynced() {
+		return nil, false
+	}
+	obj, exists, err := (*inf).GetStore().GetByKey(namespace + "/" + name)
+	if err != nil || !exists {
+		return nil, false
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	return u, ok
+}
+
+// getCached reads an object from the API server's watch cache
+// (resourceVersion "0"), which spares etcd a quorum read and the API server
+// decoding the stored object: the await job reads the routes on each check.
+// The cache trails etcd by milliseconds, so "not found" is confirmed with a
+// quorum read before anyone re-creates an object that was only just applied.
+func (c *Client) getCached(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
+	res := c.dyn.Resource(gvr).Namespace(namespace)
+	obj, err := res.Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
+	if apierrors.IsNotFound(err) {
+		return res.Get(ctx, name, metav1.GetOptions{})
+	}
+	return obj, err
+}
+
 // routingPresent follows the naming scheme from the Certificate to its
 // VirtualService, and from the VirtualService's gateways to the Gateway, so
 // it needs no Config.
@@ -285,7 +329,7 @@ func (c *Client) routingPresent(ctx context.Context, namespace, certName string)
 		return false, nil
 	}
 	vsName := "portal-domain-vs-" + prefix
-	vs, err := c.dyn.Resource(VirtualServiceGVR).Namespace(namespace).Get(ctx, vsName, metav1.GetOptions{})
+	vs, err := c.getCached(ctx, VirtualServiceGVR, namespace, vsName)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
@@ -300,7 +344,7 @@ func (c *Client) routingPresent(ctx context.Context, namespace, certName string)
 	if !ok {
 		gwNS, gwName = namespace, gws[0]
 	}
-	_, err = c.dyn.Resource(GatewayGVR).Namespace(gwNS).Get(ctx, gwName, metav1.GetOptions{})
+	_, err = c.getCached(ctx, GatewayGVR, gwNS, gwName)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -568,4 +569,85 @@ func TestNewClient(t *testing.T) {
 	require.ErrorIs(t, err, k8s.ErrUnreachable)
 	require.False(t, errors.Is(err, k8s.ErrInvalid))
 	require.Contains(t, fmt.Sprint(err), "get Certificate msp/portal-domain-x")
+}
+
+// requestLog records the API requests a client makes.
+type requestLog struct {
+	mu   sync.Mutex
+	reqs []string // "GET /apis/.../certificates/name?resourceVersion=0"
+}
+
+func (l *requestLog) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		l.mu.Lock()
+		l.reqs = append(l.reqs, r.Method+" "+r.URL.RequestURI())
+		l.mu.Unlock()
+		return rt.RoundTrip(r)
+	})
+}
+
+func (l *requestLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.reqs
+	l.reqs = nil
+	return out
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestCertificateReadsUseTheWatch: while WatchCertificates runs, the await
+// job's reads of a Certificate come from the informer that woke it (no
+// request), and the routes come from the API server's watch cache
+// (resourceVersion=0), not quorum reads through etcd. A deleted object is
+// still seen as deleted.
+func TestCertificateReadsUseTheWatch(t *testing.T) {
+	t.Parallel()
+	env := kubetest.Start(t)
+	var log requestLog
+	restCfg := rest.CopyConfig(env.Config)
+	restCfg.WrapTransport = log.wrap
+	b := setupOn(t, env, restCfg)
+	ctx := t.Context()
+
+	b.apply(t)
+	fromAPI, err := b.client.GetCertificateStatus(ctx, b.cfg.CertNamespace, b.names.Certificate)
+	require.NoError(t, err)
+	require.True(t, fromAPI.Exists)
+	require.Contains(t, log.take(), "GET /apis/cert-manager.io/v1/namespaces/"+b.cfg.CertNamespace+"/certificates/"+b.names.Certificate+"?timeout=30s",
+		"without a watch the Certificate is read from the API server, a quorum read")
+
+	w := watch(t, b.client, b.d.ID)
+	require.NoError(t, b.env.SetCertificateReady(ctx, b.cfg.CertNamespace, b.names.Certificate, true, "Ready", "up to date"))
+	w.next(t, func(s k8s.CertStatus) bool { return s.IsReady() })
+	log.take()
+
+	st, err := b.client.GetCertificateStatus(ctx, b.cfg.CertNamespace, b.names.Certificate)
+	require.NoError(t, err)
+	require.True(t, st.IsReady(), "the informer's copy has the Ready that woke the job")
+	require.True(t, st.ObjectsPresent)
+	require.Equal(t, fromAPI.DNSNames, st.DNSNames)
+	require.Equal(t, fromAPI.SecretName, st.SecretName)
+	reqs := log.take()
+	require.Len(t, reqs, 2, "only the VirtualService and the Gateway are read: %v", reqs)
+	for _, r := range reqs {
+		require.Contains(t, r, "resourceVersion=0", "routes come from the API server's watch cache")
+		require.NotContains(t, r, "/certificates/")
+	}
+
+	// Deleted behind the cache's back: a cache miss is confirmed with a
+	// quorum read, never taken on trust.
+	require.NoError(t, env.Dynamic.Resource(k8s.GatewayGVR).Namespace(b.cfg.GatewayNamespace).
+		Delete(ctx, b.names.Gateway, metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		st, err := b.client.GetCertificateStatus(ctx, b.cfg.CertNamespace, b.names.Certificate)
+		return err == nil && st.Exists && !st.ObjectsPresent
+	}, 30*time.Second, 50*time.Millisecond, "a deleted Gateway is reported missing")
+	require.NoError(t, b.client.Delete(ctx, b.d, b.cfg))
+	w.next(t, func(s k8s.CertStatus) bool { return !s.Exists })
+	st, err = b.client.GetCertificateStatus(ctx, b.cfg.CertNamespace, b.names.Certificate)
+	require.NoError(t, err)
+	require.False(t, st.Exists)
 }

@@ -27,6 +27,8 @@ import (
 // the informer with back-off and logged through klog; the caller sees
 // them only as a pause in callbacks. onChange runs on one goroutine, one
 // call at a time: keep it short (wake a job, do not do the job).
+//
+// While it runs, GetCertificateStatus reads Certificates from its cache.
 func (c *Client) WatchCertificates(ctx context.Context, onChange func(domainID string, status CertStatus)) error {
 	if onChange == nil {
 		return errors.New("watch certificates: nil onChange")
@@ -72,7 +74,10 @@ func (c *Client) WatchCertificates(ctx context.Context, onChange func(domainID s
 	if err != nil {
 		return fmt.Errorf("watch certificates: add handler: %w", err)
 	}
-	inf.Informer().RunWithContext(ctx)
+	informer := inf.Informer()
+	c.certs.Store(&informer)
+	defer c.certs.CompareAndSwap(&informer, nil)
+	informer.RunWithContext(ctx)
 	return nil
 }
 
