@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/portal-domains/portal-domains/server"
 	"net"
 	"net/http"
 	"os"
@@ -63,7 +64,7 @@ func (b *bench) env(w workerEnv, uiAddr string) []string {
 		env["PORTAL_DOMAIN_ISSUER_KIND"] = "ClusterIssuer"
 		env["PORTAL_DOMAIN_ISSUER_NAME"] = w.issuer
 	}
-	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"} {
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG", server.EnvProfiling} {
 		if v := b.opts.Getenv(k); v != "" {
 			env[k] = v
 		}

@@ -163,16 +163,23 @@ func (r *issueRun) sync(ctx context.Context, key string) (again time.Duration, e
 		r.logger.Warn("DEV-ONLY issuer skips a Certificate without secretName or dnsNames", "certificate", key)
 		return 0, nil
 	}
-	secret, err := r.Dynamic.Resource(k8s.SecretGVR).Namespace(ns).Get(ctx, spec.SecretName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		secret, err = nil, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("get Secret %s/%s: %w", ns, spec.SecretName, err)
-	}
-	if readyForGeneration(cert) && SecretServes(secret, r.CA, spec.DNSNames) {
-		r.forget(key)
-		return 0, nil
+	// The Secret matters only to tell an issued certificate that still
+	// serves from one to (re-)issue, and for the Issuing message; a new
+	// Certificate is signed without reading it. Reads come from the API
+	// server's watch cache: a stale answer only means signing again.
+	var secret *unstructured.Unstructured
+	if readyForGeneration(cert) || r.Delay > 0 {
+		secret, err = r.Dynamic.Resource(k8s.SecretGVR).Namespace(ns).Get(ctx, spec.SecretName, metav1.GetOptions{ResourceVersion: "0"})
+		if apierrors.IsNotFound(err) {
+			secret, err = nil, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("get Secret %s/%s: %w", ns, spec.SecretName, err)
+		}
+		if readyForGeneration(cert) && SecretServes(secret, r.CA, spec.DNSNames) {
+			r.forget(key)
+			return 0, nil
+		}
 	}
 
 	if r.Delay > 0 {
@@ -183,7 +190,7 @@ func (r *issueRun) sync(ctx context.Context, key string) (again time.Duration, e
 		}
 		r.mu.Unlock()
 		if !marked {
-			if err := r.markIssuing(ctx, ns, name, secret == nil, spec.DNSNames); err != nil {
+			if err := r.markIssuing(ctx, cert, secret == nil, spec.DNSNames); err != nil {
 				r.forget(key)
 				return 0, err
 			}
@@ -214,9 +221,9 @@ func (r *issueRun) forget(key string) {
 // markIssuing sets what cert-manager shows while it works on a
 // Certificate: Issuing=True and, with no Secret yet, Ready=False
 // DoesNotExist (a reason cert-manager does not count as a failure).
-func (r *issueRun) markIssuing(ctx context.Context, ns, name string, noSecret bool, dnsNames []string) error {
+func (r *issueRun) markIssuing(ctx context.Context, cert *unstructured.Unstructured, noSecret bool, dnsNames []string) error {
 	msg := "DEV-ONLY issuer: signing a certificate for " + strings.Join(dnsNames, ", ") + " with the local dev CA"
-	return r.updateStatus(ctx, ns, name, func(cert *unstructured.Unstructured, status map[string]any) {
+	return r.updateStatus(ctx, cert, func(cert *unstructured.Unstructured, status map[string]any) {
 		setCondition(status, cert.GetGeneration(), "Issuing", "True", "DevIssuer", msg)
 		if noSecret {
 			setCondition(status, cert.GetGeneration(), "Ready", "False", "DoesNotExist",
@@ -266,7 +273,7 @@ func (r *issueRun) issue(ctx context.Context, cert *unstructured.Unstructured, s
 		metav1.ApplyOptions{FieldManager: IssuerFieldManager, Force: true}); err != nil {
 		return fmt.Errorf("write Secret %s/%s: %w", ns, spec.SecretName, err)
 	}
-	return r.updateStatus(ctx, ns, cert.GetName(), func(c *unstructured.Unstructured, status map[string]any) {
+	return r.updateStatus(ctx, cert, func(c *unstructured.Unstructured, status map[string]any) {
 		setCondition(status, c.GetGeneration(), "Ready", "True", "Ready",
 			"Certificate is up to date and has not expired (DEV-ONLY: signed by the local dev CA)")
 		removeCondition(status, "Issuing")
@@ -280,14 +287,21 @@ func (r *issueRun) issue(ctx context.Context, cert *unstructured.Unstructured, s
 	})
 }
 
-// updateStatus edits a Certificate's status subresource, retrying on
-// write conflicts (the worker re-applies the spec meanwhile).
-func (r *issueRun) updateStatus(ctx context.Context, ns, name string, mutate func(*unstructured.Unstructured, map[string]any)) error {
+// updateStatus edits a Certificate's status subresource, starting from
+// the informer's copy and re-reading it only after a write conflict (the
+// worker re-applies the spec meanwhile).
+func (r *issueRun) updateStatus(ctx context.Context, seen *unstructured.Unstructured, mutate func(*unstructured.Unstructured, map[string]any)) error {
+	ns, name := seen.GetNamespace(), seen.GetName()
 	res := r.Dynamic.Resource(k8s.CertificateGVR).Namespace(ns)
+	attempt := 0
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cert, err := res.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
+		attempt++
+		cert := seen.DeepCopy()
+		if attempt > 1 {
+			var err error
+			if cert, err = res.Get(ctx, name, metav1.GetOptions{}); err != nil {
+				return err
+			}
 		}
 		status, _, _ := unstructured.NestedMap(cert.Object, "status")
 		if status == nil {
@@ -297,7 +311,7 @@ func (r *issueRun) updateStatus(ctx context.Context, ns, name string, mutate fun
 		if err := unstructured.SetNestedMap(cert.Object, status, "status"); err != nil {
 			return err
 		}
-		_, err = res.UpdateStatus(ctx, cert, metav1.UpdateOptions{FieldManager: IssuerFieldManager})
+		_, err := res.UpdateStatus(ctx, cert, metav1.UpdateOptions{FieldManager: IssuerFieldManager})
 		return err
 	})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strings"
 	"time"
@@ -33,6 +34,8 @@ const (
 	EnvAddr     = "PORTAL_DOMAIN_UI_ADDR"
 	EnvUser     = "PORTAL_DOMAIN_UI_USER"
 	EnvPassword = "PORTAL_DOMAIN_UI_PASSWORD"
+	// EnvProfiling ("true") mounts /debug/pprof/ next to /metrics.
+	EnvProfiling = "PORTAL_DOMAIN_PPROF"
 )
 
 // DefaultAddr is loopback so that a server started with no configuration is
@@ -58,6 +61,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// ReadyTimeout bounds one /readyz check. Default 5s.
 	ReadyTimeout time.Duration
+	// Profiling mounts Go's /debug/pprof/ handlers (behind the same
+	// credentials as /metrics), for profiling a worker under load.
+	Profiling bool
 }
 
 // ConfigFromEnv reads PORTAL_DOMAIN_UI_ADDR, PORTAL_DOMAIN_UI_USER and
@@ -67,6 +73,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		Addr:     cmp.Or(strings.TrimSpace(getenv(EnvAddr)), DefaultAddr),
 		User:     getenv(EnvUser),
 		Password: getenv(EnvPassword),
+	}
+	switch v := strings.TrimSpace(getenv(EnvProfiling)); v {
+	case "", "0", "false":
+	case "1", "true":
+		cfg.Profiling = true
+	default:
+		return Config{}, fmt.Errorf("server config: %s: %q is not true or false", EnvProfiling, v)
 	}
 	if err := cfg.validate(); err != nil {
 		return Config{}, err
@@ -166,6 +179,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      deps.Registry,
 	}))
+	if cfg.Profiling {
+		private.HandleFunc("GET /debug/pprof/", pprof.Index)
+		private.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		private.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		private.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		private.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	if deps.RiverClient != nil {
 		h, err := riverui.NewHandler(&riverui.HandlerOpts{
 			Endpoints: riverui.NewEndpoints(deps.RiverClient, nil),

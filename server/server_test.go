@@ -143,6 +143,15 @@ func TestConfigFromEnv(t *testing.T) {
 		require.ErrorContains(t, err, "must be set together")
 	})
 
+	t.Run("Profiling", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := server.ConfigFromEnv(env(map[string]string{"PORTAL_DOMAIN_PPROF": "true"}))
+		require.NoError(t, err)
+		require.True(t, cfg.Profiling)
+		_, err = server.ConfigFromEnv(env(map[string]string{"PORTAL_DOMAIN_PPROF": "yes please"}))
+		require.ErrorContains(t, err, "PORTAL_DOMAIN_PPROF")
+	})
+
 	t.Run("RejectsMalformedAddress", func(t *testing.T) {
 		t.Parallel()
 		_, err := server.ConfigFromEnv(env(map[string]string{"PORTAL_DOMAIN_UI_ADDR": "8080"}))
@@ -213,6 +222,18 @@ func TestServer(t *testing.T) {
 		resp = get(t, b.baseURL+"/metrics")
 		require.Equal(t, http.StatusOK, resp.status)
 		require.Contains(t, resp.body, "server_test_probe_total 1")
+	})
+
+	t.Run("ProfilingOnlyWhenAskedAndBehindCredentials", func(t *testing.T) {
+		t.Parallel()
+		off := setup(t, setupOpts{})
+		require.Equal(t, http.StatusNotFound, get(t, off.baseURL+"/debug/pprof/").status, "off by default")
+
+		on := setup(t, setupOpts{cfg: server.Config{User: "ops", Password: "s3cret", Profiling: true}})
+		require.Equal(t, http.StatusUnauthorized, get(t, on.baseURL+"/debug/pprof/").status)
+		resp := get(t, on.baseURL+"/debug/pprof/goroutine?debug=1", "ops", "s3cret")
+		require.Equal(t, http.StatusOK, resp.status)
+		require.Contains(t, resp.body, "goroutine profile")
 	})
 
 	t.Run("ReadyzReports503WithTheReason", func(t *testing.T) {
