@@ -14,10 +14,16 @@ import (
 // every Linux architecture Go supports.
 const clockTicks = 100
 
-// cpuSample is the CPU time used so far by each program on the machine,
-// keyed by name: "worker" for the worker child, "bench" for this process,
-// otherwise the command name (kube-apiserver, etcd, postgres, ...).
-type cpuSample map[string]time.Duration
+// cpuSample is the CPU time used so far by each process on the machine, by
+// pid, with its name: "worker" for the worker child, "bench" for this
+// process, otherwise the command name (kube-apiserver, etcd, postgres...).
+// Keyed by pid because kernel workers rename themselves as they go.
+type cpuSample map[int]procCPU
+
+type procCPU struct {
+	name string
+	used time.Duration
+}
 
 // sampleCPU reads /proc/<pid>/stat of every process. Processes that exit
 // between two samples drop out; Postgres backends and the API servers live
@@ -45,7 +51,7 @@ func sampleCPU(workerPID int) cpuSample {
 		case self:
 			name = "bench"
 		}
-		s[name] += used
+		s[pid] = procCPU{name, used}
 	}
 	return s
 }
@@ -79,13 +85,22 @@ func cpuSplit(before, after cpuSample) string {
 		name string
 		d    time.Duration
 	}
+	byName := map[string]time.Duration{}
+	for pid, p := range after {
+		// A process new since the first sample counts whole.
+		if delta := p.used - before[pid].used; delta > 0 {
+			name := p.name
+			if strings.HasPrefix(name, "kworker/") {
+				name = "kernel workers" // I/O flushes and the like, renamed as they go
+			}
+			byName[name] += delta
+		}
+	}
 	var uses []use
 	var total time.Duration
-	for name, d := range after {
-		if delta := d - before[name]; delta > 0 {
-			uses = append(uses, use{name, delta})
-			total += delta
-		}
+	for name, d := range byName {
+		uses = append(uses, use{name, d})
+		total += d
 	}
 	slices.SortFunc(uses, func(a, b use) int {
 		if a.d != b.d {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -29,14 +30,21 @@ func TestSampleCPUSeesThisProcess(t *testing.T) {
 		_ = strings.Repeat("x", x%64)
 	}
 	after := sampleCPU(-1)
-	require.Greater(t, after["bench"], before["bench"], "a busy loop must show as this process's CPU time")
+	self := os.Getpid()
+	require.Equal(t, "bench", after[self].name)
+	require.Greater(t, after[self].used, before[self].used, "a busy loop must show as this process's CPU time")
 	split := cpuSplit(before, after)
 	require.Contains(t, split, "bench ")
 	require.NotContains(t, cpuSplit(after, after), "bench", "no time passed between equal samples")
 }
 
 func TestCPUSplitOrdersAndDropsNoise(t *testing.T) {
-	before := cpuSample{"etcd": time.Second}
-	after := cpuSample{"etcd": 4 * time.Second, "kube-apiserver": 10 * time.Second, "sshd": 10 * time.Millisecond}
-	require.Equal(t, "kube-apiserver 10.0 s, etcd 3.0 s", cpuSplit(before, after))
+	before := cpuSample{1: {"etcd", time.Second}, 7: {"kworker/u8:0-writeback", time.Hour}}
+	after := cpuSample{
+		1: {"etcd", 4 * time.Second},
+		2: {"kube-apiserver", 10 * time.Second},                       // started in between: counts whole
+		3: {"sshd", 10 * time.Millisecond},                            // under 2%: left out
+		7: {"kworker/u8:0-events_unbound", time.Hour + 2*time.Second}, // renamed, same pid
+	}
+	require.Equal(t, "kube-apiserver 10.0 s, etcd 3.0 s, kernel workers 2.0 s", cpuSplit(before, after))
 }

@@ -96,6 +96,7 @@ const (
 	phaseApply    = "apply"
 	phaseBaseline = "ssa"
 	phaseE2E      = "e2e"
+	phaseBare     = "bare"
 	phaseLatency  = "lat"
 	phaseWatch    = "watch"
 )
@@ -138,6 +139,7 @@ func (b *bench) start(ctx context.Context) error {
 		phaseBaseline: b.ids.domains(phaseBaseline, b.opts.N),
 		phaseApply:    b.ids.domains(phaseApply, b.opts.N),
 		phaseE2E:      b.ids.domains(phaseE2E, b.opts.N),
+		phaseBare:     b.ids.domains(phaseBare, b.opts.N),
 		phaseLatency:  b.ids.domains(phaseLatency, b.opts.LatencySamples),
 		phaseWatch:    b.ids.domains(phaseWatch, b.opts.LatencySamples),
 	}
@@ -236,7 +238,7 @@ func (b *bench) reset(ctx context.Context) error {
 // is first asked about.
 func (b *bench) startDNS() error {
 	var all []benchDomain
-	for _, phase := range []string{phaseDNS, phaseE2E, phaseLatency} {
+	for _, phase := range []string{phaseDNS, phaseE2E, phaseBare, phaseLatency} {
 		all = append(all, b.domains[phase]...)
 	}
 	zones, err := generateZones(all)
@@ -340,7 +342,7 @@ func (b *bench) startAPIServer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	for _, ns := range []string{nsBaseline, nsApply, nsWatchFloor, nsCert, nsGateway} {
+	for _, ns := range []string{nsBaseline, nsApply, nsWatchFloor, nsBare, nsCert, nsGateway} {
 		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create namespace %s: %w", ns, err)
