@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -631,11 +632,18 @@ func TestCertificateReadsUseTheWatch(t *testing.T) {
 	require.Equal(t, fromAPI.DNSNames, st.DNSNames)
 	require.Equal(t, fromAPI.SecretName, st.SecretName)
 	reqs := log.take()
-	require.Len(t, reqs, 2, "only the VirtualService and the Gateway are read: %v", reqs)
+	var cachedReads []string
 	for _, r := range reqs {
-		require.Contains(t, r, "resourceVersion=0", "routes come from the API server's watch cache")
-		require.NotContains(t, r, "/certificates/")
+		require.NotContains(t, r, "/certificates/", "the Certificate comes from the informer: %v", reqs)
+		if strings.Contains(r, "resourceVersion=0") {
+			cachedReads = append(cachedReads, r)
+		}
 	}
+	// Routes are read from the API server's watch cache first; a cache
+	// that has not caught up yet (seen right after the CRDs appear) is
+	// answered by a quorum read, which is what the fallback is for.
+	require.Len(t, cachedReads, 2, "the VirtualService and the Gateway, from the watch cache: %v", reqs)
+	require.LessOrEqual(t, len(reqs), 4, reqs)
 
 	// Deleted behind the cache's back: a cache miss is confirmed with a
 	// quorum read, never taken on trust.
