@@ -65,11 +65,12 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 		Message:               fmt.Sprintf("Certificate for %s requested from %s; waiting for it to be issued.", rec.Domain, issuer),
 		CertificateSecretName: applied.SecretName, ResourceVersion: applied.ResourceVersion})
 	w.deps.Observer.StageFinished(domain.KindApply, "applied", w.deps.now().Sub(begun))
-	if err == nil && moved && applied.CertificateReady {
-		// The await job waits for the watch (domain.CertificateFirstCheck),
-		// but an unchanged, issued Certificate sends no event: start it now.
-		// Should this fail or the process die first, the job still runs
-		// when its delay is up.
+	if err == nil && moved && (applied.CertificateReady || w.deps.Kube.CertificateReadyWatched(refOf(rec))) {
+		// The await job waits for the watch (domain.CertificateFirstCheck).
+		// An issued, unchanged Certificate sends no watch event, and one
+		// that turned Ready while this job ran was reported while there was
+		// no await job to wake: start it now. Should this fail or the
+		// process die first, the job still runs when its delay is up.
 		if werr := w.deps.Store.WakeStageJob(ctx, rec.ID); werr != nil {
 			logger.Warn("could not start the certificate check early", "error", werr)
 		}

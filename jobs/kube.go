@@ -47,6 +47,9 @@ type Kube interface {
 	// back fields someone changed by hand since.
 	Reclaim(ctx context.Context, d DomainRef) (Applied, error)
 	CertificateState(ctx context.Context, d DomainRef) (CertState, error)
+	// CertificateReadyWatched says whether the Certificate watch has seen
+	// the Certificate Ready already (no request; false when no watch runs).
+	CertificateReadyWatched(d DomainRef) bool
 	Delete(ctx context.Context, d DomainRef) error
 }
 

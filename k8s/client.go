@@ -306,6 +306,17 @@ func (c *Client) watchedCertificate(namespace, name string) (*unstructured.Unstr
 	return u, ok
 }
 
+// WatchedCertificateStatus is the Certificate's status as the running
+// WatchCertificates informer holds it; false when no watch runs or it does
+// not hold the Certificate. It makes no request.
+func (c *Client) WatchedCertificateStatus(namespace, name string) (CertStatus, bool) {
+	obj, ok := c.watchedCertificate(namespace, name)
+	if !ok {
+		return CertStatus{}, false
+	}
+	return certStatusFrom(obj), true
+}
+
 // getCached reads an object from the API server's watch cache
 // (resourceVersion "0"), which spares etcd a quorum read and the API server
 // decoding the stored object: the await job reads the routes on each check.

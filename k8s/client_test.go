@@ -620,10 +620,16 @@ func TestCertificateReadsUseTheWatch(t *testing.T) {
 	require.Contains(t, log.take(), "GET /apis/cert-manager.io/v1/namespaces/"+b.cfg.CertNamespace+"/certificates/"+b.names.Certificate+"?timeout=30s",
 		"without a watch the Certificate is read from the API server, a quorum read")
 
+	_, known := b.client.WatchedCertificateStatus(b.cfg.CertNamespace, b.names.Certificate)
+	require.False(t, known, "no watch, nothing known")
 	w := watch(t, b.client, b.d.ID)
 	require.NoError(t, b.env.SetCertificateReady(ctx, b.cfg.CertNamespace, b.names.Certificate, true, "Ready", "up to date"))
 	w.next(t, func(s k8s.CertStatus) bool { return s.IsReady() })
 	log.take()
+	watched, known := b.client.WatchedCertificateStatus(b.cfg.CertNamespace, b.names.Certificate)
+	require.True(t, known)
+	require.True(t, watched.IsReady(), "the watch's cache holds the Ready it reported")
+	require.Empty(t, log.take(), "asking the watch's cache makes no request")
 
 	st, err := b.client.GetCertificateStatus(ctx, b.cfg.CertNamespace, b.names.Certificate)
 	require.NoError(t, err)

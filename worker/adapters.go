@@ -177,6 +177,16 @@ func permanentIfHopeless(err error) error {
 	return err
 }
 
+// CertificateReadyWatched asks the Certificate watch's cache.
+func (k Kube) CertificateReadyWatched(d jobs.DomainRef) bool {
+	names, err := k8s.NamesFor(toK8s(d), k.Config)
+	if err != nil {
+		return false
+	}
+	st, ok := k.Client.WatchedCertificateStatus(names.CertNamespace, names.Certificate)
+	return ok && st.IsReady()
+}
+
 // CertificateState reads the Certificate's Ready condition and whether the
 // routes exist.
 func (k Kube) CertificateState(ctx context.Context, d jobs.DomainRef) (jobs.CertState, error) {

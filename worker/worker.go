@@ -303,7 +303,7 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 // for about wakeRetryFor, instead of leaving the domain to its next
 // scheduled check.
 const (
-	wakeRetryFirst = 100 * time.Millisecond
+	wakeRetryFirst = 25 * time.Millisecond
 	wakeRetryMax   = 2 * time.Second
 	wakeRetryFor   = 15 * time.Second
 )
