@@ -64,8 +64,13 @@ BEGIN
     IF key IS NULL THEN
         RETURN 'none';
     END IF;
+    -- The predicate repeats river_job_unique_idx's, so the lookup by key
+    -- uses that partial index instead of scanning river_job (which cost a
+    -- millisecond per wake at a few thousand jobs). Every state matched
+    -- here is one of the stage jobs' unique states.
     UPDATE river_job SET state = 'available', scheduled_at = now()
     WHERE unique_key = key
+      AND unique_key IS NOT NULL AND unique_states IS NOT NULL AND river_job_state_in_bitmask(unique_states, state)
       AND (state = 'scheduled' OR (state = 'available' AND scheduled_at > now()))
     RETURNING queue INTO woken_queue;
     IF woken_queue IS NOT NULL THEN
@@ -73,7 +78,9 @@ BEGIN
         RETURN 'woken';
     END IF;
     SELECT state INTO job_state FROM river_job
-    WHERE unique_key = key AND state IN ('available', 'pending', 'running', 'retryable');
+    WHERE unique_key = key
+      AND unique_key IS NOT NULL AND unique_states IS NOT NULL AND river_job_state_in_bitmask(unique_states, state)
+      AND state IN ('available', 'pending', 'running', 'retryable');
     RETURN CASE job_state
         WHEN 'available' THEN 'woken'
         WHEN 'pending' THEN 'woken'
