@@ -276,7 +276,7 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 		latencyRow("4a", "insert → first DNS query", insertP, baseInsertP,
 			"River insert → job start", insertToJobP95, len(m.insertToQuery),
 			fmt.Sprintf("%d rows inserted one at a time about %s apart into an idle pipeline, from each commit; the stage loads the row "+
-				"and writes verifying_dns before it asks DNS; the baseline notifies as the trigger does", len(m.insertToQuery), b.opts.LatencySpacing)),
+				"and asks DNS before it writes anything; the baseline notifies as the trigger does", len(m.insertToQuery), b.opts.LatencySpacing)),
 		latencyRow("4b", "Certificate Ready → active", readyP, floorP,
 			"k8s watch: write → event", readyToActiveP95, len(m.readyToActive),
 			"the same domains, from the DEV-ONLY issuer's Ready write returning to the active event "+

@@ -228,6 +228,30 @@ func TestSQLInsertEnqueues(t *testing.T) {
 	})
 }
 
+// TestDNSSuccessAtFirstCheck: verify_dns writes pending_dns →
+// pending_certificate in one step when the first check passes; that is DNS
+// success, not a certificate retry, so the generation stays and the apply
+// job belongs to it.
+func TestDNSSuccessAtFirstCheck(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := sqlInsert(t, b, newTenant(), "portal.acme.com")
+	rec, err := db.Transition(b.ctx, b.pool, domain.Change{DomainID: id, Generation: 1,
+		From: domain.StatusPendingDNS, To: domain.StatusPendingCertificate, Message: "DNS verified"})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), rec.Generation)
+	js := listJobs(t, b)
+	require.Len(t, js, 2)
+	require.Equal(t, domain.KindApply, js[1].Kind)
+	require.Equal(t, jobs.DomainArgs{DomainID: id, Generation: 1}, js[1].Args)
+
+	// A certificate retry (from certificate_failed) still starts over.
+	moveBySQL(t, b, id, domain.StatusCertificateFailed, domain.StatusPendingCertificate)
+	rec, err = db.GetDomain(b.ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), rec.Generation)
+}
+
 func TestGoAPIAndSQLProduceTheSameJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -82,6 +82,8 @@ func buildTransitions() []Transition {
 		Transition{StatusPendingDNS, StatusDNSFailed, "The domain cannot be verified."},
 		Transition{StatusVerifyingDNS, StatusDNSFailed, "The CNAME record was not found before the deadline."},
 		Transition{StatusVerifyingDNS, StatusPendingCertificate, "DNS verified; requesting a certificate."},
+		// The first check passed: no verifying_dns in between.
+		Transition{StatusPendingDNS, StatusPendingCertificate, "DNS verified; requesting a certificate."},
 		Transition{StatusCertificateFailed, StatusPendingCertificate, "Retrying certificate issuance."},
 		Transition{StatusPendingCertificate, StatusPendingCertificate, "Applying the certificate and gateway."},
 		Transition{StatusPendingCertificate, StatusCertificateIssuing, "Waiting for the certificate to be issued."},

@@ -92,25 +92,19 @@ func (w *VerifyDNSWorker) Work(ctx context.Context, job *river.Job[VerifyDNSArgs
 	if err != nil || !current {
 		return err
 	}
-	if rec.Status == domain.StatusPendingDNS {
-		var moved bool
-		rec, moved, err = move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
-			From: domain.StatusPendingDNS, To: domain.StatusVerifyingDNS,
-			Message: fmt.Sprintf("Checking that %s has a CNAME record pointing to %s.", rec.Domain, rec.CanonicalHost)})
-		if err != nil || !moved {
-			return err
-		}
-	}
-
 	// Rows written by plain SQL passed only the trigger's syntax check; the
 	// full policy (apex, public suffix, our own zone) is applied here.
 	if _, err := domain.ValidatePortalDomain(rec.Domain, w.deps.Config.CanonicalSuffix); err != nil {
 		_, _, err = move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
-			From: domain.StatusVerifyingDNS, To: domain.StatusDNSFailed, Message: err.Error()})
+			From: rec.Status, To: domain.StatusDNSFailed, Message: err.Error()})
 		w.deps.Observer.StageFinished(domain.KindVerifyDNS, "invalid", w.deps.now().Sub(begun))
 		return err
 	}
 
+	// The check comes first and its outcome is written once: a domain
+	// whose DNS is right goes straight from pending_dns to
+	// pending_certificate, and verifying_dns is shown only while something
+	// is wrong, with what.
 	verdict := w.deps.DNS.CheckDNS(ctx, refOf(rec))
 	w.deps.Observer.DNSChecked(string(verdict.Outcome))
 	decision := decideDNS(verdict, rec, dnsCheckStartedAt(rec), w.deps.now(), w.deps.Config)
@@ -120,7 +114,7 @@ func (w *VerifyDNSWorker) Work(ctx context.Context, job *river.Job[VerifyDNSArgs
 	}
 	logger.Info("dns checked", "outcome", verdict.Outcome, "next_status", decision.To, "snooze", decision.Snooze)
 	_, moved, err := move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
-		From: domain.StatusVerifyingDNS, To: decision.To, Message: decision.Message, Details: details})
+		From: rec.Status, To: decision.To, Message: decision.Message, Details: details})
 	if err != nil || !moved {
 		return err
 	}
