@@ -245,6 +245,7 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 		<-issuerDone
 	}()
 
+	b.progress("  baseline: the outside work of %s domains, done bare", thousands(n))
 	cpuBefore := sampleCPU(-1)
 	baseBare, err := b.bareOutsideWorkRate(ctx, b.domains[phaseBare])
 	if err != nil {
