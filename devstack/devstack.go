@@ -387,7 +387,7 @@ func (s *stack) writeEnvFile(cfg worker.Config, env func(string) string) error {
 // dev lock and migrates.
 func (s *stack) startDatabase(ctx context.Context, cfg worker.Config) error {
 	s.info.DatabaseURL = db.RedactURL(cfg.DatabaseURL)
-	pool, err := db.Open(ctx, cfg.DatabaseURL)
+	pool, created, err := db.OpenCreating(ctx, cfg.DatabaseURL)
 	if errors.Is(err, db.ErrUnreachable) && !db.IsMissingDatabase(err) && s.opts.Root != "" {
 		script := filepath.Join(s.opts.Root, "scripts", "ensure-postgres.sh")
 		fmt.Fprintf(s.out, "nothing answers at %s; running %s\n", s.info.DatabaseURL, script)
@@ -396,17 +396,13 @@ func (s *stack) startDatabase(ctx context.Context, cfg worker.Config) error {
 		if runErr := cmd.Run(); runErr != nil {
 			return fmt.Errorf("%w (and %s failed: %w)", err, script, runErr)
 		}
-		pool, err = db.Open(ctx, cfg.DatabaseURL)
-	}
-	if db.IsMissingDatabase(err) {
-		if cerr := db.CreateDatabase(ctx, cfg.DatabaseURL); cerr != nil {
-			return errors.Join(err, cerr)
-		}
-		fmt.Fprintf(s.out, "created database %s\n", s.info.DatabaseURL)
-		pool, err = db.Open(ctx, cfg.DatabaseURL)
+		pool, created, err = db.OpenCreating(ctx, cfg.DatabaseURL)
 	}
 	if err != nil {
 		return err
+	}
+	if created {
+		fmt.Fprintf(s.out, "created database %s\n", s.info.DatabaseURL)
 	}
 	s.pool = pool
 	s.onExit(pool.Close)

@@ -269,21 +269,20 @@ func asInt64(v any) (int64, bool) {
 // Gateway that VirtualService references exist. A missing Certificate is
 // not an error: the result has Exists false.
 func (c *Client) GetCertificateStatus(ctx context.Context, namespace, name string) (CertStatus, error) {
-	if obj, ok := c.watchedCertificate(namespace, name); ok {
-		s := certStatusFrom(obj)
+	obj, watched := c.watchedCertificate(namespace, name)
+	if !watched {
 		var err error
-		s.ObjectsPresent, err = c.routingPresent(ctx, namespace, name)
-		return s, err
-	}
-	obj, err := c.dyn.Resource(CertificateGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) && !isMissingResource(err) {
-		return CertStatus{}, nil
-	}
-	if err != nil {
-		return CertStatus{}, classify(ctx, fmt.Sprintf("get Certificate %s/%s", namespace, name), err)
+		obj, err = c.dyn.Resource(CertificateGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) && !isMissingResource(err) {
+			return CertStatus{}, nil
+		}
+		if err != nil {
+			return CertStatus{}, classify(ctx, fmt.Sprintf("get Certificate %s/%s", namespace, name), err)
+		}
 	}
 	s := certStatusFrom(obj)
-	s.ObjectsPresent, err = c.routingPresent(ctx, namespace, name)
+	present, err := c.routingPresent(ctx, namespace, name)
+	s.ObjectsPresent = present
 	return s, err
 }
 
