@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -121,7 +122,14 @@ func TestEnsureBinaries(t *testing.T) {
 		t.Helper()
 		root := t.TempDir()
 		require.NoError(t, os.MkdirAll(filepath.Join(root, "scripts"), 0o755))
-		require.NoError(t, os.WriteFile(filepath.Join(root, "scripts", "build-kube-binaries.sh"), []byte(script), 0o755))
+		// Hold ForkLock while the script is open for writing: a process
+		// forked meanwhile by a parallel test would inherit the descriptor
+		// until its exec, and running the script then fails with "text
+		// file busy" (seen in CI).
+		syscall.ForkLock.Lock()
+		err := os.WriteFile(filepath.Join(root, "scripts", "build-kube-binaries.sh"), []byte(script), 0o755)
+		syscall.ForkLock.Unlock()
+		require.NoError(t, err)
 		return root
 	}
 
