@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -119,4 +120,92 @@ func cpuSplit(before, after cpuSample) string {
 		return "no CPU time recorded"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Settling: a phase is timed only once the machine is quiet, so start-up
+// work (a fresh API server compiles its CRDs' schemas, builds its OpenAPI
+// and bootstraps RBAC for several seconds) is not charged to whichever
+// side happens to run first.
+const (
+	settleWindow = 500 * time.Millisecond
+	settleBusy   = 0.15 // of all CPUs, over one window
+	settleMax    = 30 * time.Second
+)
+
+// settle waits until the machine's CPUs were less than settleBusy busy over
+// a window, for at most settleMax, and says how long it waited and whether
+// it settled.
+func settle(wait func(time.Duration) bool) (waited time.Duration, quiet bool) {
+	start := time.Now()
+	prev, ok := machineCPU()
+	for ok && time.Since(start) < settleMax {
+		if !wait(settleWindow) {
+			break
+		}
+		cur, ok2 := machineCPU()
+		if !ok2 {
+			break
+		}
+		if total := cur.total - prev.total; total > 0 && float64(cur.busy-prev.busy)/float64(total) < settleBusy {
+			return time.Since(start), true
+		}
+		prev = cur
+	}
+	return time.Since(start), false
+}
+
+type cpuTimes struct{ busy, total uint64 }
+
+// machineCPU reads the first line of /proc/stat: the machine's CPU time in
+// ticks, busy (everything but idle and iowait) and in all.
+func machineCPU() (cpuTimes, bool) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, false
+	}
+	return parseMachineCPU(string(raw))
+}
+
+func parseMachineCPU(stat string) (cpuTimes, bool) {
+	line, _, _ := strings.Cut(stat, "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 5 || fields[0] != "cpu" {
+		return cpuTimes{}, false
+	}
+	var t cpuTimes
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return cpuTimes{}, false
+		}
+		t.total += v
+		// user nice system idle iowait irq softirq steal guest guest_nice:
+		// idle and iowait are not busy; guest time is counted in user.
+		if i != 3 && i != 4 && i < 8 {
+			t.busy += v
+		}
+		if i >= 8 {
+			t.total -= v
+		}
+	}
+	return t, true
+}
+
+// quiet waits for the machine to settle before a timed phase (settle), and
+// says so when that took a while or never happened.
+func (b *bench) quiet(ctx context.Context, phase string) {
+	waited, quiet := settle(func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	})
+	switch {
+	case !quiet && ctx.Err() == nil:
+		b.progress("  %s: the machine stayed busy for %s; timing anyway", phase, waited.Round(100*time.Millisecond))
+	case waited > 2*settleWindow:
+		b.progress("  %s: waited %s for the machine to settle", phase, waited.Round(100*time.Millisecond))
+	}
 }

@@ -48,3 +48,19 @@ func TestCPUSplitOrdersAndDropsNoise(t *testing.T) {
 	}
 	require.Equal(t, "kube-apiserver 10.0 s, etcd 3.0 s, kernel workers 2.0 s", cpuSplit(before, after))
 }
+
+func TestParseMachineCPU(t *testing.T) {
+	// user nice system idle iowait irq softirq steal guest guest_nice
+	got, ok := parseMachineCPU("cpu  100 5 20 800 50 3 2 10 40 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+	if !ok {
+		t.Fatal("not parsed")
+	}
+	if want := (cpuTimes{busy: 100 + 5 + 20 + 3 + 2 + 10, total: 100 + 5 + 20 + 800 + 50 + 3 + 2 + 10}); got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{"", "intr 1 2 3", "cpu 1 2 x 4 5"} {
+		if _, ok := parseMachineCPU(bad); ok {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}

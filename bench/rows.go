@@ -101,13 +101,17 @@ func (b *bench) expectStatus(ctx context.Context, phase, status string, want int
 // goroutines as the kubernetes queue has workers.
 func (b *bench) rowApply(ctx context.Context) ([]Row, error) {
 	n := b.opts.N
+	if err := b.freshAPIServer(ctx); err != nil {
+		return nil, err
+	}
+	b.quiet(ctx, "bare server-side apply")
 	cpuBefore := sampleCPU(-1)
 	base, err := b.bareApplyRate(ctx, b.domains[phaseBaseline])
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
 	baseCPU := cpuSplit(cpuBefore, sampleCPU(-1))
-	if err := b.deleteObjects(ctx, nsBaseline); err != nil {
+	if err := b.freshAPIServer(ctx); err != nil {
 		return nil, err
 	}
 	if err := b.reset(ctx); err != nil {
@@ -119,6 +123,7 @@ func (b *bench) rowApply(ctx context.Context) ([]Row, error) {
 	}
 	var stageCPU string
 	rate, err := func() (float64, error) {
+		b.quiet(ctx, "apply stage")
 		cpuBefore := sampleCPU(w.pid())
 		// Through the trigger, as a worker would move them: each update is
 		// a legal transition, and the last enqueues the apply job. The
@@ -154,12 +159,10 @@ func (b *bench) rowApply(ctx context.Context) ([]Row, error) {
 	if err = errors.Join(err, w.stop()); err != nil {
 		return nil, err
 	}
-	if err := b.deleteObjects(ctx, nsApply); err != nil {
-		return nil, err
-	}
 	return []Row{throughputRow("2", "apply stage objects/s", "objects/s", rate, base, "bare server-side apply",
 		fmt.Sprintf("%s domains × 3 objects; %d kubernetes workers vs %d goroutines calling k8s.Client.Apply; "+
-			"the stage also reads the row, writes the transition and enqueues await_certificate; CPU used by the stage: %s; by the baseline: %s",
+			"the stage also reads the row, writes the transition and enqueues await_certificate; each on a fresh API server; "+
+			"CPU used by the stage: %s; by the baseline: %s",
 			thousands(n), b.opts.KubeWorkers, b.opts.KubeWorkers, stageCPU, baseCPU))}, nil
 }
 
@@ -226,6 +229,9 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chain baseline: %w", err)
 	}
+	if err := b.freshAPIServer(ctx); err != nil {
+		return nil, err
+	}
 	floor, err := b.watchFloor(ctx, b.domains[phaseWatch])
 	if err != nil {
 		return nil, fmt.Errorf("watch floor: %w", err)
@@ -234,34 +240,31 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 		return nil, err
 	}
 
-	// The DEV-ONLY issuer signs each Certificate at once, and says when.
-	issued := &issuedAt{at: map[string]time.Time{}}
-	issuerCtx, stopIssuer := context.WithCancel(ctx)
-	issuerDone := make(chan error, 1)
-	iss := &devstack.Issuer{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: issued.record}
-	go func() { issuerDone <- iss.Run(issuerCtx) }()
-	defer func() {
-		stopIssuer()
-		<-issuerDone
-	}()
-
 	b.progress("  baseline: the outside work of %s domains, done bare", thousands(n))
+	if err := b.freshAPIServer(ctx); err != nil {
+		return nil, err
+	}
+	stopIssuer := b.startIssuer(ctx, nil)
+	b.quiet(ctx, "bare outside work")
 	cpuBefore := sampleCPU(-1)
 	baseBare, err := b.bareOutsideWorkRate(ctx, b.domains[phaseBare])
-	if err != nil {
+	baseCPU := cpuSplit(cpuBefore, sampleCPU(-1))
+	if err = errors.Join(err, stopIssuer()); err != nil {
 		return nil, fmt.Errorf("bare outside-work baseline: %w", err)
 	}
-	baseCPU := cpuSplit(cpuBefore, sampleCPU(-1))
-	if err := b.deleteObjects(ctx, nsBare); err != nil {
+
+	if err := b.freshAPIServer(ctx); err != nil {
 		return nil, err
 	}
-
+	// The DEV-ONLY issuer signs each Certificate at once, and says when.
+	issued := &issuedAt{at: map[string]time.Time{}}
+	stopIssuer = b.startIssuer(ctx, issued.record)
 	w, err := b.startWorker(ctx, "end-to-end", workerEnv{kube: true, certNS: nsCert, gatewayNS: nsGateway, issuer: issuerName})
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, stopIssuer())
 	}
 	m, err := b.measureWorker(ctx, w, issued)
-	if err = errors.Join(err, w.stop()); err != nil {
+	if err = errors.Join(err, w.stop(), stopIssuer()); err != nil {
 		return nil, err
 	}
 
@@ -382,6 +385,7 @@ func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (
 
 	// Throughput: N domains in one INSERT, timed from the statement.
 	e2e := b.domains[phaseE2E]
+	b.quiet(ctx, "end to end")
 	cpuBefore := sampleCPU(w.pid())
 	t0 := time.Now()
 	if err := insertDomains(ctx, b.pool, e2e); err != nil {
@@ -564,7 +568,24 @@ func (b *bench) watchFloor(ctx context.Context, ds []benchDomain) ([]time.Durati
 			}
 		}
 	}
-	return lat, b.deleteObjects(ctx, nsWatchFloor)
+	return lat, nil
+}
+
+// startIssuer runs the DEV-ONLY issuer against the current API server: it
+// signs each Certificate naming issuerName at once and calls onIssued (may
+// be nil). The returned func stops it.
+func (b *bench) startIssuer(ctx context.Context, onIssued func(namespace, name string, dnsNames []string)) (stop func() error) {
+	issuerCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	iss := &devstack.Issuer{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: onIssued}
+	go func() { done <- iss.Run(issuerCtx) }()
+	return func() error {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("DEV-ONLY issuer: %w", err)
+		}
+		return nil
+	}
 }
 
 // rowStuckScan is row 5: the stuck-domain query at ScanRows rows (loaded
