@@ -34,6 +34,10 @@ const (
 	MaxN                  = 20_000
 	DefaultLatencySamples = 200
 	DefaultScanRows       = 100_000
+	// DefaultRounds: rows 2 and 3 alternate baseline and stage this many
+	// times and report medians; one round on a shared two-core machine
+	// moved a ratio by ±0.1.
+	DefaultRounds = 3
 	// RSSTargetDomains is the load the memory target is stated for.
 	RSSTargetDomains = 10_000
 	// The worker's own defaults per queue (worker.ConfigFromEnv).
@@ -51,6 +55,8 @@ type Options struct {
 	// DNSWorkers, KubeWorkers and ProbeWorkers are the worker's queue sizes;
 	// each baseline runs with the same number as the stage it stands for.
 	DNSWorkers, KubeWorkers, ProbeWorkers int
+	// Rounds is how many times rows 2 and 3 measure baseline and stage.
+	Rounds int
 	// LatencySamples domains (and baseline jobs) are inserted one at a time
 	// for the latency rows.
 	LatencySamples int
@@ -84,6 +90,7 @@ func (o Options) withDefaults() Options {
 	o.DNSWorkers = cmp.Or(max(o.DNSWorkers, 0), DefaultDNSWorkers)
 	o.KubeWorkers = cmp.Or(max(o.KubeWorkers, 0), DefaultKubeWorkers)
 	o.ProbeWorkers = cmp.Or(max(o.ProbeWorkers, 0), DefaultProbeWorkers)
+	o.Rounds = cmp.Or(max(o.Rounds, 0), DefaultRounds)
 	o.LatencySamples = cmp.Or(max(o.LatencySamples, 0), DefaultLatencySamples)
 	o.LatencySpacing = cmp.Or(max(o.LatencySpacing, 0), 150*time.Millisecond)
 	o.ScanRows = cmp.Or(max(o.ScanRows, 0), DefaultScanRows)

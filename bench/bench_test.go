@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +99,30 @@ func TestThousands(t *testing.T) {
 	t.Parallel()
 	for n, want := range map[int]string{5: "5", 999: "999", 2000: "2,000", 100000: "100,000", 1234567: "1,234,567"} {
 		require.Equal(t, want, thousands(n))
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}, {nil, 0}} {
+		in := slices.Clone(c.in)
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+		if !slices.Equal(in, c.in) {
+			t.Errorf("median reordered its input: %v", c.in)
+		}
+	}
+}
+
+func TestRoundsRowSaysEachRoundsRatio(t *testing.T) {
+	row := roundsRow(Row{Note: "details"}, []float64{80, 90}, []float64{100, 100})
+	if want := "medians of 2 rounds, each side on a fresh API server (ratio per round: 0.80, 0.90); details"; row.Note != want {
+		t.Fatalf("note %q, want %q", row.Note, want)
+	}
+	if one := roundsRow(Row{Note: "details"}, []float64{80}, []float64{100}); one.Note != "details" {
+		t.Fatalf("one round changed the note: %q", one.Note)
 	}
 }

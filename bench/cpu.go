@@ -81,12 +81,14 @@ func parseStatCPU(stat string) (name string, used time.Duration, ok bool) {
 // cpuSplit says which programs used the CPU between two samples, busiest
 // first, e.g. "kube-apiserver 41.2 s, etcd 9.8 s, postgres 7.1 s, worker
 // 6.0 s"; programs under 2% of the total are left out.
-func cpuSplit(before, after cpuSample) string {
-	type use struct {
-		name string
-		d    time.Duration
-	}
-	byName := map[string]time.Duration{}
+func cpuSplit(before, after cpuSample) string { return cpuUsed(before, after).String() }
+
+// cpuUse is CPU time by program name.
+type cpuUse map[string]time.Duration
+
+// cpuUsed is the CPU time each program used between two samples.
+func cpuUsed(before, after cpuSample) cpuUse {
+	byName := cpuUse{}
 	for pid, p := range after {
 		// A process new since the first sample counts whole.
 		if delta := p.used - before[pid].used; delta > 0 {
@@ -97,9 +99,33 @@ func cpuSplit(before, after cpuSample) string {
 			byName[name] += delta
 		}
 	}
+	return byName
+}
+
+// add adds v's times to u's.
+func (u cpuUse) add(v cpuUse) {
+	for name, d := range v {
+		u[name] += d
+	}
+}
+
+// per divides every time by n (the mean of n rounds).
+func (u cpuUse) per(n int) cpuUse {
+	out := cpuUse{}
+	for name, d := range u {
+		out[name] = d / time.Duration(max(n, 1))
+	}
+	return out
+}
+
+func (u cpuUse) String() string {
+	type use struct {
+		name string
+		d    time.Duration
+	}
 	var uses []use
 	var total time.Duration
-	for name, d := range byName {
+	for name, d := range u {
 		uses = append(uses, use{name, d})
 		total += d
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -98,30 +99,53 @@ func (b *bench) expectStatus(ctx context.Context, phase, status string, want int
 
 // rowApply is row 2: objects per second through the apply stage, compared
 // with server-side applying the same rendered objects directly with as many
-// goroutines as the kubernetes queue has workers.
+// goroutines as the kubernetes queue has workers. Both run Options.Rounds
+// times, alternating, each on a fresh API server; the row reports medians.
 func (b *bench) rowApply(ctx context.Context) ([]Row, error) {
 	n := b.opts.N
-	if err := b.freshAPIServer(ctx); err != nil {
-		return nil, err
+	var rates, bases []float64
+	stageCPU, baseCPU := cpuUse{}, cpuUse{}
+	for round := 1; round <= b.opts.Rounds; round++ {
+		b.roundProgress(round)
+		if err := b.freshAPIServer(ctx); err != nil {
+			return nil, err
+		}
+		b.quiet(ctx, "bare server-side apply")
+		cpuBefore := sampleCPU(-1)
+		base, err := b.bareApplyRate(ctx, b.domains[phaseBaseline])
+		if err != nil {
+			return nil, fmt.Errorf("baseline: %w", err)
+		}
+		baseCPU.add(cpuUsed(cpuBefore, sampleCPU(-1)))
+		rate, cpu, err := b.applyStageRate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		stageCPU.add(cpu)
+		rates, bases = append(rates, rate), append(bases, base)
 	}
-	b.quiet(ctx, "bare server-side apply")
-	cpuBefore := sampleCPU(-1)
-	base, err := b.bareApplyRate(ctx, b.domains[phaseBaseline])
-	if err != nil {
-		return nil, fmt.Errorf("baseline: %w", err)
-	}
-	baseCPU := cpuSplit(cpuBefore, sampleCPU(-1))
+	return []Row{roundsRow(throughputRow("2", "apply stage objects/s", "objects/s", median(rates), median(bases), "bare server-side apply",
+		fmt.Sprintf("%s domains × 3 objects; %d kubernetes workers vs %d goroutines calling k8s.Client.Apply; "+
+			"the stage also reads the row, writes the transition and enqueues await_certificate; "+
+			"CPU used by the stage, per round: %s; by the baseline: %s",
+			thousands(n), b.opts.KubeWorkers, b.opts.KubeWorkers, stageCPU.per(b.opts.Rounds), baseCPU.per(b.opts.Rounds))), rates, bases)}, nil
+}
+
+// applyStageRate is one round of row 2's stage: a fresh API server and
+// worker, N domains moved to pending_certificate, timed to the last one in
+// certificate_issuing.
+func (b *bench) applyStageRate(ctx context.Context) (float64, cpuUse, error) {
 	if err := b.freshAPIServer(ctx); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	if err := b.reset(ctx); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	w, err := b.startWorker(ctx, "apply", workerEnv{kube: true, certNS: nsApply, gatewayNS: nsApply, issuer: unissuedIssuer})
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	var stageCPU string
+	var cpu cpuUse
 	rate, err := func() (float64, error) {
 		b.quiet(ctx, "apply stage")
 		cpuBefore := sampleCPU(w.pid())
@@ -148,22 +172,15 @@ func (b *bench) rowApply(ctx context.Context) ([]Row, error) {
 			return 0, err
 		}
 		t0 := time.Now()
-		last, err := b.waitDone(ctx, "domains in certificate_issuing", n,
+		last, err := b.waitDone(ctx, "domains in certificate_issuing", b.opts.N,
 			`SELECT count(*), max(status_changed_at) FROM portal_domains WHERE status = 'certificate_issuing'`)
 		if err != nil {
 			return 0, err
 		}
-		stageCPU = cpuSplit(cpuBefore, sampleCPU(w.pid()))
-		return perSecond(n*objectsPerDomain, last.Sub(t0)), nil
+		cpu = cpuUsed(cpuBefore, sampleCPU(w.pid()))
+		return perSecond(b.opts.N*objectsPerDomain, last.Sub(t0)), nil
 	}()
-	if err = errors.Join(err, w.stop()); err != nil {
-		return nil, err
-	}
-	return []Row{throughputRow("2", "apply stage objects/s", "objects/s", rate, base, "bare server-side apply",
-		fmt.Sprintf("%s domains × 3 objects; %d kubernetes workers vs %d goroutines calling k8s.Client.Apply; "+
-			"the stage also reads the row, writes the transition and enqueues await_certificate; each on a fresh API server; "+
-			"CPU used by the stage: %s; by the baseline: %s",
-			thousands(n), b.opts.KubeWorkers, b.opts.KubeWorkers, stageCPU, baseCPU))}, nil
+	return rate, cpu, errors.Join(err, w.stop())
 }
 
 // bareApplyRate applies pre-rendered objects with k8s.Client.Apply, as
@@ -240,43 +257,36 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 		return nil, err
 	}
 
-	b.progress("  baseline: the outside work of %s domains, done bare", thousands(n))
-	if err := b.freshAPIServer(ctx); err != nil {
-		return nil, err
-	}
-	stopIssuer := b.startIssuer(ctx, nil)
-	b.quiet(ctx, "bare outside work")
-	cpuBefore := sampleCPU(-1)
-	baseBare, err := b.bareOutsideWorkRate(ctx, b.domains[phaseBare])
-	baseCPU := cpuSplit(cpuBefore, sampleCPU(-1))
-	if err = errors.Join(err, stopIssuer()); err != nil {
-		return nil, fmt.Errorf("bare outside-work baseline: %w", err)
-	}
-
-	if err := b.freshAPIServer(ctx); err != nil {
-		return nil, err
-	}
-	// The DEV-ONLY issuer signs each Certificate at once, and says when.
-	issued := &issuedAt{at: map[string]time.Time{}}
-	stopIssuer = b.startIssuer(ctx, issued.record)
-	w, err := b.startWorker(ctx, "end-to-end", workerEnv{kube: true, certNS: nsCert, gatewayNS: nsGateway, issuer: issuerName})
-	if err != nil {
-		return nil, errors.Join(err, stopIssuer())
-	}
-	m, err := b.measureWorker(ctx, w, issued)
-	if err = errors.Join(err, w.stop(), stopIssuer()); err != nil {
-		return nil, err
+	// Throughput: baseline and pipeline alternate, Options.Rounds times;
+	// the latency samples and memory come from the first round's worker.
+	var m workerMeasurements
+	var rates, bases []float64
+	stageCPU, baseCPU := cpuUse{}, cpuUse{}
+	for round := 1; round <= b.opts.Rounds; round++ {
+		b.roundProgress(round)
+		b.progress("  baseline: the outside work of %s domains, done bare", thousands(n))
+		base, cpu, err := b.bareOutsideWorkRound(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("bare outside-work baseline: %w", err)
+		}
+		bases = append(bases, base)
+		baseCPU.add(cpu)
+		if err := b.endToEndRound(ctx, &m, round == 1); err != nil {
+			return nil, err
+		}
+		rates = append(rates, m.rate)
+		stageCPU.add(m.cpu)
 	}
 
 	insertP, baseInsertP := percentiles(m.insertToQuery), percentiles(baseInsert)
 	readyP, floorP := percentiles(m.readyToActive), percentiles(floor)
 	rows := []Row{
-		throughputRow("3", "end to end domains/s", "domains/s", m.rate, baseBare, "bare outside work",
+		roundsRow(throughputRow("3", "end to end domains/s", "domains/s", median(rates), median(bases), "bare outside work",
 			fmt.Sprintf("%s domains from one SQL INSERT (%s of it) to active; DEV-ONLY issuer signs at once; probe over HTTPS "+
-				"to the dev gateway; %s; CPU used end to end: %s; by the baseline: %s. Baseline: the same DNS checks, server-side applies, "+
+				"to the dev gateway; last round %s; CPU used end to end, per round: %s; by the baseline: %s. Baseline: the same DNS checks, server-side applies, "+
 				"issuer, Certificate watch and HTTPS probes with the same worker counts and no database or queue. "+
 				"River alone runs %.1f no-op 4-job chains/s here (River's ceiling, with no outside work)",
-				thousands(n), m.insertTook.Round(time.Millisecond), m.stages, m.cpu, baseCPU, riverChains)),
+				thousands(n), m.insertTook.Round(time.Millisecond), m.stages, stageCPU.per(b.opts.Rounds), baseCPU.per(b.opts.Rounds), riverChains)), rates, bases),
 		latencyRow("4a", "insert → first DNS query", insertP, baseInsertP,
 			"River insert → job start", insertToJobP95, len(m.insertToQuery),
 			fmt.Sprintf("%d rows inserted one at a time about %s apart into an idle pipeline, from each commit; the stage loads the row "+
@@ -298,6 +308,41 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 		rss.Note += fmt.Sprintf("; Go heap in use right after the run: %.0f MB", m.heapMB)
 	}
 	return append(rows, rss), nil
+}
+
+// roundsRow says in the note how the rounds went, when there were several:
+// each round's ratio, so a noisy machine shows as a spread.
+func roundsRow(r Row, rates, bases []float64) Row {
+	if len(rates) < 2 {
+		return r
+	}
+	ratios := make([]string, len(rates))
+	for i := range rates {
+		ratios[i] = fmt.Sprintf("%.2f", rates[i]/bases[i])
+	}
+	r.Note = fmt.Sprintf("medians of %d rounds, each side on a fresh API server (ratio per round: %s); %s",
+		len(rates), strings.Join(ratios, ", "), r.Note)
+	return r
+}
+
+// median of a non-empty slice (the mean of the middle two for an even
+// count).
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (b *bench) roundProgress(round int) {
+	if b.opts.Rounds > 1 {
+		b.progress("  round %d of %d", round, b.opts.Rounds)
+	}
 }
 
 func latencyRow(id, measure string, p, base Percentiles, baseName string, target time.Duration, samples int, note string) Row {
@@ -324,19 +369,75 @@ type workerMeasurements struct {
 	heapMB        float64
 	insertToQuery []time.Duration
 	readyToActive []time.Duration
-	rate          float64
-	insertTook    time.Duration
+	// The throughput part, from the last round.
+	rate       float64
+	insertTook time.Duration
 	// stages is where the end-to-end time went (stageTimes).
 	stages string
-	// cpu is which programs used the CPU end to end (cpuSplit).
-	cpu string
+	// cpu is which programs used the CPU end to end.
+	cpu cpuUse
 }
 
-func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (workerMeasurements, error) {
-	var m workerMeasurements
+// bareOutsideWorkRound is one round of row 3's baseline, on a fresh API
+// server with the DEV-ONLY issuer.
+func (b *bench) bareOutsideWorkRound(ctx context.Context) (float64, cpuUse, error) {
+	if err := b.freshAPIServer(ctx); err != nil {
+		return 0, nil, err
+	}
+	stopIssuer := b.startIssuer(ctx, nil)
+	b.quiet(ctx, "bare outside work")
+	cpuBefore := sampleCPU(-1)
+	rate, err := b.bareOutsideWorkRate(ctx, b.domains[phaseBare])
+	cpu := cpuUsed(cpuBefore, sampleCPU(-1))
+	return rate, cpu, errors.Join(err, stopIssuer())
+}
+
+// endToEndRound runs a worker on a fresh API server with the DEV-ONLY
+// issuer and measures into m: with all set, its idle memory, the latency
+// samples, then the throughput and its peak memory; otherwise the
+// throughput only.
+func (b *bench) endToEndRound(ctx context.Context, m *workerMeasurements, all bool) error {
+	if err := b.freshAPIServer(ctx); err != nil {
+		return err
+	}
+	if err := b.reset(ctx); err != nil {
+		return err
+	}
+	// The DEV-ONLY issuer signs each Certificate at once, and says when.
+	issued := &issuedAt{at: map[string]time.Time{}}
+	stopIssuer := b.startIssuer(ctx, issued.record)
+	w, err := b.startWorker(ctx, "end-to-end", workerEnv{kube: true, certNS: nsCert, gatewayNS: nsGateway, issuer: issuerName})
+	if err != nil {
+		return errors.Join(err, stopIssuer())
+	}
+	err = func() error {
+		if all {
+			if err := b.measureLatency(ctx, w, issued, m); err != nil {
+				return err
+			}
+		}
+		if err := b.measureThroughput(ctx, w, issued, m); err != nil {
+			return err
+		}
+		if all {
+			var err error
+			if _, m.peakMB, err = w.memory(); err != nil {
+				return err
+			}
+			// Only a hint for the note; the row stands without it.
+			m.heapMB, _ = w.heapInUseMB()
+		}
+		return nil
+	}()
+	return errors.Join(err, w.stop(), stopIssuer())
+}
+
+// measureLatency records the worker's idle memory, then inserts the
+// latency samples one at a time into the idle pipeline.
+func (b *bench) measureLatency(ctx context.Context, w *child, issued *issuedAt, m *workerMeasurements) error {
 	var err error
 	if m.idleMB, _, err = w.memory(); err != nil {
-		return m, err
+		return err
 	}
 
 	// Latency: one domain at a time, spaced, into an idle pipeline.
@@ -344,28 +445,28 @@ func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (
 	committed := make(map[string]time.Time, len(lat))
 	for _, d := range lat {
 		if err := b.space(ctx); err != nil {
-			return m, err
+			return err
 		}
 		if err := insertDomains(ctx, b.pool, []benchDomain{d}); err != nil {
-			return m, err
+			return err
 		}
 		committed[d.Name] = time.Now()
 	}
 	if _, err := b.waitDone(ctx, "latency samples active", len(lat),
 		`SELECT count(*), max(status_changed_at) FROM portal_domains WHERE status = 'active' AND domain LIKE 'lat-%'`); err != nil {
-		return m, err
+		return err
 	}
 	for _, d := range lat {
 		q, ok := b.queries.get(d.Name)
 		if !ok {
-			return m, fmt.Errorf("no DNS query was seen for %s", d.Name)
+			return fmt.Errorf("no DNS query was seen for %s", d.Name)
 		}
 		m.insertToQuery = append(m.insertToQuery, q.Sub(committed[d.Name]))
 	}
 	rows, err := b.pool.Query(ctx, `SELECT d.domain, e.created_at FROM portal_domain_events e
 		JOIN portal_domains d ON d.id = e.domain_id WHERE e.to_status = 'active' AND d.domain LIKE 'lat-%'`)
 	if err != nil {
-		return m, fmt.Errorf("read activation times: %w", err)
+		return fmt.Errorf("read activation times: %w", err)
 	}
 	type activation struct {
 		Domain string
@@ -373,39 +474,39 @@ func (b *bench) measureWorker(ctx context.Context, w *child, issued *issuedAt) (
 	}
 	activations, err := pgx.CollectRows(rows, pgx.RowToStructByPos[activation])
 	if err != nil {
-		return m, fmt.Errorf("read activation times: %w", err)
+		return fmt.Errorf("read activation times: %w", err)
 	}
 	for _, a := range activations {
 		ready, ok := issued.get(a.Domain)
 		if !ok {
-			return m, fmt.Errorf("%s became active but the dev issuer never reported signing it", a.Domain)
+			return fmt.Errorf("%s became active but the dev issuer never reported signing it", a.Domain)
 		}
 		m.readyToActive = append(m.readyToActive, a.At.Sub(ready))
 	}
 
-	// Throughput: N domains in one INSERT, timed from the statement.
+	return nil
+}
+
+// measureThroughput inserts N domains in one INSERT and times them from the
+// statement to the last one active.
+func (b *bench) measureThroughput(ctx context.Context, w *child, issued *issuedAt, m *workerMeasurements) error {
 	e2e := b.domains[phaseE2E]
 	b.quiet(ctx, "end to end")
 	cpuBefore := sampleCPU(w.pid())
 	t0 := time.Now()
 	if err := insertDomains(ctx, b.pool, e2e); err != nil {
-		return m, err
+		return err
 	}
 	m.insertTook = time.Since(t0)
 	last, err := b.waitDone(ctx, "domains active", len(e2e),
 		`SELECT count(*), max(status_changed_at) FROM portal_domains WHERE status = 'active' AND domain LIKE 'e2e-%'`)
 	if err != nil {
-		return m, err
+		return err
 	}
 	m.rate = perSecond(len(e2e), last.Sub(t0))
-	m.cpu = cpuSplit(cpuBefore, sampleCPU(w.pid()))
-	if _, m.peakMB, err = w.memory(); err != nil {
-		return m, err
-	}
-	// Only a hint for the note; the row stands without it.
-	m.heapMB, _ = w.heapInUseMB()
+	m.cpu = cpuUsed(cpuBefore, sampleCPU(w.pid()))
 	m.stages, err = b.stageTimes(ctx, phaseE2E, issued)
-	return m, err
+	return err
 }
 
 // stageTimes says where the end-to-end time went: per domain, how long

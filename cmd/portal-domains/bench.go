@@ -35,12 +35,16 @@ func (e *environment) runBench(args []string, adjust func(*bench.Options)) error
 	workers := fs.Int("workers", 0, fmt.Sprintf("workers per queue (dns, kubernetes, probe) for the worker and its baselines; 0 keeps the worker's defaults (%d, %d, %d)",
 		bench.DefaultDNSWorkers, bench.DefaultKubeWorkers, bench.DefaultProbeWorkers))
 	asJSON := fs.Bool("json", false, "print the result as JSON instead of a table")
+	rounds := fs.Int("rounds", bench.DefaultRounds, "rows 2 and 3 alternate baseline and stage this many times and report medians")
 	rows := fs.String("rows", "", "comma-separated row IDs to measure (e.g. 2,3); empty measures every row")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *n < 1 || *n > bench.MaxN {
 		return usagef("bench: -n %d is not from 1 to %d", *n, bench.MaxN)
+	}
+	if *rounds < 1 || *rounds > 20 {
+		return usagef("bench: -rounds %d is not from 1 to 20", *rounds)
 	}
 	if *workers < 0 || *workers > 10000 {
 		return usagef("bench: -workers %d is not from 0 to 10000", *workers)
@@ -63,6 +67,7 @@ func (e *environment) runBench(args []string, adjust func(*bench.Options)) error
 		Rows:        onlyRows,
 		DatabaseURL: or(e.getenv("DATABASE_URL"), db.DefaultURL),
 		N:           *n,
+		Rounds:      *rounds,
 		DNSWorkers:  *workers, KubeWorkers: *workers, ProbeWorkers: *workers,
 		Root:     devstack.FindRoot(cwd),
 		Getenv:   e.getenv,

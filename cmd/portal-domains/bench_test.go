@@ -54,7 +54,7 @@ func TestBenchCommand(t *testing.T) {
 			}
 			return ""
 		}}
-	err := env.runBench([]string{"-n", "5", "-workers", "4", "-json"}, func(o *bench.Options) {
+	err := env.runBench([]string{"-n", "5", "-workers", "4", "-rounds", "2", "-json"}, func(o *bench.Options) {
 		o.WorkerCommand = []string{os.Args[0], "-test.run=^TestBenchHelperWorker$"}
 		o.WorkerEnv = []string{benchHelperEnv + "=worker"}
 		o.LatencySamples = 3
@@ -82,6 +82,7 @@ func TestBenchCommand(t *testing.T) {
 		if r.ID == "2" || r.ID == "3" {
 			// Where the CPU went, for the stage and for its baseline.
 			require.Regexp(t, `CPU used [^;]*: [^;]*\d s[^;]*; by the baseline: `, r.Note, "row %s", r.ID)
+			require.Regexp(t, `^medians of 2 rounds, each side on a fresh API server \(ratio per round: \d+\.\d\d, \d+\.\d\d\)`, r.Note, "row %s", r.ID)
 		}
 	}
 
@@ -100,8 +101,15 @@ func TestBenchCommand(t *testing.T) {
 	var exists bool
 	require.NoError(t, conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema[1]).Scan(&exists))
 	require.False(t, exists, "schema %s was not dropped", schema[1])
+	// Each measured phase of rows 2 and 3 had its own API server: row 2 two
+	// per round, row 3 two per round and one for the watch floor; workers:
+	// row 1's, and one per round for rows 2 and 3.
+	apiServers := regexp.MustCompile(`kube-apiserver \(pid \d+\) and etcd \(pid \d+\)`).FindAllString(stderr.String(), -1)
+	require.Len(t, apiServers, 1+2*2+2*2, stderr.String())
+	workers := regexp.MustCompile(`worker "[a-z-]+" running \(pid \d+`).FindAllString(stderr.String(), -1)
+	require.Len(t, workers, 1+2+2, stderr.String())
 	pids := regexp.MustCompile(`\(pid (\d+)`).FindAllStringSubmatch(stderr.String(), -1)
-	require.Len(t, pids, 5, "kube-apiserver, etcd and three workers:\n%s", stderr.String())
+	require.Len(t, pids, 2*len(apiServers)+len(workers), stderr.String())
 	for _, m := range pids {
 		pid, err := strconv.Atoi(m[1])
 		require.NoError(t, err)

@@ -67,7 +67,7 @@ Commands:
   render     --domain-id ID: print the Kubernetes objects of a domain without applying them
   ui         serve the River UI alone
   alerts     [--all] [--json]: open stuck-certificate alerts
-  bench      [-n N] [-workers W] [-rows 2,3] [-json]: measure the pipeline against baselines from the same run, as one table
+  bench      [-n N] [-workers W] [-rounds R] [-rows 2,3] [-json]: measure the pipeline against baselines from the same run, as one table
 
 Configuration is read from the environment; see README.md.
 `
