@@ -14,6 +14,7 @@ import (
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/worker"
 )
 
 // noopArgs is the baselines' job: it does nothing, so what is measured is
@@ -89,7 +90,9 @@ func (b *bench) riverClient(ctx context.Context, queues map[string]int, workers 
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := &river.Config{Queues: map[string]river.QueueConfig{}, Workers: workers, Logger: slog.New(slog.DiscardHandler)}
+	// River configured as the worker configures it.
+	cfg := &river.Config{Queues: map[string]river.QueueConfig{}, Workers: workers, Logger: slog.New(slog.DiscardHandler),
+		FetchCooldown: worker.DefaultFetchCooldown}
 	for q, n := range queues {
 		cfg.Queues[q] = river.QueueConfig{MaxWorkers: n}
 	}

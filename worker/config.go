@@ -55,6 +55,9 @@ type Config struct {
 	// another. It must be at least JobTimeout, or live jobs would be
 	// rescued while they run.
 	RescueAfter time.Duration
+	// FetchCooldown is the least time between two fetches of one queue
+	// (River's FetchCooldown); see DefaultFetchCooldown.
+	FetchCooldown time.Duration
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
 	LogLevel      string
@@ -104,6 +107,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"PORTAL_DOMAIN_SWEEP_INTERVAL", &cfg.SweepInterval, 10 * time.Minute},
 		{"PORTAL_DOMAIN_JOB_TIMEOUT", &cfg.JobTimeout, 2 * time.Minute},
 		{"PORTAL_DOMAIN_RESCUE_AFTER", &cfg.RescueAfter, 5 * time.Minute},
+		{"PORTAL_DOMAIN_FETCH_COOLDOWN", &cfg.FetchCooldown, DefaultFetchCooldown},
 	}
 	for _, d := range durations {
 		if *d.dst, err = parseDuration(getenv(d.name), d.def); err != nil {
@@ -113,6 +117,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if cfg.RescueAfter < cfg.JobTimeout {
 		return cfg, fmt.Errorf("PORTAL_DOMAIN_RESCUE_AFTER (%s) must be at least PORTAL_DOMAIN_JOB_TIMEOUT (%s), or running jobs would be retried while they run",
 			cfg.RescueAfter, cfg.JobTimeout)
+	}
+	if cfg.FetchCooldown < time.Millisecond || cfg.FetchCooldown > time.Second {
+		return cfg, fmt.Errorf("PORTAL_DOMAIN_FETCH_COOLDOWN (%s) must be from 1ms to 1s", cfg.FetchCooldown)
 	}
 	if cfg.Probe.MinStatus, cfg.Probe.MaxStatus, err = parseStatusRange(getenv("PORTAL_DOMAIN_PROBE_STATUSES")); err != nil {
 		return cfg, fmt.Errorf("PORTAL_DOMAIN_PROBE_STATUSES: %w", err)

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -37,4 +38,30 @@ func TestKubeRateFromEnv(t *testing.T) {
 	}
 	_, err = read(map[string]string{"PORTAL_DOMAIN_KUBE_QPS": "0"})
 	require.ErrorContains(t, err, "PORTAL_DOMAIN_KUBE_QPS")
+}
+
+func TestFetchCooldownFromEnv(t *testing.T) {
+	t.Parallel()
+	read := func(value string) (worker.Config, error) {
+		return worker.ConfigFromEnv(func(k string) string {
+			switch k {
+			case "PORTAL_DOMAIN_DNS_SERVERS":
+				return "127.0.0.1:53"
+			case "PORTAL_DOMAIN_FETCH_COOLDOWN":
+				return value
+			}
+			return ""
+		})
+	}
+	cfg, err := read("")
+	require.NoError(t, err)
+	require.Equal(t, worker.DefaultFetchCooldown, cfg.FetchCooldown)
+	cfg, err = read("5ms")
+	require.NoError(t, err)
+	require.Equal(t, 5*time.Millisecond, cfg.FetchCooldown)
+	// River refuses less than 1 ms, and more than its 1 s poll interval.
+	for _, bad := range []string{"0", "500us", "2s", "-1ms", "soon"} {
+		_, err := read(bad)
+		require.ErrorContains(t, err, "PORTAL_DOMAIN_FETCH_COOLDOWN", bad)
+	}
 }
