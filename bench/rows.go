@@ -225,10 +225,11 @@ func (b *bench) bareApplyRate(ctx context.Context, ds []benchDomain) (float64, e
 	return perSecond(len(objs)*objectsPerDomain, time.Since(start)), nil
 }
 
-// rowsEndToEnd measures rows 3, 4 and 6 with one worker process: its idle
-// memory, then the latency samples with the pipeline idle, then N domains
-// from SQL insert to active, then its peak memory. Their baselines run
-// first, while nothing else does.
+// rowsEndToEnd measures rows 3, 4 and 6. The latency baselines run first,
+// while nothing else does; then, Options.Rounds times, the bare outside
+// work and a worker moving N domains from SQL insert to active, each on a
+// fresh API server. The first round's worker also gives its idle memory,
+// the latency samples (before its N domains) and its peak memory.
 func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 	n, samples := b.opts.N, b.opts.LatencySamples
 	if err := b.reset(ctx); err != nil {
