@@ -78,11 +78,6 @@ func parseStatCPU(stat string) (name string, used time.Duration, ok bool) {
 	return stat[open+1 : closing], time.Duration(utime+stime) * time.Second / clockTicks, true
 }
 
-// cpuSplit says which programs used the CPU between two samples, busiest
-// first, e.g. "kube-apiserver 41.2 s, etcd 9.8 s, postgres 7.1 s, worker
-// 6.0 s"; programs under 2% of the total are left out.
-func cpuSplit(before, after cpuSample) string { return cpuUsed(before, after).String() }
-
 // cpuUse is CPU time by program name.
 type cpuUse map[string]time.Duration
 
@@ -118,6 +113,9 @@ func (u cpuUse) per(n int) cpuUse {
 	return out
 }
 
+// String says which programs used the CPU, busiest first, e.g.
+// "kube-apiserver 41.2 s, etcd 9.8 s, postgres 7.1 s, worker 6.0 s";
+// programs under 2% of the total are left out.
 func (u cpuUse) String() string {
 	type use struct {
 		name string

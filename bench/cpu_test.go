@@ -33,9 +33,9 @@ func TestSampleCPUSeesThisProcess(t *testing.T) {
 	self := os.Getpid()
 	require.Equal(t, "bench", after[self].name)
 	require.Greater(t, after[self].used, before[self].used, "a busy loop must show as this process's CPU time")
-	split := cpuSplit(before, after)
+	split := cpuUsed(before, after).String()
 	require.Contains(t, split, "bench ")
-	require.NotContains(t, cpuSplit(after, after), "bench", "no time passed between equal samples")
+	require.NotContains(t, cpuUsed(after, after).String(), "bench", "no time passed between equal samples")
 }
 
 func TestCPUSplitOrdersAndDropsNoise(t *testing.T) {
@@ -46,7 +46,7 @@ func TestCPUSplitOrdersAndDropsNoise(t *testing.T) {
 		3: {"sshd", 10 * time.Millisecond},                            // under 2%: left out
 		7: {"kworker/u8:0-events_unbound", time.Hour + 2*time.Second}, // renamed, same pid
 	}
-	require.Equal(t, "kube-apiserver 10.0 s, etcd 3.0 s, kernel workers 2.0 s", cpuSplit(before, after))
+	require.Equal(t, "kube-apiserver 10.0 s, etcd 3.0 s, kernel workers 2.0 s", cpuUsed(before, after).String())
 }
 
 func TestParseMachineCPU(t *testing.T) {

@@ -326,8 +326,7 @@ func roundsRow(r Row, rates, bases []float64) Row {
 	return r
 }
 
-// median of a non-empty slice (the mean of the middle two for an even
-// count).
+// median of v (the mean of the middle two for an even count; 0 for none).
 func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)

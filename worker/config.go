@@ -66,6 +66,16 @@ type Config struct {
 	Alerts AlertConfig
 }
 
+// DefaultFetchCooldown is the least time between two fetches of a queue.
+// River's default, 100 ms, made a new domain or a freed slot wait for the
+// next fetch: that wait was most of the insert → first DNS query p95 (68
+// → 7.5 ms at 20 ms) and of Ready → active (142 → 48 ms). It is a
+// trade-off: in a bulk load of 5,000 domains 20 ms measured 0.49 of the
+// bare outside work against 0.59, and 139 MB peak RSS against 101 MB,
+// because the DNS stage runs ahead and competes with the kubernetes queue;
+// PORTAL_DOMAIN_FETCH_COOLDOWN=100ms is the setting for bulk imports.
+const DefaultFetchCooldown = 20 * time.Millisecond
+
 // ConfigFromEnv reads and validates the configuration; every error names
 // the variable.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {

@@ -297,14 +297,6 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 	}
 }
 
-// DefaultFetchCooldown is the least time between two fetches of a queue.
-// River's default, 100 ms, is for a queue that is mostly busy; here a job
-// is mostly a wait on DNS or the API server, so a freed slot or a new
-// domain waited up to 100 ms for the next fetch: that wait was most of the
-// insert → first DNS query p95 (row 4a). A fetch is one indexed query, and
-// at most 50 per second per queue.
-const DefaultFetchCooldown = 20 * time.Millisecond
-
 // Wake retries cover a Certificate turning Ready while the domain's stage
 // job is busy (the apply job that created it has not committed yet, or the
 // await job read the Certificate just before): the job cannot be woken, so
