@@ -287,14 +287,18 @@ func (c *Client) GetCertificateStatus(ctx context.Context, namespace, name strin
 }
 
 // watchedCertificate returns the Certificate from the WatchCertificates
-// informer when one is running and synced and holds it. That cache is what
-// woke the await job, so it already holds the Ready that the job is about
-// to act on, and reading it costs the API server nothing. Anything it does
-// not hold (not synced, not found) is read from the API server instead, so
-// a deletion is never concluded from a lagging cache.
+// informer when one is running and holds it. That cache is what woke the
+// await job, so it already holds the Ready that the job is about to act
+// on, and reading it costs the API server nothing. It is not required to
+// have synced: whatever it holds came from the API server, and the
+// informer stores an object before it calls the handlers, so an object a
+// callback reported is found even while the initial list is still being
+// handed out (requiring HasSynced made that a race). Anything it does not
+// hold is read from the API server instead, so a deletion is never
+// concluded from a lagging cache.
 func (c *Client) watchedCertificate(namespace, name string) (*unstructured.Unstructured, bool) {
 	inf := c.certs.Load()
-	if inf == nil || !(*inf).HasSynced() {
+	if inf == nil {
 		return nil, false
 	}
 	obj, exists, err := (*inf).GetStore().GetByKey(namespace + "/" + name)
