@@ -83,8 +83,7 @@ func (b *board) Run(ctx context.Context, q db.Querier) error {
 			}
 		} else {
 			lastErr = ""
-			b.checkAllActive(recs)
-			b.draw(recs, time.Now())
+			b.refresh(recs, time.Now())
 		}
 		select {
 		case <-ctx.Done():
@@ -94,9 +93,21 @@ func (b *board) Run(ctx context.Context, q db.Querier) error {
 	}
 }
 
-func (b *board) checkAllActive(recs []domain.Record) {
+// refresh shows recs and, the first time every demo domain is active, calls
+// onAllActive — after the draw, so whoever it wakes sees that line printed.
+func (b *board) refresh(recs []domain.Record, now time.Time) {
+	took, justNow := b.checkAllActive(recs)
+	b.draw(recs, now)
+	if justNow && b.onAllActive != nil {
+		b.onAllActive(took)
+	}
+}
+
+// checkAllActive notes the moment every demo domain is first active and
+// reports it (justNow) with the time since start.
+func (b *board) checkAllActive(recs []domain.Record) (took time.Duration, justNow bool) {
 	if b.allActive || len(b.demo) == 0 {
-		return
+		return 0, false
 	}
 	active := map[string]bool{}
 	for _, r := range recs {
@@ -106,15 +117,13 @@ func (b *board) checkAllActive(recs []domain.Record) {
 	}
 	for _, d := range b.demo {
 		if !active[d] {
-			return
+			return 0, false
 		}
 	}
 	b.allActive = true
-	took := time.Since(b.start)
+	took = time.Since(b.start)
 	b.Note("✓ all %d demo domains are active, %s after start", len(b.demo), took.Round(100*time.Millisecond))
-	if b.onAllActive != nil {
-		b.onAllActive(took)
-	}
+	return took, true
 }
 
 func (b *board) draw(recs []domain.Record, now time.Time) {

@@ -81,11 +81,12 @@ func TestBoardPlain(t *testing.T) {
 	recs := records(now)
 	recs[1].Status, recs[1].StatusMessage = domain.StatusActive, "Your domain is live and protected by HTTPS."
 	var took time.Duration
-	b.onAllActive = func(d time.Duration) { took = d }
-	b.checkAllActive(recs)
-	b.draw(recs, now)
+	b.onAllActive = func(d time.Duration) {
+		took = d
+		require.Contains(t, out.String(), "all 2 demo domains are active", "printed before the callback")
+	}
+	b.refresh(recs, now)
 	require.Positive(t, took)
-	require.Contains(t, out.String(), "all 2 demo domains are active")
 	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
 	last := strings.Fields(lines[len(lines)-1])
 	require.Equal(t, []string{"portal.initech.test", "active"}, last[1:3])
