@@ -6,6 +6,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/.cache/kube-bin"
 mkdir -p "$out"
+# One build at a time: make test, make run and the bench may all ask at once
+# on a fresh machine, and two builds of the same .tmp file break each other.
+exec 9>"$out/.build.lock"
+flock 9
 k8s_version=v1.37.2
 etcd_version=v3.7.3
 # A clean clone (CI) reuses binaries built by another checkout on this
