@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -459,6 +460,68 @@ func TestCanonicalHostCollision(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "abcdef12.portal.algapsa.com", rec.CanonicalHost)
 	})
+
+	t.Run("a tenant inserted while another with the same prefix is uncommitted waits and takes a longer one", func(t *testing.T) {
+		waiting := domain.TenantID("fedcba98-0000-4000-8000-000000000001")
+		racer := domain.TenantID("fedcba98-7000-4000-8000-000000000002")
+		tx, err := b.pool.Begin(b.ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(b.ctx) //nolint:errcheck // committed below
+		_, err = tx.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, 'portal.first.com', '')`, string(waiting))
+		require.NoError(t, err)
+		racerHost := make(chan string, 1)
+		go func() {
+			var host string
+			err := b.pool.QueryRow(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, 'portal.second.com', '')
+				RETURNING canonical_host`, string(racer)).Scan(&host)
+			if err != nil {
+				host = "error: " + err.Error()
+			}
+			racerHost <- host
+		}()
+		select {
+		case host := <-racerHost:
+			t.Fatalf("the racer did not wait for the uncommitted claim of its prefix: %s", host)
+		case <-time.After(300 * time.Millisecond):
+		}
+		require.NoError(t, tx.Commit(b.ctx))
+		require.Equal(t, "fedcba98.portal.algapsa.com", <-racerHost)
+	})
+
+	t.Run("a deleted tenant's host is not handed to another tenant", func(t *testing.T) {
+		gone := domain.TenantID("0badc0de-0000-4000-8000-000000000001")
+		next := domain.TenantID("0badc0de-1000-4000-8000-000000000002")
+		sqlInsert(t, b, gone, "portal.gone.com")
+		_, err := b.pool.Exec(b.ctx, `DELETE FROM portal_domains WHERE tenant = $1`, string(gone))
+		require.NoError(t, err)
+		_, err = b.pool.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, 'portal.next.com', '')`, string(next))
+		require.NoError(t, err)
+		rec, err := db.GetDomainByTenant(b.ctx, b.pool, next)
+		require.NoError(t, err)
+		require.Equal(t, "0badc0de.portal.algapsa.com", rec.CanonicalHost,
+			"DNS records may still point at the deleted tenant's host")
+	})
+}
+
+// A bulk import of more new tenants than Postgres's shared lock table holds
+// (max_locks_per_transaction × max_connections, 6,400 by default, with some
+// slack) commits:
+// the canonical-host claim takes no lock per tenant.
+func TestBulkInsertOfManyTenants(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 20000 // the bench's largest run
+	tenants, names := make([]string, n), make([]string, n)
+	for i := range n {
+		tenants[i], names[i] = string(newTenant()), fmt.Sprintf("portal-%05d.bulk.example.com", i)
+	}
+	tag, err := b.pool.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host)
+		SELECT t::uuid, d, '' FROM unnest($1::text[], $2::text[]) AS x(t, d)`, tenants, names)
+	require.NoError(t, err)
+	require.EqualValues(t, n, tag.RowsAffected())
+	var jobs int
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM river_job WHERE kind = 'verify_dns'`).Scan(&jobs))
+	require.Equal(t, n, jobs)
 }
 
 func TestGoAPI(t *testing.T) {
