@@ -80,7 +80,7 @@ func TestNewResolver(t *testing.T) {
 func TestLookupChain(t *testing.T) {
 	t.Parallel()
 
-	t.Run("follows a direct CNAME and sees both address families", func(t *testing.T) {
+	t.Run("follows a direct CNAME with one query; its target's IPv6 addresses are not asked", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, Config{})
 		c, err := b.res.LookupChain(ctx(t), "portal.acme.test")
@@ -90,8 +90,9 @@ func TestLookupChain(t *testing.T) {
 		require.Equal(t, "NOERROR", c.Rcode)
 		require.Equal(t, b.srv.Addr(), c.Server)
 		require.True(t, c.HasA)
-		require.True(t, c.HasAAAA)
-		require.ElementsMatch(t, []string{"192.0.2.10", "2001:db8::10"}, c.Addresses)
+		require.False(t, c.HasAAAA)
+		require.Equal(t, []string{"192.0.2.10"}, c.Addresses)
+		require.Equal(t, 1, c.Queries)
 		require.Positive(t, c.Duration)
 	})
 
@@ -392,6 +393,8 @@ func TestCheck(t *testing.T) {
 			[]string{"No DNS record found for missing.acme.test (NXDOMAIN). Add a CNAME record for missing.acme.test pointing to abc1234.portal.test."}},
 		{"an A record is a mismatch", "arecord.acme.test", canon, OutcomeMismatch,
 			[]string{"Detected address records (192.0.2.81)"}},
+		{"an AAAA record alone is a mismatch naming it", "aaaaonly.acme.test", canon, OutcomeMismatch,
+			[]string{"Detected address records (2001:db8::81)"}},
 		{"a name with only TXT is a mismatch", "txtonly.acme.test", canon, OutcomeMismatch,
 			[]string{"txtonly.acme.test exists but has no CNAME record"}},
 		{"a loop is a mismatch", "loop1.acme.test", canon, OutcomeMismatch,
