@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/worker"
 )
@@ -151,6 +152,63 @@ func (b *bench) riverNoopRate(ctx context.Context, n int) (rate float64, err err
 		return 0, err
 	}
 	return perSecond(n, last.Sub(t0)), nil
+}
+
+// dnsCheckArgs is one domain's DNS check as a bare River job.
+type dnsCheckArgs struct {
+	Sample int `json:"sample"`
+}
+
+func (dnsCheckArgs) Kind() string { return "bench_dns_check" }
+
+// dnsCheckWorker runs verify_dns's DNS check (the same resolver code and
+// loopback server) and nothing else: no row read, no status write, no
+// next job. It splits row 1's gap into the DNS work and the database work.
+type dnsCheckWorker struct {
+	river.WorkerDefaults[dnsCheckArgs]
+	resolver *dns.Resolver
+	domains  []benchDomain
+}
+
+func (w *dnsCheckWorker) Work(ctx context.Context, job *river.Job[dnsCheckArgs]) error {
+	d := w.domains[job.Args.Sample]
+	if r := w.resolver.Check(ctx, d.Name, d.Canonical, caaIdentity); r.Outcome != dns.OutcomeVerified {
+		return river.JobCancel(fmt.Errorf("DNS of %s: %s", d.Name, r.Message))
+	}
+	return nil
+}
+
+// riverDNSCheckRate is row 1's split: n River jobs that each run one
+// domain's DNS check only, on the dns queue, made available in one commit.
+func (b *bench) riverDNSCheckRate(ctx context.Context, ds []benchDomain) (rate float64, err error) {
+	resolver, err := dns.NewResolver(dns.Config{Servers: []string{b.dns.Addr()}})
+	if err != nil {
+		return 0, err
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &dnsCheckWorker{resolver: resolver, domains: ds})
+	client, stop, err := b.riverClient(ctx, map[string]int{domain.QueueDNS: b.opts.DNSWorkers}, workers)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { err = errors.Join(err, stop()) }()
+	params := make([]river.InsertManyParams, len(ds))
+	for i := range params {
+		params[i] = river.InsertManyParams{Args: dnsCheckArgs{Sample: i}, InsertOpts: &river.InsertOpts{Queue: domain.QueueDNS}}
+	}
+	if err := db.InTx(ctx, b.pool, func(tx pgx.Tx) error {
+		_, err := client.InsertManyTx(ctx, tx, params)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("insert DNS check jobs: %w", err)
+	}
+	t0 := time.Now()
+	last, err := b.waitDone(ctx, "DNS check jobs completed", len(ds),
+		`SELECT count(*), max(finalized_at) FROM river_job WHERE kind = 'bench_dns_check' AND state = 'completed'`)
+	if err != nil {
+		return 0, fmt.Errorf("%w (a cancelled job's error says why)", err)
+	}
+	return perSecond(len(ds), last.Sub(t0)), nil
 }
 
 // riverChainRate is row 3's baseline: n chains of four no-op jobs on the
