@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -125,11 +126,10 @@ func (b *bench) riverClient(ctx context.Context, queues map[string]int, workers 
 	return client, stop, nil
 }
 
-// riverNoopRate is row 1's baseline: n no-op jobs on the dns queue, made
-// available in one commit, run by as many workers as verify_dns gets.
-func (b *bench) riverNoopRate(ctx context.Context, n int) (rate float64, err error) {
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &noopWorker{})
+// dnsQueueRate runs n jobs of one kind on the dns queue, with as many
+// workers as verify_dns gets: it inserts them in one commit (args(i) is the
+// i-th job's args), then times from that commit to the last completion.
+func (b *bench) dnsQueueRate(ctx context.Context, workers *river.Workers, n int, kind string, args func(i int) river.JobArgs) (rate float64, err error) {
 	client, stop, err := b.riverClient(ctx, map[string]int{domain.QueueDNS: b.opts.DNSWorkers}, workers)
 	if err != nil {
 		return 0, err
@@ -137,21 +137,29 @@ func (b *bench) riverNoopRate(ctx context.Context, n int) (rate float64, err err
 	defer func() { err = errors.Join(err, stop()) }()
 	params := make([]river.InsertManyParams, n)
 	for i := range params {
-		params[i] = river.InsertManyParams{Args: noopArgs{Sample: i}, InsertOpts: &river.InsertOpts{Queue: domain.QueueDNS}}
+		params[i] = river.InsertManyParams{Args: args(i), InsertOpts: &river.InsertOpts{Queue: domain.QueueDNS}}
 	}
 	if err := db.InTx(ctx, b.pool, func(tx pgx.Tx) error {
 		_, err := client.InsertManyTx(ctx, tx, params)
 		return err
 	}); err != nil {
-		return 0, fmt.Errorf("insert no-op jobs: %w", err)
+		return 0, fmt.Errorf("insert %s jobs: %w", kind, err)
 	}
 	t0 := time.Now()
-	last, err := b.waitDone(ctx, "no-op jobs completed", n,
-		`SELECT count(*), max(finalized_at) FROM river_job WHERE kind = 'bench_noop' AND state = 'completed'`)
+	last, err := b.waitDone(ctx, kind+" jobs completed", n,
+		`SELECT count(*), max(finalized_at) FROM river_job WHERE kind = $1 AND state = 'completed'`, kind)
 	if err != nil {
 		return 0, err
 	}
 	return perSecond(n, last.Sub(t0)), nil
+}
+
+// riverNoopRate is row 1's baseline: n no-op jobs on the dns queue, made
+// available in one commit, run by as many workers as verify_dns gets.
+func (b *bench) riverNoopRate(ctx context.Context, n int) (float64, error) {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &noopWorker{})
+	return b.dnsQueueRate(ctx, workers, n, noopArgs{}.Kind(), func(i int) river.JobArgs { return noopArgs{Sample: i} })
 }
 
 // dnsCheckArgs is one domain's DNS check as a bare River job.
@@ -178,37 +186,64 @@ func (w *dnsCheckWorker) Work(ctx context.Context, job *river.Job[dnsCheckArgs])
 	return nil
 }
 
-// riverDNSCheckRate is row 1's split: n River jobs that each run one
+// riverDNSCheckRate is row 1's split: River jobs that each run one
 // domain's DNS check only, on the dns queue, made available in one commit.
-func (b *bench) riverDNSCheckRate(ctx context.Context, ds []benchDomain) (rate float64, err error) {
+func (b *bench) riverDNSCheckRate(ctx context.Context, ds []benchDomain) (float64, error) {
 	resolver, err := dns.NewResolver(dns.Config{Servers: []string{b.dns.Addr()}})
 	if err != nil {
 		return 0, err
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &dnsCheckWorker{resolver: resolver, domains: ds})
-	client, stop, err := b.riverClient(ctx, map[string]int{domain.QueueDNS: b.opts.DNSWorkers}, workers)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { err = errors.Join(err, stop()) }()
-	params := make([]river.InsertManyParams, len(ds))
-	for i := range params {
-		params[i] = river.InsertManyParams{Args: dnsCheckArgs{Sample: i}, InsertOpts: &river.InsertOpts{Queue: domain.QueueDNS}}
-	}
-	if err := db.InTx(ctx, b.pool, func(tx pgx.Tx) error {
-		_, err := client.InsertManyTx(ctx, tx, params)
+	return b.dnsQueueRate(ctx, workers, len(ds), dnsCheckArgs{}.Kind(), func(i int) river.JobArgs { return dnsCheckArgs{Sample: i} })
+}
+
+// stepArgs is one crash-safe pipeline step reduced to its writes.
+type stepArgs struct {
+	Row int `json:"row"`
+}
+
+func (stepArgs) Kind() string { return "bench_step" }
+
+// stepWorker does the least any crash-safe stage must: in one transaction,
+// move its row on and enqueue the next step (a no-op job on the kubernetes
+// queue, which this client does not work), committing without waiting for
+// the flush as db.Transition does. No history row, no trigger, no check.
+type stepWorker struct {
+	river.WorkerDefaults[stepArgs]
+	begin db.Beginner
+}
+
+func (w *stepWorker) Work(ctx context.Context, job *river.Job[stepArgs]) error {
+	client := river.ClientFromContext[pgx.Tx](ctx)
+	return db.InTx(ctx, w.begin, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE bench_step_rows SET step = step + 1, updated_at = now() WHERE id = $1`, job.Args.Row); err != nil {
+			return err
+		}
+		_, err := client.InsertTx(ctx, tx, noopArgs{Sample: job.Args.Row}, &river.InsertOpts{Queue: domain.QueueKubernetes})
 		return err
-	}); err != nil {
-		return 0, fmt.Errorf("insert DNS check jobs: %w", err)
+	})
+}
+
+// riverStepRate is the other half of row 1's split: n River jobs that each
+// make the minimal transactional step (stepWorker), on the dns queue.
+func (b *bench) riverStepRate(ctx context.Context, n int) (rate float64, err error) {
+	if _, err := b.pool.Exec(ctx, `DROP TABLE IF EXISTS bench_step_rows;
+		CREATE TABLE bench_step_rows (id int PRIMARY KEY, step int NOT NULL, updated_at timestamptz NOT NULL);
+		INSERT INTO bench_step_rows SELECT i, 0, now() FROM generate_series(0, `+strconv.Itoa(n-1)+`) AS i`); err != nil {
+		return 0, fmt.Errorf("step rows: %w", err)
 	}
-	t0 := time.Now()
-	last, err := b.waitDone(ctx, "DNS check jobs completed", len(ds),
-		`SELECT count(*), max(finalized_at) FROM river_job WHERE kind = 'bench_dns_check' AND state = 'completed'`)
-	if err != nil {
-		return 0, fmt.Errorf("%w (a cancelled job's error says why)", err)
-	}
-	return perSecond(len(ds), last.Sub(t0)), nil
+	defer func() {
+		_, dropErr := b.pool.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS bench_step_rows`)
+		err = errors.Join(err, dropErr)
+	}()
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &stepWorker{begin: b.pool})
+	river.AddWorker(workers, &noopWorker{}) // River inserts only kinds it knows; the kubernetes queue is not worked here
+	return b.dnsQueueRate(ctx, workers, n, stepArgs{}.Kind(), func(i int) river.JobArgs { return stepArgs{Row: i} })
 }
 
 // riverChainRate is row 3's baseline: n chains of four no-op jobs on the

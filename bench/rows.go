@@ -65,6 +65,13 @@ func (b *bench) rowVerifyDNS(ctx context.Context) ([]Row, error) {
 	if err := b.reset(ctx); err != nil {
 		return nil, err
 	}
+	stepOnly, err := b.riverStepRate(ctx, n)
+	if err != nil {
+		return nil, fmt.Errorf("minimal steps: %w", err)
+	}
+	if err := b.reset(ctx); err != nil {
+		return nil, err
+	}
 	w, err := b.startWorker(ctx, "verify-dns", workerEnv{})
 	if err != nil {
 		return nil, err
@@ -87,8 +94,9 @@ func (b *bench) rowVerifyDNS(ctx context.Context) ([]Row, error) {
 	return []Row{throughputRow("1", "verify_dns jobs/s", "jobs/s", rate, base, "River no-op jobs",
 		fmt.Sprintf("%s domains against the loopback DNS (CNAME chain + CAA climb); dns queue with %d workers in both; "+
 			"from the commit that makes the jobs available to the last completion; "+
-			"River jobs running only the same DNS check (no row read, status write or next job): %.0f jobs/s, %.2f of the baseline",
-			thousands(n), b.opts.DNSWorkers, dnsOnly, dnsOnly/base))}, nil
+			"River jobs running only the same DNS check (no row read, status write or next job): %.0f jobs/s, %.2f of the baseline; "+
+			"River jobs making only the least crash-safe step (one row UPDATE and the next job's insert in one transaction, no DNS): %.0f jobs/s, %.2f of the baseline",
+			thousands(n), b.opts.DNSWorkers, dnsOnly, dnsOnly/base, stepOnly, stepOnly/base))}, nil
 }
 
 // expectStatus checks that every domain of a phase reached status, so a
