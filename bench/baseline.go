@@ -205,27 +205,22 @@ type stepArgs struct {
 
 func (stepArgs) Kind() string { return "bench_step" }
 
-// stepWorker does the least any crash-safe stage must: in one transaction,
-// move its row on and enqueue the next step (a no-op job on the kubernetes
-// queue, which this client does not work), committing without waiting for
-// the flush as db.Transition does. No history row, no trigger, no check.
+// stepWorker does the least any crash-safe stage must: move its row on
+// and enqueue the next step (a no-op job on the kubernetes queue, which
+// this client does not work) atomically — here in one statement, one round
+// trip, committing without waiting for the flush as db.Transition does. No
+// row read, history row, trigger or check.
 type stepWorker struct {
 	river.WorkerDefaults[stepArgs]
-	begin db.Beginner
+	db db.Querier
 }
 
 func (w *stepWorker) Work(ctx context.Context, job *river.Job[stepArgs]) error {
-	client := river.ClientFromContext[pgx.Tx](ctx)
-	return db.InTx(ctx, w.begin, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE bench_step_rows SET step = step + 1, updated_at = now() WHERE id = $1`, job.Args.Row); err != nil {
-			return err
-		}
-		_, err := client.InsertTx(ctx, tx, noopArgs{Sample: job.Args.Row}, &river.InsertOpts{Queue: domain.QueueKubernetes})
-		return err
-	})
+	_, err := w.db.Exec(ctx, `WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+		moved AS (UPDATE bench_step_rows SET step = step + 1, updated_at = now() FROM async_commit WHERE id = $1 RETURNING id)
+		INSERT INTO river_job (args, kind, max_attempts, queue)
+		SELECT jsonb_build_object('sample', id), $2, 25, $3 FROM moved`, job.Args.Row, noopArgs{}.Kind(), domain.QueueKubernetes)
+	return err
 }
 
 // riverStepRate is the other half of row 1's split: n River jobs that each
@@ -241,8 +236,7 @@ func (b *bench) riverStepRate(ctx context.Context, n int) (rate float64, err err
 		err = errors.Join(err, dropErr)
 	}()
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &stepWorker{begin: b.pool})
-	river.AddWorker(workers, &noopWorker{}) // River inserts only kinds it knows; the kubernetes queue is not worked here
+	river.AddWorker(workers, &stepWorker{db: b.pool})
 	return b.dnsQueueRate(ctx, workers, n, stepArgs{}.Kind(), func(i int) river.JobArgs { return stepArgs{Row: i} })
 }
 

@@ -95,7 +95,7 @@ func (b *bench) rowVerifyDNS(ctx context.Context) ([]Row, error) {
 		fmt.Sprintf("%s domains against the loopback DNS (CNAME chain + CAA climb); dns queue with %d workers in both; "+
 			"from the commit that makes the jobs available to the last completion; "+
 			"River jobs running only the same DNS check (no row read, status write or next job): %.0f jobs/s, %.2f of the baseline; "+
-			"River jobs making only the least crash-safe step (one row UPDATE and the next job's insert in one transaction, no DNS): %.0f jobs/s, %.2f of the baseline",
+			"River jobs making only the least crash-safe step (one statement updating a row and inserting the next job; no row read, history, trigger or DNS): %.0f jobs/s, %.2f of the baseline",
 			thousands(n), b.opts.DNSWorkers, dnsOnly, dnsOnly/base, stepOnly, stepOnly/base))}, nil
 }
 
