@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -227,14 +226,16 @@ func (w *stepWorker) Work(ctx context.Context, job *river.Job[stepArgs]) error {
 // make the minimal transactional step (stepWorker), on the dns queue.
 func (b *bench) riverStepRate(ctx context.Context, n int) (rate float64, err error) {
 	if _, err := b.pool.Exec(ctx, `DROP TABLE IF EXISTS bench_step_rows;
-		CREATE TABLE bench_step_rows (id int PRIMARY KEY, step int NOT NULL, updated_at timestamptz NOT NULL);
-		INSERT INTO bench_step_rows SELECT i, 0, now() FROM generate_series(0, `+strconv.Itoa(n-1)+`) AS i`); err != nil {
+		CREATE TABLE bench_step_rows (id int PRIMARY KEY, step int NOT NULL, updated_at timestamptz NOT NULL)`); err != nil {
 		return 0, fmt.Errorf("step rows: %w", err)
 	}
 	defer func() {
 		_, dropErr := b.pool.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS bench_step_rows`)
 		err = errors.Join(err, dropErr)
 	}()
+	if _, err := b.pool.Exec(ctx, `INSERT INTO bench_step_rows SELECT i, 0, now() FROM generate_series(0, $1 - 1) AS i`, n); err != nil {
+		return 0, fmt.Errorf("step rows: %w", err)
+	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &stepWorker{db: b.pool})
 	return b.dnsQueueRate(ctx, workers, n, stepArgs{}.Kind(), func(i int) river.JobArgs { return stepArgs{Row: i} })

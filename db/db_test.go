@@ -546,8 +546,7 @@ func TestCanonicalHostCollision(t *testing.T) {
 
 // A bulk import of more new tenants than Postgres's shared lock table holds
 // (max_locks_per_transaction × max_connections, 6,400 by default, with some
-// slack) commits:
-// the canonical-host claim takes no lock per tenant.
+// slack) commits: the canonical-host claim takes no lock per tenant.
 func TestBulkInsertOfManyTenants(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
