@@ -207,16 +207,15 @@ func (stepArgs) Kind() string { return "bench_step" }
 // stepWorker does the least any crash-safe stage must: move its row on
 // and enqueue the next step (a no-op job on the kubernetes queue, which
 // this client does not work) atomically — here in one statement, one round
-// trip, committing without waiting for the flush as db.Transition does. No
-// row read, history row, trigger or check.
+// trip, with a flushed commit as db.Transition's. No row read, history row,
+// trigger or check.
 type stepWorker struct {
 	river.WorkerDefaults[stepArgs]
 	db db.Querier
 }
 
 func (w *stepWorker) Work(ctx context.Context, job *river.Job[stepArgs]) error {
-	_, err := w.db.Exec(ctx, `WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
-		moved AS (UPDATE bench_step_rows SET step = step + 1, updated_at = now() FROM async_commit WHERE id = $1 RETURNING id)
+	_, err := w.db.Exec(ctx, `WITH moved AS (UPDATE bench_step_rows SET step = step + 1, updated_at = now() WHERE id = $1 RETURNING id)
 		INSERT INTO river_job (args, kind, max_attempts, queue)
 		SELECT jsonb_build_object('sample', id), $2, 25, $3 FROM moved`, job.Args.Row, noopArgs{}.Kind(), domain.QueueKubernetes)
 	return err

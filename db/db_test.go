@@ -253,47 +253,6 @@ func TestDNSSuccessAtFirstCheck(t *testing.T) {
 	require.Equal(t, int64(2), rec.Generation)
 }
 
-// A transition and a wake commit without waiting for the WAL flush (the
-// notify lock would serialize them), and only their own transaction does.
-func TestTransitionAndWakeCommitAsynchronously(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	id := sqlInsert(t, b, newTenant(), "portal.async.com")
-	syncCommit := func(q db.Querier) string {
-		var v string
-		require.NoError(t, q.QueryRow(b.ctx, `SHOW synchronous_commit`).Scan(&v))
-		return v
-	}
-	conn, err := b.pool.Acquire(b.ctx)
-	require.NoError(t, err)
-	defer conn.Release()
-	require.Equal(t, "on", syncCommit(conn))
-
-	tx, err := conn.Begin(b.ctx)
-	require.NoError(t, err)
-	_, err = db.Transition(b.ctx, tx, domain.Change{DomainID: id, Generation: 1,
-		From: domain.StatusPendingDNS, To: domain.StatusVerifyingDNS, Message: "checking"})
-	require.NoError(t, err)
-	require.Equal(t, "off", syncCommit(tx))
-	require.NoError(t, tx.Commit(b.ctx))
-	require.Equal(t, "on", syncCommit(conn), "the setting ends with the transaction")
-
-	tx, err = conn.Begin(b.ctx)
-	require.NoError(t, err)
-	_, err = db.WakeStageJob(b.ctx, tx, id)
-	require.NoError(t, err)
-	require.Equal(t, "off", syncCommit(tx))
-	require.NoError(t, tx.Rollback(b.ctx))
-
-	_, err = db.Transition(b.ctx, conn, domain.Change{DomainID: id, Generation: 1,
-		From: domain.StatusVerifyingDNS, To: domain.StatusPendingCertificate, Message: "DNS verified"})
-	require.NoError(t, err)
-	require.Equal(t, "on", syncCommit(conn), "on its own, a transition's setting ends with its statement")
-	rec, err := db.GetDomain(b.ctx, b.pool, id)
-	require.NoError(t, err)
-	require.Equal(t, domain.StatusPendingCertificate, rec.Status)
-}
-
 func TestGoAPIAndSQLProduceTheSameJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -132,30 +132,18 @@ func ListEvents(ctx context.Context, q Querier, domainID string) ([]Event, error
 	})
 }
 
-// asyncCommit is a CTE, async_commit, that turns synchronous_commit off for
-// the statement's own transaction; the statement joins it so that it runs
-// before any row is written and the triggers fire.
-//
-// Why: a transition's trigger (and a wake) sends pg_notify, and Postgres
-// holds its one notify lock from before the commit until the commit ends,
-// so a commit that waits for the WAL flush made every other notifying
-// commit wait too: transitions were flushed one at a time (measured: the
-// verify_dns stage ran ~40% faster without the notify).
-//
-// Why it is safe: WAL is written in order. The River job that made the
-// write completes afterwards in a transaction of its own that does wait for
-// the flush, which makes this write durable too; a crash of Postgres that
-// loses this write loses that completion as well, and the job runs again
-// (every job is idempotent). A caller's own transaction (q a pgx.Tx) gets
-// the same setting.
-const asyncCommit = `async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))`
-
 // Transition applies a worker's guarded status move: it writes only while
 // the row still has c.From and c.Generation, and returns ErrStale otherwise.
 // The trigger records the event and enqueues the next stage's job in the
 // same transaction.
 //
-// Its commit does not wait for the WAL flush (see asyncCommit).
+// Its commit waits for the WAL flush on purpose. Committing without it
+// (synchronous_commit off) ran the verify_dns stage ~35% faster, because the
+// trigger's pg_notify holds Postgres's notify lock through each commit; but
+// when Postgres crashed right after such a commit, the write was lost while
+// the job, whose completion could not be recorded either, stayed "running"
+// until River's rescuer (PORTAL_DOMAIN_RESCUE_AFTER) ran it again: a domain
+// stalled for minutes (the reliability test's Postgres crash caught it).
 func Transition(ctx context.Context, q Querier, c domain.Change) (domain.Record, error) {
 	if _, err := domain.CheckTransition(c.From, c.To); err != nil {
 		return domain.Record{}, err
@@ -168,15 +156,13 @@ func Transition(ctx context.Context, q Querier, c domain.Change) (domain.Record,
 	if err != nil {
 		return domain.Record{}, fmt.Errorf("encode verification details: %w", err)
 	}
-	rec, err := scanRecord(q.QueryRow(ctx, `WITH `+asyncCommit+`
-		UPDATE portal_domains SET
+	rec, err := scanRecord(q.QueryRow(ctx, `UPDATE portal_domains SET
 			status = $4::portal_domain_status,
 			status_message = $5,
 			last_checked_at = now(),
 			verification_details = verification_details || $6::jsonb,
 			certificate_secret_name = CASE WHEN $8 THEN NULL ELSE coalesce(nullif($7, ''), certificate_secret_name) END,
 			last_synced_resource_version = coalesce(nullif($9, ''), last_synced_resource_version)
-		FROM async_commit
 		WHERE id = $1 AND status = $3::portal_domain_status AND pipeline_generation = $2
 		RETURNING `+recordColumns,
 		c.DomainID, c.Generation, string(c.From), string(c.To), domain.TruncateMessage(c.Message), detailsJSON,
@@ -228,7 +214,7 @@ const (
 // instead of at the next scheduled check.
 func WakeStageJob(ctx context.Context, q Querier, domainID string) (Wake, error) {
 	var found string
-	if err := q.QueryRow(ctx, `WITH `+asyncCommit+` SELECT portal_domains_wake($1) FROM async_commit`, domainID).Scan(&found); err != nil {
+	if err := q.QueryRow(ctx, `SELECT portal_domains_wake($1)`, domainID).Scan(&found); err != nil {
 		return WakeNone, fmt.Errorf("wake stage job of %s: %w", domainID, err)
 	}
 	return Wake(found), nil
