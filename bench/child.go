@@ -64,7 +64,7 @@ func (b *bench) env(w workerEnv, uiAddr string) []string {
 		env["PORTAL_DOMAIN_ISSUER_KIND"] = "ClusterIssuer"
 		env["PORTAL_DOMAIN_ISSUER_NAME"] = w.issuer
 	}
-	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG", server.EnvProfiling} {
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG", server.EnvProfiling, "PORTAL_DOMAIN_TRANSITION_GROUP"} {
 		if v := b.opts.Getenv(k); v != "" {
 			env[k] = v
 		}

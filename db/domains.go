@@ -145,8 +145,31 @@ func ListEvents(ctx context.Context, q Querier, domainID string) ([]Event, error
 // until River's rescuer (PORTAL_DOMAIN_RESCUE_AFTER) ran it again: a domain
 // stalled for minutes (the reliability test's Postgres crash caught it).
 func Transition(ctx context.Context, q Querier, c domain.Change) (domain.Record, error) {
-	if _, err := domain.CheckTransition(c.From, c.To); err != nil {
+	args, err := transitionArgs(c)
+	if err != nil {
 		return domain.Record{}, err
+	}
+	rec, err := scanRecord(q.QueryRow(ctx, transitionSQL, args...))
+	return rec, transitionError(c, err)
+}
+
+// transitionSQL is the guarded UPDATE of Transition, also run by
+// TransitionGroup for many changes in one transaction.
+const transitionSQL = `UPDATE portal_domains SET
+		status = $4::portal_domain_status,
+		status_message = $5,
+		last_checked_at = now(),
+		verification_details = verification_details || $6::jsonb,
+		certificate_secret_name = CASE WHEN $8 THEN NULL ELSE coalesce(nullif($7, ''), certificate_secret_name) END,
+		last_synced_resource_version = coalesce(nullif($9, ''), last_synced_resource_version)
+	WHERE id = $1 AND status = $3::portal_domain_status AND pipeline_generation = $2
+	RETURNING ` + recordColumns
+
+// transitionArgs checks a change against domain.Transitions and encodes
+// transitionSQL's parameters.
+func transitionArgs(c domain.Change) ([]any, error) {
+	if _, err := domain.CheckTransition(c.From, c.To); err != nil {
+		return nil, err
 	}
 	details := c.Details
 	if details == nil {
@@ -154,23 +177,18 @@ func Transition(ctx context.Context, q Querier, c domain.Change) (domain.Record,
 	}
 	detailsJSON, err := json.Marshal(details)
 	if err != nil {
-		return domain.Record{}, fmt.Errorf("encode verification details: %w", err)
+		return nil, fmt.Errorf("encode verification details: %w", err)
 	}
-	rec, err := scanRecord(q.QueryRow(ctx, `UPDATE portal_domains SET
-			status = $4::portal_domain_status,
-			status_message = $5,
-			last_checked_at = now(),
-			verification_details = verification_details || $6::jsonb,
-			certificate_secret_name = CASE WHEN $8 THEN NULL ELSE coalesce(nullif($7, ''), certificate_secret_name) END,
-			last_synced_resource_version = coalesce(nullif($9, ''), last_synced_resource_version)
-		WHERE id = $1 AND status = $3::portal_domain_status AND pipeline_generation = $2
-		RETURNING `+recordColumns,
-		c.DomainID, c.Generation, string(c.From), string(c.To), domain.TruncateMessage(c.Message), detailsJSON,
-		c.CertificateSecretName, c.ClearSecretName, c.ResourceVersion))
+	return []any{c.DomainID, c.Generation, string(c.From), string(c.To), domain.TruncateMessage(c.Message), detailsJSON,
+		c.CertificateSecretName, c.ClearSecretName, c.ResourceVersion}, nil
+}
+
+// transitionError turns "no row matched the guard" into ErrStale.
+func transitionError(c domain.Change, err error) error {
 	if errors.Is(err, ErrNotFound) {
-		return rec, fmt.Errorf("%w: %s is no longer %s at generation %d", ErrStale, c.DomainID, c.From, c.Generation)
+		return fmt.Errorf("%w: %s is no longer %s at generation %d", ErrStale, c.DomainID, c.From, c.Generation)
 	}
-	return rec, classify(err)
+	return classify(err)
 }
 
 // classify turns the trigger's and constraints' refusals into ErrRejected

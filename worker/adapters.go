@@ -45,7 +45,12 @@ func endSpan(s trace.Span, err error) {
 }
 
 // Store gives the jobs the database, mapping db's errors to jobs' sentinels.
-type Store struct{ Pool *pgxpool.Pool }
+type Store struct {
+	Pool *pgxpool.Pool
+	// Transitions, when set, commits the transitions of concurrently
+	// running jobs together (see db.TransitionGroup).
+	Transitions *db.TransitionGroup
+}
 
 var _ jobs.Store = Store{}
 
@@ -61,7 +66,13 @@ func (s Store) GetDomain(ctx context.Context, id string) (domain.Record, error) 
 // Transition applies a guarded move; the trigger enqueues the next stage in
 // the same statement's transaction.
 func (s Store) Transition(ctx context.Context, c domain.Change) (domain.Record, error) {
-	rec, err := db.Transition(ctx, s.Pool, c)
+	var rec domain.Record
+	var err error
+	if s.Transitions != nil {
+		rec, err = s.Transitions.Transition(ctx, c)
+	} else {
+		rec, err = db.Transition(ctx, s.Pool, c)
+	}
 	if errors.Is(err, db.ErrStale) {
 		return rec, fmt.Errorf("%w: %w", jobs.ErrStale, err)
 	}

@@ -58,6 +58,9 @@ type Config struct {
 	// FetchCooldown is the least time between two fetches of one queue
 	// (River's FetchCooldown); see DefaultFetchCooldown.
 	FetchCooldown time.Duration
+	// TransitionGroup is the most status transitions committed in one
+	// transaction (db.TransitionGroup); 1 commits each alone.
+	TransitionGroup int
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
 	LogLevel      string
@@ -76,6 +79,15 @@ type Config struct {
 // PORTAL_DOMAIN_FETCH_COOLDOWN=100ms is the setting for bulk imports.
 const DefaultFetchCooldown = 20 * time.Millisecond
 
+// DefaultTransitionGroup is the most transitions committed together; see
+// db.TransitionGroup.
+const DefaultTransitionGroup = 64
+
+// transitionCommits is how many groups of transitions commit at once: two
+// keeps both of a small machine's cores busy while a group's commit waits
+// for its flush.
+const transitionCommits = 2
+
 // ConfigFromEnv reads and validates the configuration; every error names
 // the variable.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -89,6 +101,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		DNSWorkers:      50,
 		KubeWorkers:     20,
 		ProbeWorkers:    20,
+		TransitionGroup: DefaultTransitionGroup,
 		ShutdownTimeout: 30 * time.Second,
 	}
 	var err error
@@ -146,6 +159,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"PORTAL_DOMAIN_DNS_WORKERS", &cfg.DNSWorkers},
 		{"PORTAL_DOMAIN_KUBE_WORKERS", &cfg.KubeWorkers},
 		{"PORTAL_DOMAIN_PROBE_WORKERS", &cfg.ProbeWorkers},
+		{"PORTAL_DOMAIN_TRANSITION_GROUP", &cfg.TransitionGroup},
 	}
 	for _, n := range ints {
 		if v := getenv(n.name); v != "" {

@@ -129,7 +129,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	}
 	tracer := tp.Tracer(telemetry.TracerName)
 	deps := &jobs.Deps{
-		Store:    Store{Pool: w.pool},
+		Store:    Store{Pool: w.pool, Transitions: db.NewTransitionGroup(w.pool, cfg.TransitionGroup, transitionCommits)},
 		DNS:      DNS{Resolver: resolver, CAAIdentity: cfg.CAAIdentity, Tracer: tracer},
 		Prober:   Prober{Config: cfg.Probe, Tracer: tracer},
 		Observer: observers{metricsObserver{w.metrics}, opts.Observer},

@@ -1,0 +1,204 @@
+package db_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/domain"
+)
+
+// holdSlot makes the group's only commit slot busy: a transition of a row
+// another transaction has locked waits for that lock while holding the
+// slot. It returns once the transition is waiting, and a function that
+// releases the lock and returns the held transition's error.
+func holdSlot(t *testing.T, b *testBundle, g *db.TransitionGroup) func() error {
+	t.Helper()
+	id := sqlInsert(t, b, newTenant(), fmt.Sprintf("held-%d.acme.com", time.Now().UnixNano()))
+	locker, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	_, err = locker.Exec(b.ctx, `SELECT 1 FROM portal_domains WHERE id = $1 FOR UPDATE`, id)
+	require.NoError(t, err)
+	held := make(chan error, 1)
+	go func() {
+		_, err := g.Transition(b.ctx, domain.Change{DomainID: id, Generation: 1, From: domain.StatusPendingDNS, To: domain.StatusVerifyingDNS, Message: "held"})
+		held <- err
+	}()
+	require.Eventually(t, func() bool {
+		var waiting bool
+		err := b.pool.QueryRow(b.ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid)))`,
+			locker.Conn().PgConn().PID()).Scan(&waiting)
+		return err == nil && waiting
+	}, 10*time.Second, 5*time.Millisecond, "the held transition never waited for the row lock")
+	return func() error {
+		require.NoError(t, locker.Rollback(b.ctx))
+		return <-held
+	}
+}
+
+// transitionsInBackground starts one goroutine per change and waits until
+// all of them are queued in g.
+func transitionsInBackground(t *testing.T, g *db.TransitionGroup, changes []domain.Change) func() []error {
+	t.Helper()
+	before := g.Waiting()
+	errs := make([]error, len(changes))
+	var wg sync.WaitGroup
+	for i, c := range changes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = g.Transition(context.Background(), c)
+		}()
+	}
+	require.Eventually(t, func() bool { return g.Waiting() == before+len(changes) }, 10*time.Second, time.Millisecond)
+	return func() []error {
+		wg.Wait()
+		return errs
+	}
+}
+
+func rowXmin(t *testing.T, b *testBundle, id string) string {
+	t.Helper()
+	var xmin string
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT xmin::text FROM portal_domains WHERE id = $1`, id).Scan(&xmin))
+	return xmin
+}
+
+func TestTransitionGroupCommitsWaitingChangesTogether(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	g := db.NewTransitionGroup(b.pool, 64, 1)
+	release := holdSlot(t, b, g)
+
+	var ids []string
+	var changes []domain.Change
+	for i := range 5 {
+		id := sqlInsert(t, b, newTenant(), fmt.Sprintf("portal%d.acme.com", i))
+		ids = append(ids, id)
+		changes = append(changes, domain.Change{DomainID: id, Generation: 1, From: domain.StatusPendingDNS,
+			To: domain.StatusPendingCertificate, Message: "DNS verified", Details: map[string]any{"dns_outcome": "verified"}})
+	}
+	// A change whose guard no longer matches is stale, not a failure of
+	// the group.
+	changes = append(changes, domain.Change{DomainID: ids[0], Generation: 1, From: domain.StatusVerifyingDNS,
+		To: domain.StatusDNSFailed, Message: "late"})
+	wait := transitionsInBackground(t, g, changes)
+	require.NoError(t, release())
+	errs := wait()
+
+	for i, id := range ids {
+		require.NoError(t, errs[i])
+		rec, err := db.GetDomain(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.Equal(t, domain.StatusPendingCertificate, rec.Status)
+		var details struct {
+			Outcome string `json:"dns_outcome"`
+		}
+		require.NoError(t, json.Unmarshal(rec.VerificationDetails, &details))
+		require.Equal(t, "verified", details.Outcome)
+		events, err := db.ListEvents(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.Len(t, events, 2, "insert and one move")
+		require.Equal(t, rowXmin(t, b, ids[0]), rowXmin(t, b, id), "the waiting changes were committed in one transaction")
+	}
+	require.ErrorIs(t, errs[len(errs)-1], db.ErrStale)
+
+	// Exactly one apply job per domain, for generation 1.
+	applies := map[string]int{}
+	for _, j := range listJobs(t, b) {
+		if j.Kind == domain.KindApply {
+			applies[j.Args.DomainID]++
+			require.Equal(t, int64(1), j.Args.Generation)
+		}
+	}
+	for _, id := range ids {
+		require.Equal(t, 1, applies[id], id)
+	}
+}
+
+func TestTransitionGroupIsolatesARefusedChange(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	g := db.NewTransitionGroup(b.pool, 64, 1)
+
+	good1 := sqlInsert(t, b, newTenant(), "good1.acme.com")
+	good2 := sqlInsert(t, b, newTenant(), "good2.acme.com")
+	// A row from before the domain constraint (an AlgaPSA database's,
+	// which NOT VALID leaves alone): every write through the trigger is
+	// refused for its domain name.
+	bad := newTenant()
+	_, err := b.pool.Exec(b.ctx, fmt.Sprintf(`
+		BEGIN;
+		ALTER TABLE portal_domains DISABLE TRIGGER USER;
+		ALTER TABLE portal_domains DROP CONSTRAINT portal_domains_domain_is_hostname;
+		INSERT INTO portal_domains (id, tenant, domain, canonical_host, pipeline_generation)
+			VALUES ('%[1]s', '%[1]s', 'not a host', 'x.portal.example', 1);
+		ALTER TABLE portal_domains ADD CONSTRAINT portal_domains_domain_is_hostname
+			CHECK (length(domain) <= 253 AND domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$') NOT VALID;
+		ALTER TABLE portal_domains ENABLE TRIGGER USER;
+		COMMIT;`, bad))
+	require.NoError(t, err)
+
+	release := holdSlot(t, b, g)
+	change := func(id string) domain.Change {
+		return domain.Change{DomainID: id, Generation: 1, From: domain.StatusPendingDNS, To: domain.StatusVerifyingDNS, Message: "checking"}
+	}
+	wait := transitionsInBackground(t, g, []domain.Change{change(good1), change(string(bad)), change(good2)})
+	require.NoError(t, release())
+	errs := wait()
+
+	require.NoError(t, errs[0])
+	require.ErrorIs(t, errs[1], db.ErrRejected)
+	require.ErrorContains(t, errs[1], "spaces or non-ASCII")
+	require.NoError(t, errs[2])
+	for _, id := range []string{good1, good2} {
+		rec, err := db.GetDomain(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.Equal(t, domain.StatusVerifyingDNS, rec.Status)
+		events, err := db.ListEvents(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		require.Len(t, events, 2, "the rolled-back group left no history behind")
+	}
+	rec, err := db.GetDomain(b.ctx, b.pool, string(bad))
+	require.NoError(t, err)
+	require.Equal(t, domain.StatusPendingDNS, rec.Status, "the refused change wrote nothing")
+}
+
+func TestTransitionGroupUnderLoad(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	g := db.NewTransitionGroup(b.pool, 16, 2)
+	const n = 300
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = sqlInsert(t, b, newTenant(), fmt.Sprintf("load%d.acme.com", i))
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = g.Transition(b.ctx, domain.Change{DomainID: id, Generation: 1, From: domain.StatusPendingDNS,
+				To: domain.StatusPendingCertificate, Message: "DNS verified"})
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i])
+	}
+	var moved, applies, transactions int
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FILTER (WHERE status = 'pending_certificate'), count(DISTINCT xmin::text)
+		FROM portal_domains WHERE domain LIKE 'load%'`).Scan(&moved, &transactions))
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(DISTINCT args->>'domain_id') FROM river_job WHERE kind = $1`, domain.KindApply).Scan(&applies))
+	require.Equal(t, n, moved)
+	require.Equal(t, n, applies)
+	require.Equal(t, 0, g.Waiting())
+	t.Logf("%d transitions in %d transactions", n, transactions)
+}
