@@ -436,6 +436,43 @@ func TestBadSQLRowsAreRefused(t *testing.T) {
 	require.Zero(t, jobsCount)
 }
 
+// A row older than the domain check (an AlgaPSA database's: 001 adds the
+// constraint NOT VALID) can still be failed with the reason and disabled,
+// but not sent through the pipeline again or renamed to another bad name.
+func TestLegacyBadRowCanBeFailed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	legacy := uuid.NewString()
+	var constraint string
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT pg_get_constraintdef(oid) FROM pg_constraint
+		WHERE conname = 'portal_domains_domain_is_hostname' AND conrelid = 'portal_domains'::regclass`).Scan(&constraint))
+	require.Contains(t, constraint, "NOT VALID")
+	_, err := b.pool.Exec(b.ctx, fmt.Sprintf(`
+		BEGIN;
+		ALTER TABLE portal_domains DISABLE TRIGGER USER;
+		ALTER TABLE portal_domains DROP CONSTRAINT portal_domains_domain_is_hostname;
+		INSERT INTO portal_domains (id, tenant, domain, canonical_host, pipeline_generation)
+			VALUES ('%[1]s', '%[1]s', 'not a host', 'x.portal.example', 1);
+		ALTER TABLE portal_domains ADD CONSTRAINT portal_domains_domain_is_hostname %[2]s;
+		ALTER TABLE portal_domains ENABLE TRIGGER USER;
+		COMMIT;`, legacy, constraint))
+	require.NoError(t, err)
+
+	rec, err := db.Transition(b.ctx, b.pool, domain.Change{DomainID: legacy, Generation: 1, From: domain.StatusPendingDNS,
+		To: domain.StatusDNSFailed, Message: `"not a host" is not a domain name`})
+	require.NoError(t, err)
+	require.Equal(t, domain.StatusDNSFailed, rec.Status)
+
+	_, err = b.pool.Exec(b.ctx, `UPDATE portal_domains SET status = 'pending_dns' WHERE id = $1`, legacy)
+	require.ErrorContains(t, err, "portal_domains_domain_is_hostname", "a retry needs a valid name first")
+	_, err = b.pool.Exec(b.ctx, `UPDATE portal_domains SET domain = 'still not a host' WHERE id = $1`, legacy)
+	require.ErrorContains(t, err, "spaces or non-ASCII")
+	_, err = b.pool.Exec(b.ctx, `UPDATE portal_domains SET status = 'disabled' WHERE id = $1`, legacy)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `UPDATE portal_domains SET domain = 'portal.acme.com', status = 'pending_dns' WHERE id = $1`, legacy)
+	require.NoError(t, err, "fixing the name puts the row back in the pipeline")
+}
+
 func TestCanonicalHostCollision(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

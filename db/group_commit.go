@@ -52,6 +52,9 @@ type pendingTransition struct {
 	change domain.Change
 	args   []any
 	done   chan transitionResult
+	// taken is set (under mu) when a group takes the change: from then on
+	// its caller only waits for done.
+	taken bool
 }
 
 type transitionResult struct {
@@ -86,7 +89,7 @@ func (g *TransitionGroup) Transition(ctx context.Context, c domain.Change) (doma
 	g.mu.Lock()
 	g.waiting = append(g.waiting, p)
 	g.mu.Unlock()
-	for {
+	for !g.isTaken(p) {
 		select {
 		case r := <-p.done:
 			return r.rec, r.err
@@ -103,6 +106,16 @@ func (g *TransitionGroup) Transition(ctx context.Context, c domain.Change) (doma
 			return r.rec, r.err
 		}
 	}
+	// Another caller's group has the change; it commits soon. (Competing
+	// for a slot now would only find nothing waiting, again and again.)
+	r := <-p.done
+	return r.rec, r.err
+}
+
+func (g *TransitionGroup) isTaken(p *pendingTransition) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return p.taken
 }
 
 // withdraw takes p out of the waiting list; false when a group took it.
@@ -121,6 +134,9 @@ func (g *TransitionGroup) commitWaiting(ctx context.Context) {
 	g.mu.Lock()
 	n := min(len(g.waiting), g.maxGroup)
 	group := slices.Clone(g.waiting[:n])
+	for _, p := range group {
+		p.taken = true
+	}
 	g.waiting = slices.Delete(g.waiting, 0, n)
 	g.mu.Unlock()
 	if len(group) == 0 {

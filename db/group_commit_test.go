@@ -129,33 +129,23 @@ func TestTransitionGroupIsolatesARefusedChange(t *testing.T) {
 
 	good1 := sqlInsert(t, b, newTenant(), "good1.acme.com")
 	good2 := sqlInsert(t, b, newTenant(), "good2.acme.com")
-	// A row from before the domain constraint (an AlgaPSA database's,
-	// which NOT VALID leaves alone): every write through the trigger is
-	// refused for its domain name.
-	bad := newTenant()
-	_, err := b.pool.Exec(b.ctx, fmt.Sprintf(`
-		BEGIN;
-		ALTER TABLE portal_domains DISABLE TRIGGER USER;
-		ALTER TABLE portal_domains DROP CONSTRAINT portal_domains_domain_is_hostname;
-		INSERT INTO portal_domains (id, tenant, domain, canonical_host, pipeline_generation)
-			VALUES ('%[1]s', '%[1]s', 'not a host', 'x.portal.example', 1);
-		ALTER TABLE portal_domains ADD CONSTRAINT portal_domains_domain_is_hostname
-			CHECK (length(domain) <= 253 AND domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$') NOT VALID;
-		ALTER TABLE portal_domains ENABLE TRIGGER USER;
-		COMMIT;`, bad))
+	bad := sqlInsert(t, b, newTenant(), "bad.acme.com")
+	// A rule the operator added: this change breaks it, the others do not.
+	_, err := b.pool.Exec(b.ctx, `ALTER TABLE portal_domains ADD CONSTRAINT operator_rule
+		CHECK (status_message IS DISTINCT FROM 'breaks the operator''s rule')`)
 	require.NoError(t, err)
 
 	release := holdSlot(t, b, g)
-	change := func(id string) domain.Change {
-		return domain.Change{DomainID: id, Generation: 1, From: domain.StatusPendingDNS, To: domain.StatusVerifyingDNS, Message: "checking"}
+	change := func(id, message string) domain.Change {
+		return domain.Change{DomainID: id, Generation: 1, From: domain.StatusPendingDNS, To: domain.StatusVerifyingDNS, Message: message}
 	}
-	wait := transitionsInBackground(t, g, []domain.Change{change(good1), change(string(bad)), change(good2)})
+	wait := transitionsInBackground(t, g, []domain.Change{change(good1, "checking"), change(bad, "breaks the operator's rule"), change(good2, "checking")})
 	require.NoError(t, release())
 	errs := wait()
 
 	require.NoError(t, errs[0])
 	require.ErrorIs(t, errs[1], db.ErrRejected)
-	require.ErrorContains(t, errs[1], "spaces or non-ASCII")
+	require.ErrorContains(t, errs[1], "operator_rule")
 	require.NoError(t, errs[2])
 	for _, id := range []string{good1, good2} {
 		rec, err := db.GetDomain(b.ctx, b.pool, id)
@@ -165,7 +155,7 @@ func TestTransitionGroupIsolatesARefusedChange(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, events, 2, "the rolled-back group left no history behind")
 	}
-	rec, err := db.GetDomain(b.ctx, b.pool, string(bad))
+	rec, err := db.GetDomain(b.ctx, b.pool, bad)
 	require.NoError(t, err)
 	require.Equal(t, domain.StatusPendingDNS, rec.Status, "the refused change wrote nothing")
 }
