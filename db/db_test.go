@@ -473,6 +473,53 @@ func TestLegacyBadRowCanBeFailed(t *testing.T) {
 	require.NoError(t, err, "fixing the name puts the row back in the pipeline")
 }
 
+// The after-write triggers run once per statement (migration 009): a
+// statement writing many rows, and an upsert that inserts some and updates
+// others, give each row its own event and its own job, as row triggers did.
+func TestMultiRowWritesGetOneEventAndJobPerRow(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 30
+	tenants := make([]string, n)
+	for i := range n {
+		tenants[i] = string(newTenant())
+		sqlInsert(t, b, domain.TenantID(tenants[i]), fmt.Sprintf("p%d.bulk.com", i))
+	}
+	countOf := func(sql string, args ...any) int {
+		t.Helper()
+		var c int
+		require.NoError(t, b.pool.QueryRow(b.ctx, sql, args...).Scan(&c))
+		return c
+	}
+	require.Equal(t, n, countOf(`SELECT count(*) FROM river_job WHERE kind = $1`, domain.KindVerifyDNS))
+
+	// An operator disables every domain in one statement.
+	_, err := b.pool.Exec(b.ctx, `UPDATE portal_domains SET status = 'disabled' WHERE domain LIKE '%.bulk.com'`)
+	require.NoError(t, err)
+	require.Equal(t, n, countOf(`SELECT count(DISTINCT args->>'domain_id') FROM river_job WHERE kind = $1`, domain.KindDisable))
+	require.Equal(t, n, countOf(`SELECT count(*) FROM portal_domain_events WHERE to_status = 'disabled' AND from_status = 'pending_dns'`))
+
+	// A statement that changes nothing the pipeline cares about adds nothing.
+	_, err = b.pool.Exec(b.ctx, `UPDATE portal_domains SET updated_at = now() WHERE domain LIKE '%.bulk.com'`)
+	require.NoError(t, err)
+	require.Equal(t, 2*n, countOf(`SELECT count(*) FROM portal_domain_events`))
+	require.Equal(t, 2*n, countOf(`SELECT count(*) FROM river_job`))
+
+	// The app's upsert: one new tenant, one existing tenant asking again.
+	newcomer := string(newTenant())
+	_, err = b.pool.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain) VALUES ($1, 'new.upsert.com'), ($2, 'p0.bulk.com')
+		ON CONFLICT (tenant) DO UPDATE SET status = 'pending_dns', domain = excluded.domain`, newcomer, tenants[0])
+	require.NoError(t, err)
+	require.Equal(t, 2, countOf(`SELECT count(*) FROM river_job j JOIN portal_domains d
+		ON j.args->>'domain_id' = d.id::text AND (j.args->>'generation')::bigint = d.pipeline_generation
+		WHERE j.kind = $1 AND d.tenant = ANY($2::uuid[])`, domain.KindVerifyDNS, []string{newcomer, tenants[0]}),
+		"a DNS check of the current generation for each")
+	require.Equal(t, 1, countOf(`SELECT count(*) FROM portal_domain_events e JOIN portal_domains d ON d.id = e.domain_id
+		WHERE d.tenant = $1`, newcomer), "the inserted row's first event")
+	require.Equal(t, 1, countOf(`SELECT count(*) FROM portal_domain_events e JOIN portal_domains d ON d.id = e.domain_id
+		WHERE d.tenant = $1 AND e.from_status = 'disabled' AND e.to_status = 'pending_dns'`, tenants[0]), "the updated row's retry")
+}
+
 func TestCanonicalHostCollision(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -145,16 +145,16 @@ func ListEvents(ctx context.Context, q Querier, domainID string) ([]Event, error
 // until River's rescuer (PORTAL_DOMAIN_RESCUE_AFTER) ran it again: a domain
 // stalled for minutes (the reliability test's Postgres crash caught it).
 func Transition(ctx context.Context, q Querier, c domain.Change) (domain.Record, error) {
-	args, err := transitionArgs(c)
+	enc, err := encodeChange(c)
 	if err != nil {
 		return domain.Record{}, err
 	}
-	rec, err := scanRecord(q.QueryRow(ctx, transitionSQL, args...))
+	rec, err := scanRecord(q.QueryRow(ctx, transitionSQL, enc.params()...))
 	return rec, transitionError(c, err)
 }
 
-// transitionSQL is the guarded UPDATE of Transition, also run by
-// TransitionGroup for many changes in one transaction.
+// transitionSQL is the guarded UPDATE of Transition (and of a
+// TransitionGroup change committed alone).
 const transitionSQL = `UPDATE portal_domains SET
 		status = $4::portal_domain_status,
 		status_message = $5,
@@ -165,11 +165,17 @@ const transitionSQL = `UPDATE portal_domains SET
 	WHERE id = $1 AND status = $3::portal_domain_status AND pipeline_generation = $2
 	RETURNING ` + recordColumns
 
-// transitionArgs checks a change against domain.Transitions and encodes
-// transitionSQL's parameters.
-func transitionArgs(c domain.Change) ([]any, error) {
+// encodedChange is a change checked against domain.Transitions, with its
+// parameters encoded for transitionSQL or groupTransitionSQL.
+type encodedChange struct {
+	id, from, to, message, details, secret, resourceVersion string
+	generation                                              int64
+	clearSecret                                             bool
+}
+
+func encodeChange(c domain.Change) (encodedChange, error) {
 	if _, err := domain.CheckTransition(c.From, c.To); err != nil {
-		return nil, err
+		return encodedChange{}, err
 	}
 	details := c.Details
 	if details == nil {
@@ -177,10 +183,16 @@ func transitionArgs(c domain.Change) ([]any, error) {
 	}
 	detailsJSON, err := json.Marshal(details)
 	if err != nil {
-		return nil, fmt.Errorf("encode verification details: %w", err)
+		return encodedChange{}, fmt.Errorf("encode verification details: %w", err)
 	}
-	return []any{c.DomainID, c.Generation, string(c.From), string(c.To), domain.TruncateMessage(c.Message), detailsJSON,
-		c.CertificateSecretName, c.ClearSecretName, c.ResourceVersion}, nil
+	return encodedChange{id: c.DomainID, generation: c.Generation, from: string(c.From), to: string(c.To),
+		message: domain.TruncateMessage(c.Message), details: string(detailsJSON), secret: c.CertificateSecretName,
+		clearSecret: c.ClearSecretName, resourceVersion: c.ResourceVersion}, nil
+}
+
+// params are transitionSQL's parameters.
+func (e encodedChange) params() []any {
+	return []any{e.id, e.generation, e.from, e.to, e.message, e.details, e.secret, e.clearSecret, e.resourceVersion}
 }
 
 // transitionError turns "no row matched the guard" into ErrStale.

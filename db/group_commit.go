@@ -1,9 +1,7 @@
 package db
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -27,9 +25,10 @@ import (
 // was told about survives a Postgres crash, and nothing is reported before
 // its commit (which is what reverting the asynchronous commit was about).
 //
-// Each change keeps its own guard (status and generation) and its own
-// trigger work (history row, next job) in the shared transaction, so a
-// group commits all of its changes or none. When any statement of a group
+// A group is one UPDATE statement (groupTransitionSQL): each change keeps
+// its own guard (status and generation), and the statement-level triggers
+// (migration 009) write the group's history rows and next jobs set-based,
+// so a group commits all of its changes or none. When any statement of a group
 // fails (a trigger refusal, a deadlock), the group is rolled back and each
 // of its changes is retried alone, so one bad change cannot fail another.
 // A change whose row moved on is not an error for the group: it matches no
@@ -37,8 +36,8 @@ import (
 //
 // There is no goroutine of its own: a caller that finds a commit slot free
 // commits whatever is waiting, its own change included; the others wait for
-// their result or for a slot. Rows are written in domain id order, so two
-// groups lock rows in the same order.
+// their result or for a slot. A group holds at most one change per domain
+// (a second one waits for the next group), so every change has its own row.
 type TransitionGroup struct {
 	pool     *pgxpool.Pool
 	maxGroup int
@@ -50,7 +49,7 @@ type TransitionGroup struct {
 
 type pendingTransition struct {
 	change domain.Change
-	args   []any
+	args   encodedChange
 	done   chan transitionResult
 	// taken is set (under mu) when a group takes the change: from then on
 	// its caller only waits for done.
@@ -81,7 +80,7 @@ func NewTransitionGroup(pool *pgxpool.Pool, maxGroup, concurrentCommits int) *Tr
 // changes are waiting. It returns once the change is committed (or has
 // failed); ErrStale when the row moved on.
 func (g *TransitionGroup) Transition(ctx context.Context, c domain.Change) (domain.Record, error) {
-	args, err := transitionArgs(c)
+	args, err := encodeChange(c)
 	if err != nil {
 		return domain.Record{}, err
 	}
@@ -132,12 +131,17 @@ func (g *TransitionGroup) withdraw(p *pendingTransition) bool {
 // commitWaiting commits up to maxGroup waiting changes.
 func (g *TransitionGroup) commitWaiting(ctx context.Context) {
 	g.mu.Lock()
-	n := min(len(g.waiting), g.maxGroup)
-	group := slices.Clone(g.waiting[:n])
-	for _, p := range group {
+	var group []*pendingTransition
+	inGroup := make(map[string]bool)
+	g.waiting = slices.DeleteFunc(g.waiting, func(p *pendingTransition) bool {
+		if len(group) == g.maxGroup || inGroup[p.change.DomainID] {
+			return false
+		}
+		inGroup[p.change.DomainID] = true
 		p.taken = true
-	}
-	g.waiting = slices.Delete(g.waiting, 0, n)
+		group = append(group, p)
+		return true
+	})
 	g.mu.Unlock()
 	if len(group) == 0 {
 		return
@@ -148,14 +152,14 @@ func (g *TransitionGroup) commitWaiting(ctx context.Context) {
 		g.commitAlone(ctx, group[0])
 		return
 	}
-	slices.SortFunc(group, func(a, b *pendingTransition) int { return cmp.Compare(a.change.DomainID, b.change.DomainID) })
 	results, err := g.commitTogether(ctx, group)
 	if err != nil {
-		// One statement failed, the connection broke, or the commit did:
-		// nothing of the group is known to be written, and every change
-		// gets its own transaction and its own outcome. A change that
-		// the failed commit did write comes back as ErrStale, which its
-		// caller already treats as "done by someone else".
+		// The statement failed (a refusal, a deadlock) or the connection
+		// broke: nothing of the group is known to be written, and every
+		// change gets its own statement and its own outcome. A change the
+		// failed attempt did write (a connection lost during the commit)
+		// comes back as ErrStale, which its caller already treats as
+		// "done by someone else".
 		for _, p := range group {
 			g.commitAlone(ctx, p)
 		}
@@ -167,31 +171,61 @@ func (g *TransitionGroup) commitWaiting(ctx context.Context) {
 }
 
 func (g *TransitionGroup) commitAlone(ctx context.Context, p *pendingTransition) {
-	rec, err := scanRecord(g.pool.QueryRow(ctx, transitionSQL, p.args...))
+	rec, err := scanRecord(g.pool.QueryRow(ctx, transitionSQL, p.args.params()...))
 	p.done <- transitionResult{rec: rec, err: transitionError(p.change, err)}
 }
 
-// commitTogether runs the group's UPDATEs in one transaction, sent in one
-// round trip, and commits. Any error other than a stale guard fails the
-// whole group.
+// groupTransitionSQL is transitionSQL for many changes: one row of the
+// unnest per change, matched to its domain's row under the same guard.
+const groupTransitionSQL = `UPDATE portal_domains SET
+		status = c.change_to::portal_domain_status,
+		status_message = c.change_message,
+		last_checked_at = now(),
+		verification_details = verification_details || c.change_details::jsonb,
+		certificate_secret_name = CASE WHEN c.change_clear_secret THEN NULL
+			ELSE coalesce(nullif(c.change_secret, ''), certificate_secret_name) END,
+		last_synced_resource_version = coalesce(nullif(c.change_resource_version, ''), last_synced_resource_version)
+	FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[])
+		AS c(change_id, change_generation, change_from, change_to, change_message, change_details,
+		     change_secret, change_clear_secret, change_resource_version)
+	WHERE id = c.change_id::uuid AND status = c.change_from::portal_domain_status
+	  AND pipeline_generation = c.change_generation
+	RETURNING ` + recordColumns
+
+// commitTogether writes the group in one statement (its own transaction).
+// A change whose row it did not return moved on: ErrStale. Any error fails
+// the whole group.
 func (g *TransitionGroup) commitTogether(ctx context.Context, group []*pendingTransition) ([]transitionResult, error) {
+	ids := make([]string, len(group))
+	generations := make([]int64, len(group))
+	from, to, messages, details, secrets, resourceVersions := make([]string, len(group)), make([]string, len(group)),
+		make([]string, len(group)), make([]string, len(group)), make([]string, len(group)), make([]string, len(group))
+	clearSecrets := make([]bool, len(group))
+	for i, p := range group {
+		a := p.args
+		ids[i], generations[i], from[i], to[i], messages[i] = a.id, a.generation, a.from, a.to, a.message
+		details[i], secrets[i], clearSecrets[i], resourceVersions[i] = a.details, a.secret, a.clearSecret, a.resourceVersion
+	}
+	rows, err := g.pool.Query(ctx, groupTransitionSQL, ids, generations, from, to, messages, details, secrets, clearSecrets, resourceVersions)
+	if err != nil {
+		return nil, fmt.Errorf("group commit of %d transitions: %w", len(group), classify(err))
+	}
+	written, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (domain.Record, error) { return scanRecord(row) })
+	if err != nil {
+		return nil, fmt.Errorf("group commit of %d transitions: %w", len(group), classify(err))
+	}
+	byID := make(map[string]domain.Record, len(written))
+	for _, rec := range written {
+		byID[rec.ID] = rec
+	}
 	results := make([]transitionResult, len(group))
-	err := InTx(ctx, g.pool, func(tx pgx.Tx) error {
-		batch := &pgx.Batch{}
-		for _, p := range group {
-			batch.Queue(transitionSQL, p.args...)
+	for i, p := range group {
+		rec, ok := byID[p.change.DomainID]
+		if !ok {
+			results[i] = transitionResult{err: transitionError(p.change, ErrNotFound)}
+			continue
 		}
-		br := tx.SendBatch(ctx, batch)
-		for i, p := range group {
-			rec, err := scanRecord(br.QueryRow())
-			err = transitionError(p.change, err)
-			if err != nil && !errors.Is(err, ErrStale) {
-				_ = br.Close()
-				return fmt.Errorf("group commit of %d transitions: %w", len(group), err)
-			}
-			results[i] = transitionResult{rec: rec, err: err}
-		}
-		return br.Close()
-	})
-	return results, err
+		results[i] = transitionResult{rec: rec}
+	}
+	return results, nil
 }

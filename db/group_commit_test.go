@@ -85,7 +85,7 @@ func TestTransitionGroupCommitsWaitingChangesTogether(t *testing.T) {
 			To: domain.StatusPendingCertificate, Message: "DNS verified", Details: map[string]any{"dns_outcome": "verified"}})
 	}
 	// A change whose guard no longer matches is stale, not a failure of
-	// the group.
+	// the group; a group holds one change per domain.
 	changes = append(changes, domain.Change{DomainID: ids[0], Generation: 1, From: domain.StatusVerifyingDNS,
 		To: domain.StatusDNSFailed, Message: "late"})
 	wait := transitionsInBackground(t, g, changes)
@@ -105,7 +105,11 @@ func TestTransitionGroupCommitsWaitingChangesTogether(t *testing.T) {
 		events, err := db.ListEvents(b.ctx, b.pool, id)
 		require.NoError(t, err)
 		require.Len(t, events, 2, "insert and one move")
-		require.Equal(t, rowXmin(t, b, ids[0]), rowXmin(t, b, id), "the waiting changes were committed in one transaction")
+		if i > 0 {
+			// ids[0] has a second change waiting (below), which may take
+			// its place in the group and push it to the next one.
+			require.Equal(t, rowXmin(t, b, ids[1]), rowXmin(t, b, id), "the waiting changes were committed in one transaction")
+		}
 	}
 	require.ErrorIs(t, errs[len(errs)-1], db.ErrStale)
 

@@ -129,17 +129,20 @@ func testKillNine(t *testing.T, bin string, sz size) {
 func testSIGTERM(t *testing.T, bin string, sz size) {
 	w := newWorld(t, bin, worldOpts{})
 	const shutdown = 2 * time.Second
-	// Longer than the shutdown timeout: the worker must cancel what it
-	// holds instead of waiting for it.
-	w.probeDelay.Store(int64(4 * time.Second))
+	// Far longer than the shutdown timeout, so no probe a holds can finish
+	// on its own while a stops (with 4 s, one started 2 s before the
+	// SIGTERM did, under load): a must cancel what it holds. Once a has
+	// stopped, answers come at once again.
+	w.probeDelay.Store(int64(30 * time.Second))
 	w.playCertManager()
-	env := map[string]string{"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT": shutdown.String()}
+	env := map[string]string{"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT": shutdown.String(), "PORTAL_DOMAIN_PROBE_TIMEOUT": "60s"}
 	a, b := w.startWorker("a", env), w.startWorker("b", env)
 	fx := w.register(0, sz.Domains)
 
 	w.waitHolding(a, domain.KindProbe, 2, sz.Converge)
 	took := a.terminate(t, shutdown+10*time.Second+5*time.Second)
 	t.Logf("worker a exited %s after SIGTERM", took.Round(time.Millisecond))
+	w.probeDelay.Store(0)
 	require.NoError(t, a.waitErr, "exit status of a worker stopped by SIGTERM:\n%s", a.tail(20))
 	require.Contains(t, a.log(), "running jobs did not finish in time; cancelling them")
 	require.Contains(t, a.log(), "worker stopped")
