@@ -83,9 +83,9 @@ const DefaultFetchCooldown = 20 * time.Millisecond
 // db.TransitionGroup.
 const DefaultTransitionGroup = 64
 
-// transitionCommits is how many groups of transitions commit at once: two
-// keeps both of a small machine's cores busy while a group's commit waits
-// for its flush.
+// transitionCommits is how many groups of transitions commit at once.
+// Measured with bench row 1 (5,000 domains, 2 cores): 1 gave 685–712
+// jobs/s, 2 gave 700–777, 4 gave 645–686.
 const transitionCommits = 2
 
 // ConfigFromEnv reads and validates the configuration; every error names
