@@ -8,8 +8,4 @@ var (
 )
 
 // Waiting is how many changes wait for a group commit.
-func (g *TransitionGroup) Waiting() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.waiting)
-}
+func (g *TransitionGroup) Waiting() int { return g.batches.waitingCount() }

@@ -3,9 +3,6 @@ package db
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,9 +18,9 @@ import (
 // WAL flush is done, so flushed commits of transitions queue up behind each
 // other. Grouping pays one flush and one notify lock per group (bench row
 // 1, verify_dns: 425–459 → 580–643 jobs/s), and keeps every commit
-// flushed: a transition the caller
-// was told about survives a Postgres crash, and nothing is reported before
-// its commit (which is what reverting the asynchronous commit was about).
+// flushed: a transition the caller was told about survives a Postgres
+// crash, and nothing is reported before its commit (which is what
+// reverting the asynchronous commit was about).
 //
 // A group is one UPDATE statement (groupTransitionSQL): each change keeps
 // its own guard (status and generation), and the statement-level triggers
@@ -35,26 +32,16 @@ import (
 // A change whose row moved on is not an error for the group: it matches no
 // row, writes nothing and its caller gets ErrStale, as with Transition.
 //
-// There is no goroutine of its own: a caller that finds a commit slot free
-// commits whatever is waiting, its own change included; the others wait for
-// their result or for a slot. A group holds at most one change per domain
-// (a second one waits for the next group), so every change has its own row.
+// The batching itself is batcher's: a group holds at most one change per
+// domain, so every change has its own row.
 type TransitionGroup struct {
-	pool     *pgxpool.Pool
-	maxGroup int
-	slots    chan struct{}
-
-	mu      sync.Mutex
-	waiting []*pendingTransition
+	pool    *pgxpool.Pool
+	batches *batcher[pendingTransition, transitionResult]
 }
 
 type pendingTransition struct {
 	change domain.Change
 	args   encodedChange
-	done   chan transitionResult
-	// taken is set (under mu) when a group takes the change: from then on
-	// its caller only waits for done.
-	taken bool
 }
 
 type transitionResult struct {
@@ -62,19 +49,14 @@ type transitionResult struct {
 	err error
 }
 
-// groupCommitTimeout bounds one group's statement; a group outlives the
-// context of the caller that happens to commit it.
-const groupCommitTimeout = 30 * time.Second
-
 // NewTransitionGroup commits at most maxGroup changes per statement and
 // runs at most concurrentCommits statements at once (each holds a pool
 // connection while it runs).
 func NewTransitionGroup(pool *pgxpool.Pool, maxGroup, concurrentCommits int) *TransitionGroup {
-	return &TransitionGroup{
-		pool:     pool,
-		maxGroup: max(maxGroup, 1),
-		slots:    make(chan struct{}, max(concurrentCommits, 1)),
-	}
+	g := &TransitionGroup{pool: pool}
+	g.batches = newBatcher(maxGroup, concurrentCommits,
+		func(p pendingTransition) string { return p.change.DomainID }, g.commit)
+	return g
 }
 
 // Transition is Transition's guarded move, committed with whatever other
@@ -85,95 +67,34 @@ func (g *TransitionGroup) Transition(ctx context.Context, c domain.Change) (doma
 	if err != nil {
 		return domain.Record{}, err
 	}
-	p := &pendingTransition{change: c, args: args, done: make(chan transitionResult, 1)}
-	g.mu.Lock()
-	g.waiting = append(g.waiting, p)
-	g.mu.Unlock()
-	for !g.isTaken(p) {
-		select {
-		case r := <-p.done:
-			return r.rec, r.err
-		case g.slots <- struct{}{}:
-			g.commitWaiting(ctx)
-			<-g.slots
-		case <-ctx.Done():
-			if g.withdraw(p) {
-				return domain.Record{}, ctx.Err()
-			}
-			// Already in a group being committed: its outcome is the
-			// change's outcome, and it comes soon.
-			r := <-p.done
-			return r.rec, r.err
-		}
+	r, err := g.batches.do(ctx, pendingTransition{change: c, args: args})
+	if err != nil {
+		return domain.Record{}, err
 	}
-	// Another caller's group has the change; it commits soon. (Competing
-	// for a slot now would only find nothing waiting, again and again.)
-	r := <-p.done
 	return r.rec, r.err
 }
 
-func (g *TransitionGroup) isTaken(p *pendingTransition) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return p.taken
-}
-
-// withdraw takes p out of the waiting list; false when a group took it.
-func (g *TransitionGroup) withdraw(p *pendingTransition) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if i := slices.Index(g.waiting, p); i >= 0 {
-		g.waiting = slices.Delete(g.waiting, i, i+1)
-		return true
-	}
-	return false
-}
-
-// commitWaiting commits up to maxGroup waiting changes.
-func (g *TransitionGroup) commitWaiting(ctx context.Context) {
-	g.mu.Lock()
-	var group []*pendingTransition
-	inGroup := make(map[string]bool)
-	g.waiting = slices.DeleteFunc(g.waiting, func(p *pendingTransition) bool {
-		if len(group) == g.maxGroup || inGroup[p.change.DomainID] {
-			return false
+// commit writes a group: alone when it is one change, else as one
+// statement, and each change alone when that statement fails.
+func (g *TransitionGroup) commit(ctx context.Context, group []pendingTransition) []transitionResult {
+	if len(group) > 1 {
+		results, err := g.commitTogether(ctx, group)
+		if err == nil {
+			return results
 		}
-		inGroup[p.change.DomainID] = true
-		p.taken = true
-		group = append(group, p)
-		return true
-	})
-	g.mu.Unlock()
-	if len(group) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), groupCommitTimeout)
-	defer cancel()
-	if len(group) == 1 {
-		g.commitAlone(ctx, group[0])
-		return
-	}
-	results, err := g.commitTogether(ctx, group)
-	if err != nil {
 		// The statement failed (a refusal, a deadlock) or the connection
 		// broke: nothing of the group is known to be written, and every
 		// change gets its own statement and its own outcome. A change the
 		// failed attempt did write (a connection lost during the commit)
 		// comes back as ErrStale, which its caller already treats as
 		// "done by someone else".
-		for _, p := range group {
-			g.commitAlone(ctx, p)
-		}
-		return
 	}
+	results := make([]transitionResult, len(group))
 	for i, p := range group {
-		p.done <- results[i]
+		rec, err := scanRecord(g.pool.QueryRow(ctx, transitionSQL, p.args.params()...))
+		results[i] = transitionResult{rec: rec, err: transitionError(p.change, err)}
 	}
-}
-
-func (g *TransitionGroup) commitAlone(ctx context.Context, p *pendingTransition) {
-	rec, err := scanRecord(g.pool.QueryRow(ctx, transitionSQL, p.args.params()...))
-	p.done <- transitionResult{rec: rec, err: transitionError(p.change, err)}
+	return results
 }
 
 // groupTransitionSQL is transitionSQL for many changes: one row of the
@@ -196,7 +117,7 @@ const groupTransitionSQL = `UPDATE portal_domains SET
 // commitTogether writes the group in one statement (its own transaction).
 // A change whose row it did not return moved on: ErrStale. Any error fails
 // the whole group.
-func (g *TransitionGroup) commitTogether(ctx context.Context, group []*pendingTransition) ([]transitionResult, error) {
+func (g *TransitionGroup) commitTogether(ctx context.Context, group []pendingTransition) ([]transitionResult, error) {
 	ids := make([]string, len(group))
 	generations := make([]int64, len(group))
 	from, to, messages, details, secrets, resourceVersions := make([]string, len(group)), make([]string, len(group)),

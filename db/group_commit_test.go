@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,4 +196,43 @@ func TestTransitionGroupUnderLoad(t *testing.T) {
 	require.Equal(t, n, applies)
 	require.Equal(t, 0, g.Waiting())
 	t.Logf("%d transitions in %d transactions", n, transactions)
+}
+
+func TestReadGroupReadsWhatGetDomainReads(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	g := db.NewReadGroup(b.pool, 16, 2)
+	const n = 100
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = sqlInsert(t, b, newTenant(), fmt.Sprintf("read%d.acme.com", i))
+	}
+	missing := "00000000-0000-4000-8000-000000000000"
+	var wg sync.WaitGroup
+	got := make([]domain.Record, n)
+	errs := make([]error, n+2)
+	for i := range n + 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch i {
+			case n:
+				_, errs[i] = g.GetDomain(b.ctx, missing)
+			case n + 1:
+				_, errs[i] = g.GetDomain(b.ctx, "not-a-uuid")
+			default:
+				// Upper case reads the same row.
+				got[i], errs[i] = g.GetDomain(b.ctx, strings.ToUpper(ids[i]))
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i])
+		want, err := db.GetDomain(b.ctx, b.pool, ids[i])
+		require.NoError(t, err)
+		require.Equal(t, want, got[i])
+	}
+	require.ErrorIs(t, errs[n], db.ErrNotFound)
+	require.ErrorIs(t, errs[n+1], domain.ErrInvalidInput)
 }

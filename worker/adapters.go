@@ -50,13 +50,22 @@ type Store struct {
 	// Transitions, when set, commits the transitions of concurrently
 	// running jobs together (see db.TransitionGroup).
 	Transitions *db.TransitionGroup
+	// Reads, when set, reads the rows of jobs starting together in one
+	// query (see db.ReadGroup).
+	Reads *db.ReadGroup
 }
 
 var _ jobs.Store = Store{}
 
 // GetDomain reads a row.
 func (s Store) GetDomain(ctx context.Context, id string) (domain.Record, error) {
-	rec, err := db.GetDomain(ctx, s.Pool, id)
+	var rec domain.Record
+	var err error
+	if s.Reads != nil {
+		rec, err = s.Reads.GetDomain(ctx, id)
+	} else {
+		rec, err = db.GetDomain(ctx, s.Pool, id)
+	}
 	if errors.Is(err, db.ErrNotFound) {
 		return rec, fmt.Errorf("%w: %w", jobs.ErrNotFound, err)
 	}

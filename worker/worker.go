@@ -129,7 +129,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	}
 	tracer := tp.Tracer(telemetry.TracerName)
 	deps := &jobs.Deps{
-		Store:    Store{Pool: w.pool, Transitions: db.NewTransitionGroup(w.pool, cfg.TransitionGroup, transitionCommits)},
+		Store: Store{Pool: w.pool,
+			Transitions: db.NewTransitionGroup(w.pool, cfg.TransitionGroup, transitionCommits),
+			Reads:       db.NewReadGroup(w.pool, cfg.TransitionGroup, transitionCommits)},
 		DNS:      DNS{Resolver: resolver, CAAIdentity: cfg.CAAIdentity, Tracer: tracer},
 		Prober:   Prober{Config: cfg.Probe, Tracer: tracer},
 		Observer: observers{metricsObserver{w.metrics}, opts.Observer},
