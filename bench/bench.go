@@ -74,9 +74,9 @@ type Options struct {
 	// own executable; a test passes its helper process.
 	WorkerCommand []string
 	WorkerEnv     []string
-	// Getenv passes GOGC, GOMEMLIMIT, GOMAXPROCS, GODEBUG, PORTAL_DOMAIN_PPROF and
-	// PORTAL_DOMAIN_TRANSITION_GROUP to the
-	// worker, so it runs as it would be deployed; nil passes nothing.
+	// Getenv passes GOGC, GOMEMLIMIT, GOMAXPROCS, GODEBUG, PORTAL_DOMAIN_PPROF
+	// and PORTAL_DOMAIN_TRANSITION_GROUP to the worker, so it runs as it
+	// would be deployed (or as an A/B run asks); nil passes nothing.
 	Getenv func(string) string
 	// Rows limits the run to the steps producing these row IDs ("2" runs
 	// the apply row; "3", "4a", "4b" and "6" share one step); empty runs

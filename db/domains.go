@@ -149,8 +149,7 @@ func Transition(ctx context.Context, q Querier, c domain.Change) (domain.Record,
 	if err != nil {
 		return domain.Record{}, err
 	}
-	rec, err := scanRecord(q.QueryRow(ctx, transitionSQL, enc.params()...))
-	return rec, transitionError(c, err)
+	return enc.write(ctx, q)
 }
 
 // transitionSQL is the guarded UPDATE of Transition (and of a
@@ -185,20 +184,28 @@ func encodeChange(c domain.Change) (encodedChange, error) {
 	if err != nil {
 		return encodedChange{}, fmt.Errorf("encode verification details: %w", err)
 	}
-	return encodedChange{id: c.DomainID, generation: c.Generation, from: string(c.From), to: string(c.To),
+	// The canonical form, so a group matches the change to the row it
+	// returns; an id that is not a UUID is left for Postgres to refuse.
+	id := c.DomainID
+	if canonical, err := domain.ParseDomainID(id); err == nil {
+		id = canonical
+	}
+	return encodedChange{id: id, generation: c.Generation, from: string(c.From), to: string(c.To),
 		message: domain.TruncateMessage(c.Message), details: string(detailsJSON), secret: c.CertificateSecretName,
 		clearSecret: c.ClearSecretName, resourceVersion: c.ResourceVersion}, nil
 }
 
-// params are transitionSQL's parameters.
-func (e encodedChange) params() []any {
-	return []any{e.id, e.generation, e.from, e.to, e.message, e.details, e.secret, e.clearSecret, e.resourceVersion}
+// write runs transitionSQL for the change alone.
+func (e encodedChange) write(ctx context.Context, q Querier) (domain.Record, error) {
+	rec, err := scanRecord(q.QueryRow(ctx, transitionSQL,
+		e.id, e.generation, e.from, e.to, e.message, e.details, e.secret, e.clearSecret, e.resourceVersion))
+	return rec, e.writeError(err)
 }
 
-// transitionError turns "no row matched the guard" into ErrStale.
-func transitionError(c domain.Change, err error) error {
+// writeError turns "no row matched the guard" into ErrStale.
+func (e encodedChange) writeError(err error) error {
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("%w: %s is no longer %s at generation %d", ErrStale, c.DomainID, c.From, c.Generation)
+		return fmt.Errorf("%w: %s is no longer %s at generation %d", ErrStale, e.id, e.from, e.generation)
 	}
 	return classify(err)
 }

@@ -36,12 +36,7 @@ import (
 // domain, so every change has its own row.
 type TransitionGroup struct {
 	pool    *pgxpool.Pool
-	batches *batcher[pendingTransition, transitionResult]
-}
-
-type pendingTransition struct {
-	change domain.Change
-	args   encodedChange
+	batches *batcher[encodedChange, transitionResult]
 }
 
 type transitionResult struct {
@@ -55,7 +50,7 @@ type transitionResult struct {
 func NewTransitionGroup(pool *pgxpool.Pool, maxGroup, concurrentCommits int) *TransitionGroup {
 	g := &TransitionGroup{pool: pool}
 	g.batches = newBatcher(maxGroup, concurrentCommits,
-		func(p pendingTransition) string { return p.change.DomainID }, g.commit)
+		func(e encodedChange) string { return e.id }, g.commit)
 	return g
 }
 
@@ -63,11 +58,11 @@ func NewTransitionGroup(pool *pgxpool.Pool, maxGroup, concurrentCommits int) *Tr
 // changes are waiting. It returns once the change is committed (or has
 // failed); ErrStale when the row moved on.
 func (g *TransitionGroup) Transition(ctx context.Context, c domain.Change) (domain.Record, error) {
-	args, err := encodeChange(c)
+	enc, err := encodeChange(c)
 	if err != nil {
 		return domain.Record{}, err
 	}
-	r, err := g.batches.do(ctx, pendingTransition{change: c, args: args})
+	r, err := g.batches.do(ctx, enc)
 	if err != nil {
 		return domain.Record{}, err
 	}
@@ -76,7 +71,7 @@ func (g *TransitionGroup) Transition(ctx context.Context, c domain.Change) (doma
 
 // commit writes a group: alone when it is one change, else as one
 // statement, and each change alone when that statement fails.
-func (g *TransitionGroup) commit(ctx context.Context, group []pendingTransition) []transitionResult {
+func (g *TransitionGroup) commit(ctx context.Context, group []encodedChange) []transitionResult {
 	if len(group) > 1 {
 		results, err := g.commitTogether(ctx, group)
 		if err == nil {
@@ -90,9 +85,9 @@ func (g *TransitionGroup) commit(ctx context.Context, group []pendingTransition)
 		// "done by someone else".
 	}
 	results := make([]transitionResult, len(group))
-	for i, p := range group {
-		rec, err := scanRecord(g.pool.QueryRow(ctx, transitionSQL, p.args.params()...))
-		results[i] = transitionResult{rec: rec, err: transitionError(p.change, err)}
+	for i, e := range group {
+		rec, err := e.write(ctx, g.pool)
+		results[i] = transitionResult{rec: rec, err: err}
 	}
 	return results
 }
@@ -117,14 +112,13 @@ const groupTransitionSQL = `UPDATE portal_domains SET
 // commitTogether writes the group in one statement (its own transaction).
 // A change whose row it did not return moved on: ErrStale. Any error fails
 // the whole group.
-func (g *TransitionGroup) commitTogether(ctx context.Context, group []pendingTransition) ([]transitionResult, error) {
+func (g *TransitionGroup) commitTogether(ctx context.Context, group []encodedChange) ([]transitionResult, error) {
 	ids := make([]string, len(group))
 	generations := make([]int64, len(group))
 	from, to, messages, details, secrets, resourceVersions := make([]string, len(group)), make([]string, len(group)),
 		make([]string, len(group)), make([]string, len(group)), make([]string, len(group)), make([]string, len(group))
 	clearSecrets := make([]bool, len(group))
-	for i, p := range group {
-		a := p.args
+	for i, a := range group {
 		ids[i], generations[i], from[i], to[i], messages[i] = a.id, a.generation, a.from, a.to, a.message
 		details[i], secrets[i], clearSecrets[i], resourceVersions[i] = a.details, a.secret, a.clearSecret, a.resourceVersion
 	}
@@ -141,10 +135,10 @@ func (g *TransitionGroup) commitTogether(ctx context.Context, group []pendingTra
 		byID[rec.ID] = rec
 	}
 	results := make([]transitionResult, len(group))
-	for i, p := range group {
-		rec, ok := byID[p.change.DomainID]
+	for i, e := range group {
+		rec, ok := byID[e.id]
 		if !ok {
-			results[i] = transitionResult{err: transitionError(p.change, ErrNotFound)}
+			results[i] = transitionResult{err: e.writeError(ErrNotFound)}
 			continue
 		}
 		results[i] = transitionResult{rec: rec}

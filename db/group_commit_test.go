@@ -82,7 +82,11 @@ func TestTransitionGroupCommitsWaitingChangesTogether(t *testing.T) {
 	for i := range 5 {
 		id := sqlInsert(t, b, newTenant(), fmt.Sprintf("portal%d.acme.com", i))
 		ids = append(ids, id)
-		changes = append(changes, domain.Change{DomainID: id, Generation: 1, From: domain.StatusPendingDNS,
+		changeID := id
+		if i == 2 {
+			changeID = strings.ToUpper(id) // the same row, matched by its canonical id
+		}
+		changes = append(changes, domain.Change{DomainID: changeID, Generation: 1, From: domain.StatusPendingDNS,
 			To: domain.StatusPendingCertificate, Message: "DNS verified", Details: map[string]any{"dns_outcome": "verified"}})
 	}
 	// A change whose guard no longer matches is stale, not a failure of
