@@ -30,7 +30,10 @@ type batcher[Req, Res any] struct {
 }
 
 type batchCall[Req, Res any] struct {
-	req  Req
+	req Req
+	// ctx is the caller's: a call whose caller has given up is never
+	// taken into a batch (a job cancelled at shutdown must not write).
+	ctx  context.Context
 	done chan Res
 	// taken is set (under mu) when a batch takes the call: from then on
 	// its caller only waits for done.
@@ -46,9 +49,14 @@ func newBatcher[Req, Res any](maxBatch, concurrent int, key func(Req) string, ru
 
 // do runs req in a batch and returns its result; the error is the caller's
 // context ending before its request was taken into a batch (once taken,
-// the result comes whatever happens to the caller).
+// the result comes whatever happens to the caller). A request whose
+// context has already ended is not run at all.
 func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
-	c := &batchCall[Req, Res]{req: req, done: make(chan Res, 1)}
+	if err := ctx.Err(); err != nil {
+		var zero Res
+		return zero, err
+	}
+	c := &batchCall[Req, Res]{req: req, ctx: ctx, done: make(chan Res, 1)}
 	b.mu.Lock()
 	b.waiting = append(b.waiting, c)
 	b.mu.Unlock()
@@ -95,13 +103,14 @@ func (b *batcher[Req, Res]) waitingCount() int {
 	return len(b.waiting)
 }
 
-// runWaiting runs up to max waiting requests with distinct keys.
+// runWaiting runs up to max waiting requests with distinct keys, leaving
+// those whose callers have given up for them to withdraw.
 func (b *batcher[Req, Res]) runWaiting(ctx context.Context) {
 	b.mu.Lock()
 	var calls []*batchCall[Req, Res]
 	keys := make(map[string]bool)
 	b.waiting = slices.DeleteFunc(b.waiting, func(c *batchCall[Req, Res]) bool {
-		if len(calls) == b.max || keys[b.key(c.req)] {
+		if len(calls) == b.max || keys[b.key(c.req)] || c.ctx.Err() != nil {
 			return false
 		}
 		keys[b.key(c.req)] = true

@@ -12,8 +12,8 @@ import (
 
 // The batcher's own logic, without a database: requests that wait while a
 // batch runs go into the next batch together, one per key, and a caller
-// whose context ends before its request is taken gets its error and is
-// never run.
+// whose context ends before its request is taken (or before it asks) gets
+// its error and is never run.
 func TestBatcherGroupsWaitingRequests(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
@@ -76,5 +76,11 @@ func TestBatcherGroupsWaitingRequests(t *testing.T) {
 	// Three at most, one per key: b2 waits for the batch after b1's.
 	require.Equal(t, []string{"b1", "c1", "d1"}, batches[1], fmt.Sprint(batches))
 	require.ElementsMatch(t, []string{"b2", "e1"}, batches[2])
+	require.Len(t, batches, 3)
+
+	// A caller that has already given up (a job cancelled at shutdown)
+	// is not run, even with every slot free.
+	_, err := b.do(cancelled, "z1")
+	require.ErrorIs(t, err, context.Canceled)
 	require.Len(t, batches, 3)
 }
