@@ -245,8 +245,9 @@ func (b *bench) bareApplyRate(ctx context.Context, ds []benchDomain) (float64, e
 // rowsEndToEnd measures rows 3, 4 and 6. The latency baselines run first,
 // while nothing else does; then, Options.Rounds times, the bare outside
 // work and a worker moving N domains from SQL insert to active, each on a
-// fresh API server. The first round's worker also gives its idle memory,
-// the latency samples (before its N domains) and its peak memory.
+// fresh API server. The first round also takes the latency samples, with a
+// worker and API server of their own before its throughput, and its
+// throughput worker's idle and peak memory.
 func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 	n, samples := b.opts.N, b.opts.LatencySamples
 	if err := b.reset(ctx); err != nil {
@@ -276,7 +277,7 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 	}
 
 	// Throughput: baseline and pipeline alternate, Options.Rounds times;
-	// the latency samples and memory come from the first round's worker.
+	// the latency samples and memory come from the first round.
 	var m workerMeasurements
 	var rates, bases []float64
 	stageCPU, baseCPU := cpuUse{}, cpuUse{}
@@ -320,8 +321,8 @@ func (b *bench) rowsEndToEnd(ctx context.Context) ([]Row, error) {
 	if n < RSSTargetDomains {
 		rss.Note = fmt.Sprintf("at %s domains, not %s (run -n %d for the target's load); ", thousands(n), thousands(RSSTargetDomains), RSSTargetDomains)
 	}
-	rss.Note += fmt.Sprintf("VmHWM of the worker process after %d latency samples and %s domains end to end; baseline: its VmRSS once started and idle",
-		samples, thousands(n))
+	rss.Note += fmt.Sprintf("VmHWM of the worker process after %s domains end to end; baseline: the same worker's VmRSS once started and idle",
+		thousands(n))
 	if m.heapMB > 0 {
 		rss.Note += fmt.Sprintf("; Go heap in use right after the run: %.0f MB", m.heapMB)
 	}
@@ -409,27 +410,23 @@ func (b *bench) bareOutsideWorkRound(ctx context.Context) (float64, cpuUse, erro
 	return rate, cpu, errors.Join(err, stopIssuer())
 }
 
-// endToEndRound runs a worker on a fresh API server with the DEV-ONLY
-// issuer and measures into m: with all set, its idle memory, the latency
-// samples, then the throughput and its peak memory; otherwise the
-// throughput only.
+// endToEndRound measures one round of row 3 into m: the throughput, and
+// with all set also the latency samples (before it) and the worker's
+// memory. The latency samples get an API server and worker of their own,
+// so the throughput starts on a fresh API server like every other measured
+// phase: an API server that has served one phase is slower for the next.
 func (b *bench) endToEndRound(ctx context.Context, m *workerMeasurements, all bool) error {
-	if err := b.freshAPIServer(ctx); err != nil {
-		return err
+	if all {
+		if err := b.withPipeline(ctx, func(_ *child, issued *issuedAt) error {
+			return b.measureLatency(ctx, issued, m)
+		}); err != nil {
+			return err
+		}
 	}
-	if err := b.reset(ctx); err != nil {
-		return err
-	}
-	// The DEV-ONLY issuer signs each Certificate at once, and says when.
-	issued := &issuedAt{at: map[string]time.Time{}}
-	stopIssuer := b.startIssuer(ctx, issued.record)
-	w, err := b.startWorker(ctx, "end-to-end", workerEnv{kube: true, certNS: nsCert, gatewayNS: nsGateway, issuer: issuerName})
-	if err != nil {
-		return errors.Join(err, stopIssuer())
-	}
-	err = func() error {
+	return b.withPipeline(ctx, func(w *child, issued *issuedAt) error {
 		if all {
-			if err := b.measureLatency(ctx, w, issued, m); err != nil {
+			var err error
+			if m.idleMB, _, err = w.memory(); err != nil {
 				return err
 			}
 		}
@@ -445,19 +442,32 @@ func (b *bench) endToEndRound(ctx context.Context, m *workerMeasurements, all bo
 			m.heapMB, _ = w.heapInUseMB()
 		}
 		return nil
-	}()
+	})
+}
+
+// withPipeline runs fn against a worker on a fresh API server and empty
+// tables, with the DEV-ONLY issuer signing each Certificate at once (and
+// saying when), and stops them all afterwards.
+func (b *bench) withPipeline(ctx context.Context, fn func(w *child, issued *issuedAt) error) error {
+	if err := b.freshAPIServer(ctx); err != nil {
+		return err
+	}
+	if err := b.reset(ctx); err != nil {
+		return err
+	}
+	issued := &issuedAt{at: map[string]time.Time{}}
+	stopIssuer := b.startIssuer(ctx, issued.record)
+	w, err := b.startWorker(ctx, "end-to-end", workerEnv{kube: true, certNS: nsCert, gatewayNS: nsGateway, issuer: issuerName})
+	if err != nil {
+		return errors.Join(err, stopIssuer())
+	}
+	err = fn(w, issued)
 	return errors.Join(err, w.stop(), stopIssuer())
 }
 
-// measureLatency records the worker's idle memory, then inserts the
-// latency samples one at a time into the idle pipeline.
-func (b *bench) measureLatency(ctx context.Context, w *child, issued *issuedAt, m *workerMeasurements) error {
-	var err error
-	if m.idleMB, _, err = w.memory(); err != nil {
-		return err
-	}
-
-	// Latency: one domain at a time, spaced, into an idle pipeline.
+// measureLatency inserts the latency samples one at a time into the idle
+// pipeline and records insert → first DNS query and Ready → active.
+func (b *bench) measureLatency(ctx context.Context, issued *issuedAt, m *workerMeasurements) error {
 	lat := b.domains[phaseLatency]
 	committed := make(map[string]time.Time, len(lat))
 	for _, d := range lat {
