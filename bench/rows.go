@@ -417,13 +417,13 @@ func (b *bench) bareOutsideWorkRound(ctx context.Context) (float64, cpuUse, erro
 // phase: an API server that has served one phase is slower for the next.
 func (b *bench) endToEndRound(ctx context.Context, m *workerMeasurements, all bool) error {
 	if all {
-		if err := b.withPipeline(ctx, func(_ *child, issued *issuedAt) error {
+		if err := b.withPipeline(ctx, "latency", func(_ *child, issued *issuedAt) error {
 			return b.measureLatency(ctx, issued, m)
 		}); err != nil {
 			return err
 		}
 	}
-	return b.withPipeline(ctx, func(w *child, issued *issuedAt) error {
+	return b.withPipeline(ctx, "end-to-end", func(w *child, issued *issuedAt) error {
 		if all {
 			var err error
 			if m.idleMB, _, err = w.memory(); err != nil {
@@ -445,10 +445,10 @@ func (b *bench) endToEndRound(ctx context.Context, m *workerMeasurements, all bo
 	})
 }
 
-// withPipeline runs fn against a worker on a fresh API server and empty
-// tables, with the DEV-ONLY issuer signing each Certificate at once (and
-// saying when), and stops them all afterwards.
-func (b *bench) withPipeline(ctx context.Context, fn func(w *child, issued *issuedAt) error) error {
+// withPipeline runs fn against a worker (its log: worker-<name>.log) on a
+// fresh API server and empty tables, with the DEV-ONLY issuer signing each
+// Certificate at once (and saying when), and stops them all afterwards.
+func (b *bench) withPipeline(ctx context.Context, name string, fn func(w *child, issued *issuedAt) error) error {
 	if err := b.freshAPIServer(ctx); err != nil {
 		return err
 	}
@@ -457,7 +457,7 @@ func (b *bench) withPipeline(ctx context.Context, fn func(w *child, issued *issu
 	}
 	issued := &issuedAt{at: map[string]time.Time{}}
 	stopIssuer := b.startIssuer(ctx, issued.record)
-	w, err := b.startWorker(ctx, "end-to-end", workerEnv{kube: true, certNS: nsCert, gatewayNS: nsGateway, issuer: issuerName})
+	w, err := b.startWorker(ctx, name, workerEnv{kube: true, certNS: nsCert, gatewayNS: nsGateway, issuer: issuerName})
 	if err != nil {
 		return errors.Join(err, stopIssuer())
 	}

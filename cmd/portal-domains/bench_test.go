@@ -102,12 +102,13 @@ func TestBenchCommand(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema[1]).Scan(&exists))
 	require.False(t, exists, "schema %s was not dropped", schema[1])
 	// Each measured phase of rows 2 and 3 had its own API server: row 2 two
-	// per round, row 3 two per round and one for the watch floor; workers:
-	// row 1's, and one per round for rows 2 and 3.
+	// per round, row 3 two per round, one for the watch floor and one for
+	// the latency samples; workers: row 1's, one per round for rows 2 and
+	// 3, and the latency samples'.
 	apiServers := regexp.MustCompile(`kube-apiserver \(pid \d+\) and etcd \(pid \d+\)`).FindAllString(stderr.String(), -1)
-	require.Len(t, apiServers, 1+2*2+2*2, stderr.String())
+	require.Len(t, apiServers, 1+2*2+2*2+1, stderr.String())
 	workers := regexp.MustCompile(`worker "[a-z-]+" running \(pid \d+`).FindAllString(stderr.String(), -1)
-	require.Len(t, workers, 1+2+2, stderr.String())
+	require.Len(t, workers, 1+2+2+1, stderr.String())
 	pids := regexp.MustCompile(`\(pid (\d+)`).FindAllStringSubmatch(stderr.String(), -1)
 	require.Len(t, pids, 2*len(apiServers)+len(workers), stderr.String())
 	for _, m := range pids {
