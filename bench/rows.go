@@ -705,7 +705,9 @@ func (b *bench) watchFloor(ctx context.Context, ds []benchDomain) ([]time.Durati
 func (b *bench) startIssuer(ctx context.Context, onIssued func(namespace, name string, dnsNames []string)) (stop func() error) {
 	issuerCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	iss := &devstack.Issuer{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: onIssued}
+	// No periodic re-check (Resync): it would read every Certificate's
+	// Secret every 30 s, charging the API server by phase length.
+	iss := &devstack.Issuer{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: onIssued, Resync: -1}
 	go func() { done <- iss.Run(issuerCtx) }()
 	return func() error {
 		cancel()

@@ -50,10 +50,33 @@ type Issuer struct {
 	// Delay is how long a Certificate shows as Issuing before it is
 	// signed, so the demo's certificate_issuing stage is visible; zero
 	// signs at once.
-	Delay  time.Duration
+	Delay time.Duration
+	// Resync is how often every Certificate is checked again, which
+	// re-issues one whose Secret was deleted by hand: zero means
+	// DefaultIssuerResync, a negative value never. Each check reads the
+	// Certificate's Secret from the API server, so the bench turns it off:
+	// it deletes no Secrets, and the checks cost the API server more the
+	// more Certificates there are and the longer a phase runs, which
+	// charged the slower side of a comparison twice.
+	Resync time.Duration
 	Logger *slog.Logger
 	// OnIssued, when set, hears about each signed certificate.
 	OnIssued func(namespace, name string, dnsNames []string)
+}
+
+// DefaultIssuerResync is the Issuer's re-check period unless Resync says
+// otherwise.
+const DefaultIssuerResync = 30 * time.Second
+
+// resyncPeriod is Resync as the informer takes it (0: never).
+func (i *Issuer) resyncPeriod() time.Duration {
+	switch {
+	case i.Resync < 0:
+		return 0
+	case i.Resync == 0:
+		return DefaultIssuerResync
+	}
+	return i.Resync
 }
 
 // Run watches Certificates until ctx is done, then returns nil.
@@ -70,7 +93,7 @@ func (i *Issuer) Run(ctx context.Context) error {
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "dev-issuer"})
 	// A resync re-checks every Certificate now and then, which re-issues
 	// one whose Secret was deleted by hand.
-	inf := dynamicinformer.NewFilteredDynamicInformer(i.Dynamic, k8s.CertificateGVR, metav1.NamespaceAll, 30*time.Second,
+	inf := dynamicinformer.NewFilteredDynamicInformer(i.Dynamic, k8s.CertificateGVR, metav1.NamespaceAll, i.resyncPeriod(),
 		cache.Indexers{}, func(o *metav1.ListOptions) { o.LabelSelector = k8s.ManagedSelector })
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
