@@ -707,7 +707,7 @@ func (b *bench) startIssuer(ctx context.Context, onIssued func(namespace, name s
 	done := make(chan error, 1)
 	// No periodic re-check (Resync): it would read every Certificate's
 	// Secret every 30 s, charging the API server by phase length.
-	iss := &devstack.Issuer{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: onIssued, Resync: -1}
+	iss := &devstack.Issuer{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: onIssued, Resync: -1, Workers: 8}
 	go func() { done <- iss.Run(issuerCtx) }()
 	return func() error {
 		cancel()

@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/base64"
@@ -59,7 +60,9 @@ type Issuer struct {
 	// more Certificates there are and the longer a phase runs, which
 	// charged the slower side of a comparison twice.
 	Resync time.Duration
-	Logger *slog.Logger
+	// Workers is how many Certificates are signed at once; zero means 2.
+	Workers int
+	Logger  *slog.Logger
 	// OnIssued, when set, hears about each signed certificate.
 	OnIssued func(namespace, name string, dnsNames []string)
 }
@@ -122,7 +125,7 @@ func (i *Issuer) Run(ctx context.Context) error {
 
 	r := &issueRun{Issuer: i, logger: logger, lister: inf.Lister(), issuing: map[string]time.Time{}}
 	var wg sync.WaitGroup
-	for range 2 {
+	for range cmp.Or(i.Workers, 2) {
 		wg.Go(func() {
 			for {
 				key, shutdown := queue.Get()
