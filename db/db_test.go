@@ -828,3 +828,49 @@ func TestOpenCreating(t *testing.T) {
 	require.ErrorIs(t, err, db.ErrUnreachable)
 	require.False(t, db.IsMissingDatabase(err))
 }
+
+// Every stage's job carries the stage's River priority, whoever enqueues it
+// (the trigger, the one-row SQL function or River's own insert), so in a
+// bulk import an await_certificate job is fetched before the backlog of
+// apply jobs on the same kubernetes queue.
+func TestStageJobsCarryTheStagePriority(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	priorities := func() map[string]int {
+		rows, err := b.pool.Query(b.ctx, `SELECT kind, priority FROM river_job`)
+		require.NoError(t, err)
+		out := map[string]int{}
+		for rows.Next() {
+			var kind string
+			var p int
+			require.NoError(t, rows.Scan(&kind, &p))
+			require.NotContains(t, out, kind, "one job per kind here")
+			out[kind] = p
+		}
+		require.NoError(t, rows.Err())
+		return out
+	}
+	apply, _ := domain.StageByKind(domain.KindApply)
+	await, _ := domain.StageByKind(domain.KindAwaitCertificate)
+	require.Greater(t, apply.Priority, await.Priority, "applies run after the jobs that bring a domain live")
+
+	id := sqlInsert(t, b, newTenant(), "portal.prio.com")
+	moveBySQL(t, b, id, domain.StatusVerifyingDNS, domain.StatusPendingCertificate, domain.StatusCertificateIssuing)
+	require.Equal(t, map[string]int{domain.KindVerifyDNS: 1, domain.KindApply: apply.Priority, domain.KindAwaitCertificate: await.Priority},
+		priorities())
+
+	// River's insert of the same stage gets the same priority.
+	_, err := b.pool.Exec(b.ctx, `DELETE FROM river_job`)
+	require.NoError(t, err)
+	client, err := river.NewClient(riverpgxv5.New(b.pool), &river.Config{})
+	require.NoError(t, err)
+	res, err := client.Insert(b.ctx, jobs.ApplyArgs{DomainArgs: jobs.DomainArgs{DomainID: id, Generation: 1}}, nil)
+	require.NoError(t, err)
+	require.Equal(t, apply.Priority, res.Job.Priority)
+
+	// And the one-row SQL function, for another generation.
+	var enqueued bool
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT portal_domains_enqueue_stage($1, 'certificate_issuing', 7)`, id).Scan(&enqueued))
+	require.True(t, enqueued)
+	require.Equal(t, map[string]int{domain.KindApply: apply.Priority, domain.KindAwaitCertificate: await.Priority}, priorities())
+}

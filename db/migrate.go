@@ -234,9 +234,9 @@ func syncRules(ctx context.Context, tx pgx.Tx, settings Settings) error {
 		return fmt.Errorf("sync stages: %w", err)
 	}
 	for _, s := range domain.Stages {
-		if _, err := tx.Exec(ctx, `INSERT INTO portal_domain_stage_jobs (status, kind, queue, max_attempts, first_run_delay)
-			VALUES ($1::text::portal_domain_status, $2, $3, $4, make_interval(secs => $5::float8))`,
-			string(s.Status), s.Kind, s.Queue, s.MaxAttempts, s.FirstRunDelay.Seconds()); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO portal_domain_stage_jobs (status, kind, queue, max_attempts, first_run_delay, priority)
+			VALUES ($1::text::portal_domain_status, $2, $3, $4, make_interval(secs => $5::float8), $6)`,
+			string(s.Status), s.Kind, s.Queue, s.MaxAttempts, s.FirstRunDelay.Seconds(), s.Priority); err != nil {
 			return fmt.Errorf("sync stage %s: %w", s.Status, err)
 		}
 	}

@@ -17,6 +17,11 @@ type Stage struct {
 	// after apply would only find "not issued yet" and cost a job, three
 	// API reads and a status write per domain.
 	FirstRunDelay time.Duration
+	// Priority is River's (1 runs first, 4 last): within a queue, jobs
+	// that bring a domain live go before apply jobs, so in a bulk import a
+	// domain whose certificate is Ready does not wait behind thousands of
+	// applies.
+	Priority int
 }
 
 // CertificateFirstCheck is how long after apply the await_certificate job
@@ -44,12 +49,12 @@ const (
 // share verify_dns: the job itself moves pending_dns → verifying_dns, and the
 // unique key makes the second enqueue a no-op.
 var Stages = []Stage{
-	{StatusPendingDNS, KindVerifyDNS, QueueDNS, 25, 0},
-	{StatusVerifyingDNS, KindVerifyDNS, QueueDNS, 25, 0},
-	{StatusPendingCertificate, KindApply, QueueKubernetes, 12, 0},
-	{StatusCertificateIssuing, KindAwaitCertificate, QueueKubernetes, 25, CertificateFirstCheck},
-	{StatusDeploying, KindProbe, QueueProbe, 25, 0},
-	{StatusDisabled, KindDisable, QueueKubernetes, 25, 0},
+	{StatusPendingDNS, KindVerifyDNS, QueueDNS, 25, 0, 1},
+	{StatusVerifyingDNS, KindVerifyDNS, QueueDNS, 25, 0, 1},
+	{StatusPendingCertificate, KindApply, QueueKubernetes, 12, 0, 2},
+	{StatusCertificateIssuing, KindAwaitCertificate, QueueKubernetes, 25, CertificateFirstCheck, 1},
+	{StatusDeploying, KindProbe, QueueProbe, 25, 0, 1},
+	{StatusDisabled, KindDisable, QueueKubernetes, 25, 0, 1},
 }
 
 // StageFor returns the stage working status s, if any.

@@ -65,6 +65,7 @@ func stageInsertOpts(kind string) river.InsertOpts {
 	opts := river.InsertOpts{
 		Queue:       stage.Queue,
 		MaxAttempts: stage.MaxAttempts,
+		Priority:    stage.Priority,
 		UniqueOpts:  river.UniqueOpts{ByArgs: true},
 	}
 	if stage.FirstRunDelay > 0 {
