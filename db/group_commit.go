@@ -36,12 +36,7 @@ import (
 // domain, so every change has its own row.
 type TransitionGroup struct {
 	pool    *pgxpool.Pool
-	batches *batcher[encodedChange, transitionResult]
-}
-
-type transitionResult struct {
-	rec domain.Record
-	err error
+	batches *batcher[encodedChange, recordResult]
 }
 
 // NewTransitionGroup commits at most maxGroup changes per statement and
@@ -71,7 +66,7 @@ func (g *TransitionGroup) Transition(ctx context.Context, c domain.Change) (doma
 
 // commit writes a group: alone when it is one change, else as one
 // statement, and each change alone when that statement fails.
-func (g *TransitionGroup) commit(ctx context.Context, group []encodedChange) []transitionResult {
+func (g *TransitionGroup) commit(ctx context.Context, group []encodedChange) []recordResult {
 	if len(group) > 1 {
 		results, err := g.commitTogether(ctx, group)
 		if err == nil {
@@ -84,10 +79,10 @@ func (g *TransitionGroup) commit(ctx context.Context, group []encodedChange) []t
 		// comes back as ErrStale, which its caller already treats as
 		// "done by someone else".
 	}
-	results := make([]transitionResult, len(group))
+	results := make([]recordResult, len(group))
 	for i, e := range group {
 		rec, err := e.write(ctx, g.pool)
-		results[i] = transitionResult{rec: rec, err: err}
+		results[i] = recordResult{rec: rec, err: err}
 	}
 	return results
 }
@@ -112,7 +107,7 @@ const groupTransitionSQL = `UPDATE portal_domains SET
 // commitTogether writes the group in one statement (its own transaction).
 // A change whose row it did not return moved on: ErrStale. Any error fails
 // the whole group.
-func (g *TransitionGroup) commitTogether(ctx context.Context, group []encodedChange) ([]transitionResult, error) {
+func (g *TransitionGroup) commitTogether(ctx context.Context, group []encodedChange) ([]recordResult, error) {
 	ids := make([]string, len(group))
 	generations := make([]int64, len(group))
 	from, to, messages, details, secrets, resourceVersions := make([]string, len(group)), make([]string, len(group)),
@@ -134,14 +129,7 @@ func (g *TransitionGroup) commitTogether(ctx context.Context, group []encodedCha
 	for _, rec := range written {
 		byID[rec.ID] = rec
 	}
-	results := make([]transitionResult, len(group))
-	for i, e := range group {
-		rec, ok := byID[e.id]
-		if !ok {
-			results[i] = transitionResult{err: e.writeError(ErrNotFound)}
-			continue
-		}
-		results[i] = transitionResult{rec: rec}
-	}
-	return results, nil
+	return matchByID(group, byID, func(e encodedChange) string { return e.id }, func(e encodedChange) error {
+		return e.writeError(ErrNotFound)
+	}), nil
 }

@@ -14,12 +14,28 @@ import (
 // pipeline) runs at once, as GetDomain.
 type ReadGroup struct {
 	pool  *pgxpool.Pool
-	reads *batcher[string, readResult]
+	reads *batcher[string, recordResult]
 }
 
-type readResult struct {
+// recordResult is one request's outcome in a ReadGroup or TransitionGroup
+// batch.
+type recordResult struct {
 	rec domain.Record
 	err error
+}
+
+// matchByID gives each request of a batch the row a set-based query
+// returned for its id, or missing(req) when it returned none.
+func matchByID[Req any](reqs []Req, byID map[string]domain.Record, id func(Req) string, missing func(Req) error) []recordResult {
+	results := make([]recordResult, len(reqs))
+	for i, req := range reqs {
+		if rec, ok := byID[id(req)]; ok {
+			results[i] = recordResult{rec: rec}
+		} else {
+			results[i] = recordResult{err: missing(req)}
+		}
+	}
+	return results
 }
 
 // NewReadGroup reads at most maxGroup rows per query, at most concurrent
@@ -43,26 +59,18 @@ func (g *ReadGroup) GetDomain(ctx context.Context, id string) (domain.Record, er
 	return r.rec, r.err
 }
 
-func (g *ReadGroup) read(ctx context.Context, ids []string) []readResult {
-	results := make([]readResult, len(ids))
+func (g *ReadGroup) read(ctx context.Context, ids []string) []recordResult {
 	if len(ids) > 1 {
 		byID, err := DomainsByID(ctx, g.pool, ids)
 		if err == nil {
-			for i, id := range ids {
-				rec, ok := byID[id]
-				if !ok {
-					results[i] = readResult{err: ErrNotFound}
-					continue
-				}
-				results[i] = readResult{rec: rec}
-			}
-			return results
+			return matchByID(ids, byID, func(id string) string { return id }, func(string) error { return ErrNotFound })
 		}
 		// Whatever broke the query, each read gets its own outcome.
 	}
+	results := make([]recordResult, len(ids))
 	for i, id := range ids {
 		rec, err := GetDomain(ctx, g.pool, id)
-		results[i] = readResult{rec: rec, err: err}
+		results[i] = recordResult{rec: rec, err: err}
 	}
 	return results
 }

@@ -60,16 +60,20 @@ type Issuer struct {
 	// more Certificates there are and the longer a phase runs, which
 	// charged the slower side of a comparison twice.
 	Resync time.Duration
-	// Workers is how many Certificates are signed at once; zero means 2.
+	// Workers is how many Certificates are signed at once; zero means
+	// DefaultIssuerWorkers.
 	Workers int
 	Logger  *slog.Logger
 	// OnIssued, when set, hears about each signed certificate.
 	OnIssued func(namespace, name string, dnsNames []string)
 }
 
-// DefaultIssuerResync is the Issuer's re-check period unless Resync says
-// otherwise.
-const DefaultIssuerResync = 30 * time.Second
+// The Issuer's defaults: its re-check period unless Resync says otherwise,
+// and how many Certificates it signs at once unless Workers does.
+const (
+	DefaultIssuerResync  = 30 * time.Second
+	DefaultIssuerWorkers = 2
+)
 
 // resyncPeriod is Resync as the informer takes it (0: never).
 func (i *Issuer) resyncPeriod() time.Duration {
@@ -125,7 +129,7 @@ func (i *Issuer) Run(ctx context.Context) error {
 
 	r := &issueRun{Issuer: i, logger: logger, lister: inf.Lister(), issuing: map[string]time.Time{}}
 	var wg sync.WaitGroup
-	for range cmp.Or(i.Workers, 2) {
+	for range cmp.Or(i.Workers, DefaultIssuerWorkers) {
 		wg.Go(func() {
 			for {
 				key, shutdown := queue.Get()
