@@ -127,11 +127,12 @@ func (b *bench) riverClient(ctx context.Context, queues map[string]int, workers 
 
 // dnsQueueRate runs n jobs of one kind on the dns queue, with as many
 // workers as verify_dns gets: it inserts them in one commit (args(i) is the
-// i-th job's args), then times from that commit to the last completion.
-func (b *bench) dnsQueueRate(ctx context.Context, workers *river.Workers, n int, kind string, args func(i int) river.JobArgs) (rate float64, err error) {
+// i-th job's args), then times from that commit to the last completion,
+// and measures the CPU the machine spent meanwhile.
+func (b *bench) dnsQueueRate(ctx context.Context, workers *river.Workers, n int, kind string, args func(i int) river.JobArgs) (run queueRun, err error) {
 	client, stop, err := b.riverClient(ctx, map[string]int{domain.QueueDNS: b.opts.DNSWorkers}, workers)
 	if err != nil {
-		return 0, err
+		return queueRun{}, err
 	}
 	defer func() { err = errors.Join(err, stop()) }()
 	params := make([]river.InsertManyParams, n)
@@ -142,20 +143,26 @@ func (b *bench) dnsQueueRate(ctx context.Context, workers *river.Workers, n int,
 		_, err := client.InsertManyTx(ctx, tx, params)
 		return err
 	}); err != nil {
-		return 0, fmt.Errorf("insert %s jobs: %w", kind, err)
+		return queueRun{}, fmt.Errorf("insert %s jobs: %w", kind, err)
 	}
-	t0 := time.Now()
+	t0, cpu := time.Now(), startCPU(-1)
 	last, err := b.waitDone(ctx, kind+" jobs completed", n,
 		`SELECT count(*), max(finalized_at) FROM river_job WHERE kind = $1 AND state = 'completed'`, kind)
 	if err != nil {
-		return 0, err
+		return queueRun{}, err
 	}
-	return perSecond(n, last.Sub(t0)), nil
+	return queueRun{rate: perSecond(n, last.Sub(t0)), cpu: cpu.stop()}, nil
+}
+
+// queueRun is one timed run of row 1: jobs per second and the CPU it took.
+type queueRun struct {
+	rate float64
+	cpu  phaseCPU
 }
 
 // riverNoopRate is row 1's baseline: n no-op jobs on the dns queue, made
 // available in one commit, run by as many workers as verify_dns gets.
-func (b *bench) riverNoopRate(ctx context.Context, n int) (float64, error) {
+func (b *bench) riverNoopRate(ctx context.Context, n int) (queueRun, error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &noopWorker{})
 	return b.dnsQueueRate(ctx, workers, n, noopArgs{}.Kind(), func(i int) river.JobArgs { return noopArgs{Sample: i} })
@@ -187,10 +194,10 @@ func (w *dnsCheckWorker) Work(ctx context.Context, job *river.Job[dnsCheckArgs])
 
 // riverDNSCheckRate is row 1's split: River jobs that each run one
 // domain's DNS check only, on the dns queue, made available in one commit.
-func (b *bench) riverDNSCheckRate(ctx context.Context, ds []benchDomain) (float64, error) {
+func (b *bench) riverDNSCheckRate(ctx context.Context, ds []benchDomain) (queueRun, error) {
 	resolver, err := dns.NewResolver(dns.Config{Servers: []string{b.dns.Addr()}})
 	if err != nil {
-		return 0, err
+		return queueRun{}, err
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &dnsCheckWorker{resolver: resolver, domains: ds})
@@ -223,17 +230,17 @@ func (w *stepWorker) Work(ctx context.Context, job *river.Job[stepArgs]) error {
 
 // riverStepRate is the other half of row 1's split: n River jobs that each
 // make the minimal transactional step (stepWorker), on the dns queue.
-func (b *bench) riverStepRate(ctx context.Context, n int) (rate float64, err error) {
+func (b *bench) riverStepRate(ctx context.Context, n int) (run queueRun, err error) {
 	if _, err := b.pool.Exec(ctx, `DROP TABLE IF EXISTS bench_step_rows;
 		CREATE TABLE bench_step_rows (id int PRIMARY KEY, step int NOT NULL, updated_at timestamptz NOT NULL)`); err != nil {
-		return 0, fmt.Errorf("step rows: %w", err)
+		return queueRun{}, fmt.Errorf("step rows: %w", err)
 	}
 	defer func() {
 		_, dropErr := b.pool.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS bench_step_rows`)
 		err = errors.Join(err, dropErr)
 	}()
 	if _, err := b.pool.Exec(ctx, `INSERT INTO bench_step_rows SELECT i, 0, now() FROM generate_series(0, $1 - 1) AS i`, n); err != nil {
-		return 0, fmt.Errorf("step rows: %w", err)
+		return queueRun{}, fmt.Errorf("step rows: %w", err)
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &stepWorker{db: b.pool})

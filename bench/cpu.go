@@ -117,6 +117,18 @@ func (u cpuUse) per(n int) cpuUse {
 // "kube-apiserver 41.2 s, etcd 9.8 s, postgres 7.1 s, worker 6.0 s";
 // programs under 2% of the total are left out.
 func (u cpuUse) String() string {
+	return u.format(func(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) })
+}
+
+// perJob is String for one job's share of n: "postgres 1.02 ms, worker
+// 0.84 ms" per job.
+func (u cpuUse) perJob(n int) string {
+	return u.format(func(d time.Duration) string {
+		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)/float64(max(n, 1)))
+	})
+}
+
+func (u cpuUse) format(amount func(time.Duration) string) string {
 	type use struct {
 		name string
 		d    time.Duration
@@ -138,12 +150,63 @@ func (u cpuUse) String() string {
 		if u.d*50 < total {
 			break
 		}
-		parts = append(parts, fmt.Sprintf("%s %.1f s", u.name, u.d.Seconds()))
+		parts = append(parts, u.name+" "+amount(u.d))
 	}
 	if len(parts) == 0 {
 		return "no CPU time recorded"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// total is the CPU time of every program together.
+func (u cpuUse) total() time.Duration {
+	var t time.Duration
+	for _, d := range u {
+		t += d
+	}
+	return t
+}
+
+// cpuMeter measures one timed phase: which programs used the CPU, and how
+// busy the machine's CPUs were, which says whether the phase was bound by
+// the CPU or by waiting.
+type cpuMeter struct {
+	workerPID int
+	procs     cpuSample
+	machine   cpuTimes
+	ok        bool
+}
+
+// phaseCPU is what a cpuMeter measured.
+type phaseCPU struct {
+	use cpuUse
+	// busy is the share of all the machine's CPU time that was busy, 0..1;
+	// negative when /proc/stat could not be read.
+	busy float64
+}
+
+func startCPU(workerPID int) cpuMeter {
+	m := cpuMeter{workerPID: workerPID, procs: sampleCPU(workerPID)}
+	m.machine, m.ok = machineCPU()
+	return m
+}
+
+func (m cpuMeter) stop() phaseCPU {
+	p := phaseCPU{use: cpuUsed(m.procs, sampleCPU(m.workerPID)), busy: -1}
+	if now, ok := machineCPU(); ok && m.ok && now.total > m.machine.total {
+		p.busy = float64(now.busy-m.machine.busy) / float64(now.total-m.machine.total)
+	}
+	return p
+}
+
+// perJob says what n jobs cost each program and how busy the machine was:
+// "machine 87% busy; per job postgres 1.02 ms, worker 0.84 ms".
+func (p phaseCPU) perJob(n int) string {
+	busy := "machine busy: unknown"
+	if p.busy >= 0 {
+		busy = fmt.Sprintf("machine %.0f%% busy", 100*p.busy)
+	}
+	return busy + "; per job " + p.use.perJob(n)
 }
 
 // Settling: a phase is timed only once the machine is quiet, so start-up

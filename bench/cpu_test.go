@@ -2,6 +2,7 @@ package bench
 
 import (
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -63,4 +64,22 @@ func TestParseMachineCPU(t *testing.T) {
 			t.Errorf("%q parsed", bad)
 		}
 	}
+}
+
+func TestPhaseCPUPerJob(t *testing.T) {
+	p := phaseCPU{use: cpuUse{"postgres": 2 * time.Second, "worker": 1500 * time.Millisecond}, busy: 0.874}
+	require.Equal(t, "machine 87% busy; per job postgres 1.00 ms, worker 0.75 ms", p.perJob(2000))
+	require.Equal(t, "machine busy: unknown; per job no CPU time recorded", phaseCPU{use: cpuUse{}, busy: -1}.perJob(10))
+}
+
+func TestCPUMeterSeesABusyPhase(t *testing.T) {
+	m := startCPU(-1)
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); {
+		_ = strings.Repeat("x", 64)
+	}
+	p := m.stop()
+	require.Greater(t, p.use["bench"], 100*time.Millisecond, "a busy loop must show as this process's CPU time")
+	// One of the machine's CPUs was busy the whole phase.
+	require.Greater(t, p.busy, 0.9/float64(runtime.NumCPU()))
+	require.LessOrEqual(t, p.busy, 1.0)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -76,27 +77,55 @@ func (b *bench) rowVerifyDNS(ctx context.Context) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	rate, err := func() (float64, error) {
+	stage, err := func() (queueRun, error) {
 		if err := insertDomains(ctx, b.pool, b.domains[phaseDNS]); err != nil {
-			return 0, err
+			return queueRun{}, err
 		}
-		t0 := time.Now()
+		t0, cpu := time.Now(), startCPU(w.pid())
 		last, err := b.waitDone(ctx, "verify_dns jobs completed", n,
 			`SELECT count(*), max(finalized_at) FROM river_job WHERE kind = 'verify_dns' AND state = 'completed'`)
 		if err != nil {
-			return 0, err
+			return queueRun{}, err
 		}
-		return perSecond(n, last.Sub(t0)), b.expectStatus(ctx, phaseDNS, "pending_certificate", n)
+		return queueRun{rate: perSecond(n, last.Sub(t0)), cpu: cpu.stop()}, b.expectStatus(ctx, phaseDNS, "pending_certificate", n)
 	}()
 	if err = errors.Join(err, w.stop()); err != nil {
 		return nil, err
 	}
-	return []Row{throughputRow("1", "verify_dns jobs/s", "jobs/s", rate, base, "River no-op jobs",
+	return []Row{throughputRow("1", "verify_dns jobs/s", "jobs/s", stage.rate, base.rate, "River no-op jobs",
 		fmt.Sprintf("%s domains against the loopback DNS (CNAME chain + CAA climb); dns queue with %d workers in both; "+
 			"from the commit that makes the jobs available to the last completion; "+
 			"River jobs running only the same DNS check (no row read, status write or next job): %.0f jobs/s, %.2f of the baseline; "+
-			"River jobs making only the least crash-safe step (one statement updating a row and inserting the next job; no row read, history, trigger or DNS): %.0f jobs/s, %.2f of the baseline",
-			thousands(n), b.opts.DNSWorkers, dnsOnly, dnsOnly/base, stepOnly, stepOnly/base))}, nil
+			"River jobs making only the least crash-safe step (one statement updating a row and inserting the next job; no row read, history, trigger or DNS): %.0f jobs/s, %.2f of the baseline; "+
+			"CPU (bench = the loopback DNS server and the River clients of the three baselines): verify_dns %s; River no-op %s; DNS check only %s; step only %s; %s",
+			thousands(n), b.opts.DNSWorkers, dnsOnly.rate, dnsOnly.rate/base.rate, stepOnly.rate, stepOnly.rate/base.rate,
+			stage.cpu.perJob(n), base.cpu.perJob(n), dnsOnly.cpu.perJob(n), stepOnly.cpu.perJob(n),
+			cpuBudget(runtime.NumCPU(), n, base, dnsOnly, stepOnly, stage)))}, nil
+}
+
+// cpuBudget says whether row 1's target fits the machine: at 0.8 of the
+// baseline's rate its CPUs allow so much CPU time per job, against what
+// the River job with only the DNS check, and with only the crash-safe
+// step, took; a verify_dns job does both (their sum less the no-op job's
+// own cost, counted in each), and more.
+func cpuBudget(cpus, n int, noop, dnsOnly, stepOnly, stage queueRun) string {
+	perJob := func(r queueRun) float64 { return ms(r.cpu.use.total()) / float64(max(n, 1)) }
+	if noop.rate <= 0 {
+		return "no CPU budget: the baseline measured no rate"
+	}
+	budget := float64(cpus) * 1000 / (minRatio * noop.rate)
+	both := perJob(dnsOnly) + perJob(stepOnly) - perJob(noop)
+	verdict := "within the budget"
+	if both > budget {
+		verdict = "over the budget before verify_dns's own work"
+	}
+	cpuWord := "CPUs"
+	if cpus == 1 {
+		cpuWord = "CPU"
+	}
+	return fmt.Sprintf("CPU budget for %.1f of the baseline on %d %s: %.2f ms per job; the DNS check alone took %.2f ms, the step alone %.2f ms, "+
+		"so both together need at least %.2f ms (their sum less the no-op job's %.2f ms), %s; verify_dns took %.2f ms",
+		minRatio, cpus, cpuWord, budget, perJob(dnsOnly), perJob(stepOnly), both, perJob(noop), verdict, perJob(stage))
 }
 
 // expectStatus checks that every domain of a phase reached status, so a
