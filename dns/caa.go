@@ -54,7 +54,13 @@ type CAAResult struct {
 // that level". An error means a level could not be looked up; since a CA
 // must not issue when CAA cannot be determined, callers should treat that as
 // unknown, not as allowed.
-func (r *Resolver) LookupCAA(ctx context.Context, name string) (res CAAResult, err error) {
+func (r *Resolver) LookupCAA(ctx context.Context, name string) (CAAResult, error) {
+	l := r.newLookup()
+	defer l.close()
+	return l.caa(ctx, name)
+}
+
+func (l *lookup) caa(ctx context.Context, name string) (res CAAResult, err error) {
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
 
@@ -65,7 +71,7 @@ func (r *Resolver) LookupCAA(ctx context.Context, name string) (res CAAResult, e
 	}
 	res.Name = qname
 	for level := qname; level != ""; level = parent(level) {
-		records, owner, err := r.caaAt(ctx, level, &res)
+		records, owner, err := l.caaAt(ctx, level, &res)
 		if err != nil {
 			return res, err
 		}
@@ -79,13 +85,13 @@ func (r *Resolver) LookupCAA(ctx context.Context, name string) (res CAAResult, e
 
 // caaAt is CAA(X) of RFC 8659: the CAA RRset of level after following its
 // CNAME chain.
-func (r *Resolver) caaAt(ctx context.Context, level string, res *CAAResult) ([]CAARecord, string, error) {
+func (l *lookup) caaAt(ctx context.Context, level string, res *CAAResult) ([]CAARecord, string, error) {
 	cur := level + "."
 	seen := map[string]bool{cur: true}
 	hops := 0
 	for {
 		asked := cur
-		resp, server, err := r.exchange(ctx, cur, mdns.TypeCAA)
+		resp, server, err := l.exchange(ctx, cur, mdns.TypeCAA)
 		if err != nil {
 			return nil, "", err
 		}
@@ -97,7 +103,7 @@ func (r *Resolver) caaAt(ctx context.Context, level string, res *CAAResult) ([]C
 				break
 			}
 			hops++
-			if seen[target] || hops > r.maxChain {
+			if seen[target] || hops > l.maxChain {
 				return nil, "", nil
 			}
 			seen[target] = true

@@ -70,7 +70,13 @@ func (c Chain) Names() []string {
 // The error is non-nil only when name is not a valid host name
 // (ErrInvalidName) or when no server answered a query (a *QueryError, or the
 // context's error); the Chain then holds what was seen up to that point.
-func (r *Resolver) LookupChain(ctx context.Context, name string) (c Chain, err error) {
+func (r *Resolver) LookupChain(ctx context.Context, name string) (Chain, error) {
+	l := r.newLookup()
+	defer l.close()
+	return l.chain(ctx, name)
+}
+
+func (l *lookup) chain(ctx context.Context, name string) (c Chain, err error) {
 	start := time.Now()
 	defer func() { c.Duration = time.Since(start) }()
 	c.Hops = []Hop{} // "hops": [] rather than null in JSON
@@ -85,7 +91,7 @@ func (r *Resolver) LookupChain(ctx context.Context, name string) (c Chain, err e
 	seen := map[string]bool{cur: true}
 	for {
 		asked := cur
-		resp, server, err := r.exchange(ctx, cur, mdns.TypeA)
+		resp, server, err := l.exchange(ctx, cur, mdns.TypeA)
 		if err != nil {
 			return c, err
 		}
@@ -97,7 +103,7 @@ func (r *Resolver) LookupChain(ctx context.Context, name string) (c Chain, err e
 			if !ok {
 				break
 			}
-			if !seen[target] && len(c.Hops) >= r.maxChain {
+			if !seen[target] && len(c.Hops) >= l.maxChain {
 				c.TooLong = true
 				return c, nil
 			}
@@ -117,7 +123,7 @@ func (r *Resolver) LookupChain(ctx context.Context, name string) (c Chain, err e
 		}
 		c.Addresses, c.HasA = addrs, len(addrs) > 0
 		if resp.Rcode == mdns.RcodeSuccess && len(c.Hops) == 0 {
-			r.lookupAAAA(ctx, &c, cur)
+			l.lookupAAAA(ctx, &c, cur)
 		}
 		return c, nil
 	}
@@ -126,8 +132,8 @@ func (r *Resolver) LookupChain(ctx context.Context, name string) (c Chain, err e
 // lookupAAAA completes the observation of a name without a CNAME. It is best
 // effort: the verdict does not depend on addresses, so a failure here
 // leaves HasAAAA false rather than failing the lookup.
-func (r *Resolver) lookupAAAA(ctx context.Context, c *Chain, name string) {
-	resp, _, err := r.exchange(ctx, name, mdns.TypeAAAA)
+func (l *lookup) lookupAAAA(ctx context.Context, c *Chain, name string) {
+	resp, _, err := l.exchange(ctx, name, mdns.TypeAAAA)
 	if err != nil || resp.Rcode != mdns.RcodeSuccess {
 		return
 	}

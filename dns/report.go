@@ -76,9 +76,11 @@ type Observation struct {
 func (r *Resolver) Check(ctx context.Context, domain, canonicalHost, caaIdentity string) Report {
 	start := time.Now()
 	o := Observation{Domain: domain, CanonicalHost: canonicalHost, CAAIdentity: caaIdentity}
-	o.Chain, o.ChainErr = r.LookupChain(ctx, domain)
+	l := r.newLookup()
+	defer l.close()
+	o.Chain, o.ChainErr = l.chain(ctx, domain)
 	if o.ChainErr == nil && caaIdentity != "" {
-		caa, err := r.LookupCAA(ctx, domain)
+		caa, err := l.caa(ctx, domain)
 		o.CAA, o.CAAErr = &caa, err
 	}
 	o.Duration = time.Since(start)

@@ -519,6 +519,32 @@ func TestCheck(t *testing.T) {
 		require.NotEmpty(t, good.Queries())
 	})
 
+	t.Run("a check asks over one socket per server, and replaces one that lost a query", func(t *testing.T) {
+		t.Parallel()
+		lossy := dnstest.Start(t)
+		lossy.DropEvery(2)
+		good := dnstest.Start(t)
+		r, err := NewResolver(Config{Servers: []string{lossy.Addr(), good.Addr()}, Timeout: 100 * time.Millisecond})
+		require.NoError(t, err)
+		rep := r.Check(ctx(t), "portal.acme.test", canon, "letsencrypt.org")
+		require.Equal(t, OutcomeVerified, rep.Outcome, rep.Message)
+
+		asked := lossy.Queries()
+		require.GreaterOrEqual(t, len(asked), 3, "the check asks the first server several questions")
+		for i := 1; i < len(asked); i++ {
+			if asked[i-1].Dropped {
+				require.NotEqual(t, asked[i-1].From, asked[i].From, "query %d after a lost one must come from a new socket", i)
+			} else {
+				require.Equal(t, asked[i-1].From, asked[i].From, "query %d after an answered one reuses the socket", i)
+			}
+		}
+		covered := good.Queries()
+		require.NotEmpty(t, covered)
+		for _, q := range covered {
+			require.Equal(t, covered[0].From, q.From, "the second server's queries share one socket")
+		}
+	})
+
 	t.Run("a lossy only server is a resolver error, not a mismatch", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, Config{Timeout: 100 * time.Millisecond})

@@ -37,6 +37,7 @@ type Query struct {
 	Type    string // "A", "CAA", ...
 	Net     string // "udp" or "tcp"
 	Dropped bool   // not answered (Drop, DropEvery)
+	From    string // the client's address, "ip:port": which socket asked
 }
 
 // Server is a running DNS server. Its methods are safe for concurrent use.
@@ -230,7 +231,7 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 		return
 	}
 	qname := mdns.CanonicalName(q.Name)
-	entry := Query{Name: strings.TrimSuffix(qname, "."), Type: mdns.TypeToString[q.Qtype], Net: network}
+	entry := Query{Name: strings.TrimSuffix(qname, "."), Type: mdns.TypeToString[q.Qtype], Net: network, From: w.RemoteAddr().String()}
 
 	s.mu.Lock()
 	n := s.received.Add(1)

@@ -1,6 +1,7 @@
 package dnstest_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ func TestServer(t *testing.T) {
 		}
 		qs := s.Queries()
 		require.Len(t, qs, 2)
+		require.True(t, strings.HasPrefix(qs[0].From, "127.0.0.1:"), "From is the client's address: %q", qs[0].From)
+		qs[0].From = ""
 		require.Equal(t, dnstest.Query{Name: "www.acme.test", Type: "A", Net: "udp"}, qs[0])
 		require.Equal(t, "tcp", qs[1].Net)
 	})
