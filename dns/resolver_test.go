@@ -34,6 +34,17 @@ func setup(t *testing.T, cfg Config) bundle {
 	return bundle{srv: srv, res: res}
 }
 
+// lossyThenGood is a resolver asking a server that drops every second
+// query first, and a reliable one second.
+func lossyThenGood(t *testing.T) (lossy, good *dnstest.Server, r *Resolver) {
+	lossy = dnstest.Start(t)
+	lossy.DropEvery(2)
+	good = dnstest.Start(t)
+	r, err := NewResolver(Config{Servers: []string{lossy.Addr(), good.Addr()}, Timeout: 100 * time.Millisecond})
+	require.NoError(t, err)
+	return lossy, good, r
+}
+
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -500,11 +511,7 @@ func TestCheck(t *testing.T) {
 
 	t.Run("a lossy first server is covered by the second", func(t *testing.T) {
 		t.Parallel()
-		lossy := dnstest.Start(t)
-		lossy.DropEvery(2)
-		good := dnstest.Start(t)
-		r, err := NewResolver(Config{Servers: []string{lossy.Addr(), good.Addr()}, Timeout: 100 * time.Millisecond})
-		require.NoError(t, err)
+		lossy, good, r := lossyThenGood(t)
 		for range 3 {
 			rep := r.Check(ctx(t), "portal.acme.test", canon, "letsencrypt.org")
 			require.Equal(t, OutcomeVerified, rep.Outcome, rep.Message)
@@ -521,11 +528,7 @@ func TestCheck(t *testing.T) {
 
 	t.Run("a check asks over one socket per server, and replaces one that lost a query", func(t *testing.T) {
 		t.Parallel()
-		lossy := dnstest.Start(t)
-		lossy.DropEvery(2)
-		good := dnstest.Start(t)
-		r, err := NewResolver(Config{Servers: []string{lossy.Addr(), good.Addr()}, Timeout: 100 * time.Millisecond})
-		require.NoError(t, err)
+		lossy, good, r := lossyThenGood(t)
 		rep := r.Check(ctx(t), "portal.acme.test", canon, "letsencrypt.org")
 		require.Equal(t, OutcomeVerified, rep.Outcome, rep.Message)
 
