@@ -135,10 +135,10 @@ func TestCPUBudgetComparesTheRowsPartsWithWhatTheTargetAllows(t *testing.T) {
 	noop, dns, step := run(2500, 250*time.Millisecond), run(2000, 700*time.Millisecond), run(1800, 850*time.Millisecond)
 	got := cpuBudget(2, 1000, noop, dns, step, run(800, 2100*time.Millisecond))
 	require.Contains(t, got, "on 2 CPUs: 1.00 ms per job")
-	require.Contains(t, got, "at least 1.30 ms (their sum less the no-op job's 0.25 ms), over the budget")
+	require.Contains(t, got, "together 1.30 ms (their sum less the no-op job's 0.25 ms, counted in each), over the budget")
 	require.Contains(t, got, "verify_dns took 2.10 ms")
 	// Four CPUs double the budget.
-	require.Contains(t, cpuBudget(4, 1000, noop, dns, step, run(800, 2100*time.Millisecond)), "2.00 ms per job; the DNS check alone took 0.70 ms, the step alone 0.85 ms, so both together need at least 1.30 ms (their sum less the no-op job's 0.25 ms), within the budget")
+	require.Contains(t, cpuBudget(4, 1000, noop, dns, step, run(800, 2100*time.Millisecond)), "2.00 ms per job; the DNS check alone took 0.70 ms, the step alone 0.85 ms, together 1.30 ms (their sum less the no-op job's 0.25 ms, counted in each), within the budget")
 	require.Contains(t, cpuBudget(2, 1000, queueRun{}, dns, step, noop), "no CPU budget")
 	require.Contains(t, cpuBudget(1, 1000, noop, dns, step, noop), "on 1 CPU: 0.50 ms per job")
 }
