@@ -139,6 +139,7 @@ func (b *bench) dnsQueueRate(ctx context.Context, workers *river.Workers, n int,
 	for i := range params {
 		params[i] = river.InsertManyParams{Args: args(i), InsertOpts: &river.InsertOpts{Queue: domain.QueueDNS}}
 	}
+	b.quiet(ctx, kind+" jobs")
 	if err := db.InTx(ctx, b.pool, func(tx pgx.Tx) error {
 		_, err := client.InsertManyTx(ctx, tx, params)
 		return err

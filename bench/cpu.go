@@ -214,15 +214,15 @@ func (p phaseCPU) perJob(n int) string {
 // and bootstraps RBAC for several seconds) is not charged to whichever
 // side happens to run first.
 const (
-	settleWindow = 500 * time.Millisecond
-	settleBusy   = 0.15 // of all CPUs, over one window
-	settleMax    = 30 * time.Second
+	settleWindow     = 500 * time.Millisecond
+	settleBusy       = 0.15 // of all CPUs, over one window
+	defaultSettleMax = 30 * time.Second
 )
 
 // settle waits until the machine's CPUs were less than settleBusy busy over
 // a window, for at most settleMax, and says how long it waited and whether
 // it settled.
-func settle(wait func(time.Duration) bool) (waited time.Duration, quiet bool) {
+func settle(settleMax time.Duration, wait func(time.Duration) bool) (waited time.Duration, quiet bool) {
 	start := time.Now()
 	prev, ok := machineCPU()
 	for ok && time.Since(start) < settleMax {
@@ -281,7 +281,7 @@ func parseMachineCPU(stat string) (cpuTimes, bool) {
 // quiet waits for the machine to settle before a timed phase (settle), and
 // says so when that took a while or never happened.
 func (b *bench) quiet(ctx context.Context, phase string) {
-	waited, quiet := settle(func(d time.Duration) bool {
+	waited, quiet := settle(b.opts.SettleMax, func(d time.Duration) bool {
 		select {
 		case <-ctx.Done():
 			return false

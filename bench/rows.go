@@ -78,6 +78,7 @@ func (b *bench) rowVerifyDNS(ctx context.Context) ([]Row, error) {
 		return nil, err
 	}
 	stage, err := func() (queueRun, error) {
+		b.quiet(ctx, "verify_dns")
 		if err := insertDomains(ctx, b.pool, b.domains[phaseDNS]); err != nil {
 			return queueRun{}, err
 		}

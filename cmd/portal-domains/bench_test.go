@@ -60,6 +60,7 @@ func TestBenchCommand(t *testing.T) {
 		o.LatencySamples = 3
 		o.LatencySpacing = 20 * time.Millisecond
 		o.ScanRows = 2_000
+		o.SettleMax = 2 * time.Second
 	})
 	require.NoError(t, err, "progress:\n%s", stderr.String())
 
