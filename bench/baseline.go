@@ -146,19 +146,26 @@ func (b *bench) dnsQueueRate(ctx context.Context, workers *river.Workers, n int,
 	}); err != nil {
 		return queueRun{}, fmt.Errorf("insert %s jobs: %w", kind, err)
 	}
-	t0, cpu := time.Now(), startCPU(-1)
-	last, err := b.waitDone(ctx, kind+" jobs completed", n,
-		`SELECT count(*), max(finalized_at) FROM river_job WHERE kind = $1 AND state = 'completed'`, kind)
-	if err != nil {
-		return queueRun{}, err
-	}
-	return queueRun{rate: perSecond(n, last.Sub(t0)), cpu: cpu.stop()}, nil
+	return b.timeQueueRun(ctx, -1, kind, n)
 }
 
 // queueRun is one timed run of row 1: jobs per second and the CPU it took.
 type queueRun struct {
 	rate float64
 	cpu  phaseCPU
+}
+
+// timeQueueRun times n jobs of kind that were just made available, from
+// now to the last one's completion, and measures the CPU used meanwhile
+// (workerPID names the worker child's process, -1 when there is none).
+func (b *bench) timeQueueRun(ctx context.Context, workerPID int, kind string, n int) (queueRun, error) {
+	t0, cpu := time.Now(), startCPU(workerPID)
+	last, err := b.waitDone(ctx, kind+" jobs completed", n,
+		`SELECT count(*), max(finalized_at) FROM river_job WHERE kind = $1 AND state = 'completed'`, kind)
+	if err != nil {
+		return queueRun{}, err
+	}
+	return queueRun{rate: perSecond(n, last.Sub(t0)), cpu: cpu.stop()}, nil
 }
 
 // riverNoopRate is row 1's baseline: n no-op jobs on the dns queue, made

@@ -18,6 +18,7 @@ import (
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/devstack"
+	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
 )
@@ -82,13 +83,11 @@ func (b *bench) rowVerifyDNS(ctx context.Context) ([]Row, error) {
 		if err := insertDomains(ctx, b.pool, b.domains[phaseDNS]); err != nil {
 			return queueRun{}, err
 		}
-		t0, cpu := time.Now(), startCPU(w.pid())
-		last, err := b.waitDone(ctx, "verify_dns jobs completed", n,
-			`SELECT count(*), max(finalized_at) FROM river_job WHERE kind = 'verify_dns' AND state = 'completed'`)
+		run, err := b.timeQueueRun(ctx, w.pid(), domain.KindVerifyDNS, n)
 		if err != nil {
 			return queueRun{}, err
 		}
-		return queueRun{rate: perSecond(n, last.Sub(t0)), cpu: cpu.stop()}, b.expectStatus(ctx, phaseDNS, "pending_certificate", n)
+		return run, b.expectStatus(ctx, phaseDNS, "pending_certificate", n)
 	}()
 	if err = errors.Join(err, w.stop()); err != nil {
 		return nil, err
