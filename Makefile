@@ -8,6 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal_domains_test
 export DATABASE_URL TEST_DATABASE_URL
 
 BIN := bin/portal-domains
+DEV_BIN := bin/portal-domains-dev
 # FUZZTIME is a count of inputs per fuzz target, not a duration: go1.26's
 # fuzz coordinator can report a spurious "context deadline exceeded" when a
 # duration runs out under load (go.dev/issue/75804, fixed in go1.27); a count
@@ -19,8 +20,9 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## build bin/portal-domains
+build: ## build bin/portal-domains (the product) and bin/portal-domains-dev (dev stack and bench)
 	$(GO) build -o $(BIN) ./cmd/portal-domains
+	$(GO) build -o $(DEV_BIN) ./cmd/portal-domains-dev
 
 .PHONY: postgres
 postgres: ## make sure Postgres answers (starts a throwaway one when not)
@@ -31,25 +33,32 @@ postgres: ## make sure Postgres answers (starts a throwaway one when not)
 kube-binaries: ## build kube-apiserver and etcd from the Go module proxy into .cache/kube-bin (cached)
 	@scripts/build-kube-binaries.sh >/dev/null
 
+.PHONY: chromium
+chromium: ## make sure Chromium is installed for the River UI browser test (installs Debian's package when not)
+	@scripts/ensure-chromium.sh
+
 .PHONY: run
 run: build ## everything on this machine (Postgres, kube-apiserver, DNS, HTTPS, DEV-ONLY issuer, worker, River UI) with demo domains; Ctrl-C stops it
 	@scripts/ensure-postgres.sh "$(DATABASE_URL)"
-	$(BIN) dev
+	$(DEV_BIN) dev
 
 BENCH_FLAGS ?=
 .PHONY: bench
 bench: build ## one table: each pipeline stage against a baseline from the same run (BENCH_FLAGS="-n 20000 -workers 100 -json")
 	@scripts/ensure-postgres.sh "$(DATABASE_URL)"
-	$(BIN) bench $(BENCH_FLAGS)
+	$(DEV_BIN) bench $(BENCH_FLAGS)
 
 .PHONY: lint
 lint: ## gofmt and go vet
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 	$(GO) vet ./...
 
+# The packages with concurrency of their own run under the race detector.
+RACE_PKGS := ./db/... ./jobs/... ./k8s/... ./internal/worker/... ./internal/server/... ./internal/cli/... ./cmd/...
 .PHONY: test
-test: postgres kube-binaries lint ## run every test against real Postgres, DNS, kube-apiserver and HTTPS servers, plus short fuzzing
-	$(GO) test -p 2 -count=1 -timeout 25m ./...
+test: postgres chromium kube-binaries lint ## run every test against real Postgres, DNS, kube-apiserver, HTTPS servers and Chromium, plus short fuzzing
+	$(GO) test -p 2 -count=1 -timeout 25m -race $(RACE_PKGS)
+	$(GO) test -p 2 -count=1 -timeout 25m $$($(GO) list ./... | grep -v -E '/(db|jobs|k8s|internal/worker|internal/server|internal/cli|cmd)(/|$$)')
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: fuzz
@@ -63,7 +72,7 @@ fuzz: ## run each fuzz target for FUZZTIME inputs (default 20000x; a duration su
 
 .PHONY: soak
 soak: postgres kube-binaries ## the reliability tests at soak size: PORTAL_DOMAIN_SOAK=1 (600 domains, 6 SIGKILLs, 30-60 s outages)
-	PORTAL_DOMAIN_SOAK=1 $(GO) test -count=1 -timeout 90m -v -run '^TestReliability$$' ./reliability
+	PORTAL_DOMAIN_SOAK=1 $(GO) test -count=1 -timeout 90m -v -run '^TestReliability$$' ./internal/harness/reliability
 
 .PHONY: clean
 clean: ## remove built binaries (keeps the kube-apiserver cache)

@@ -28,7 +28,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
-	"github.com/portal-domains/portal-domains/dns/localdns"
+	"github.com/portal-domains/portal-domains/internal/harness/localdns"
 )
 
 // Query is one query the server received.

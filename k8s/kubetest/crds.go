@@ -6,7 +6,7 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 
-	"github.com/portal-domains/portal-domains/k8s/localapi"
+	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 )
 
 // crdCache parses the CRD files (localapi.CRDSources, read from the module

@@ -37,7 +37,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/portal-domains/portal-domains/k8s/localapi"
+	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 )
 
 // Env is a running API server. Config authenticates as a cluster admin

@@ -1,0 +1,717 @@
+// Package devstack runs the whole of portal-domains on one machine with
+// nothing configured, for `portal-domains-dev dev` and `make run`: Postgres
+// (migrated), a real kube-apiserver and etcd with the cert-manager and Istio
+// CRDs (k8s/localapi), a DNS server for the demo zones (dns/localdns), an
+// HTTPS endpoint standing in for the ingress gateway, a DEV-ONLY issuer
+// playing cert-manager, the worker and the River UI; then it registers the
+// demo domains from fixtures/demo and shows them reach active.
+//
+// Every part the environment names is used instead of the local one:
+// DATABASE_URL, KUBECONFIG (then no dev issuer unless
+// PORTAL_DOMAIN_DEV_ISSUER=1), PORTAL_DOMAIN_DNS_SERVERS,
+// PORTAL_DOMAIN_PROBE_DIAL_ADDRESS.
+//
+// Each run starts clean: a fresh API server and CA, and the demo tenants'
+// rows deleted and registered again; Postgres and other rows are kept.
+package devstack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/portal-domains/portal-domains/db"
+	demofixtures "github.com/portal-domains/portal-domains/fixtures/demo"
+	"github.com/portal-domains/portal-domains/internal/harness/localapi"
+	"github.com/portal-domains/portal-domains/internal/harness/localdns"
+	"github.com/portal-domains/portal-domains/internal/server"
+	"github.com/portal-domains/portal-domains/internal/worker"
+	"github.com/portal-domains/portal-domains/jobs"
+)
+
+// DevIssuerName is the issuerRef the worker renders while the dev issuer
+// plays cert-manager (unless PORTAL_DOMAIN_ISSUER_NAME says otherwise), so
+// `kubectl get certificates -o yaml` shows where the certificates came from.
+const DevIssuerName = "portal-domains-dev-ca"
+
+// modulePath identifies this repository's go.mod in FindRoot.
+const modulePath = "github.com/portal-domains/portal-domains"
+
+// Options configure Run. The zero value of each field is a sensible
+// default except Getenv, which is required.
+type Options struct {
+	// Getenv reads the environment (os.Getenv in the command).
+	Getenv func(string) string
+	// Root is the repository (FindRoot): scripts/build-kube-binaries.sh,
+	// .cache/kube-bin and scripts/ensure-postgres.sh. Needed for the local
+	// API server; without it KUBECONFIG must be set.
+	Root string
+	// StateDir holds the run's files: the CA certificate, the API server's
+	// work directory and kubeconfig, the manifest snapshots. Default
+	// <Root>/.cache/dev. Two runs cannot share one (it is locked).
+	StateDir string
+	// Out gets the banner, build progress and the status board.
+	Out io.Writer
+	// Live redraws a status table in place (a terminal); otherwise one
+	// line per change is printed.
+	Live bool
+	// Width is the terminal width for Live; default 120.
+	Width func() int
+	// Logger gets the worker's, the issuer's and the servers' logs.
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	Observer       jobs.Observer
+	// NoDemo skips registering the demo domains.
+	NoDemo bool
+	// FixDNSAfter overrides demo.json's delay before the wrong CNAME is
+	// fixed; zero keeps demo.json's.
+	FixDNSAfter time.Duration
+	// IssuerDelay is how long a Certificate shows as Issuing before the dev
+	// issuer signs it; zero signs at once.
+	IssuerDelay time.Duration
+	// DNSAddr and GatewayAddr are where the local DNS server and HTTPS
+	// endpoint listen; default 127.0.0.1 on a random port.
+	DNSAddr, GatewayAddr string
+	// OnReady is called once everything has started, before the demo
+	// domains are registered.
+	OnReady func(Info)
+	// OnAllDemoActive is called once every demo domain is active, with the
+	// time since Run started.
+	OnAllDemoActive func(took time.Duration)
+}
+
+// Info says what runs where. Fields of parts taken from the environment
+// instead of started here are empty (PIDs zero).
+type Info struct {
+	DatabaseURL string // password redacted
+	// APIServer is the API server's URL; Kubeconfig a file for it.
+	APIServer, Kubeconfig string
+	APIServerPID, EtcdPID int
+	APIServerLog          string
+	// DNSServers are what the worker queries; DNSAddr is set when that is
+	// the local server.
+	DNSServers []string
+	DNSAddr    string
+	// GatewayAddr is the local HTTPS endpoint the probe dials.
+	GatewayAddr string
+	// CAFile is the dev CA's certificate.
+	CAFile      string
+	DevIssuer   bool
+	RiverUI     string
+	ManifestDir string
+	StateDir    string
+	// EnvFile holds export lines pointing the CLI and kubectl at this run.
+	EnvFile string
+}
+
+// stack is one Run: what started, and how to stop it.
+type stack struct {
+	opts   Options
+	getenv func(string) string
+	out    io.Writer
+	logger *slog.Logger
+	start  time.Time
+	demo   Demo
+	info   Info
+	ca     *CA
+	// suffix is the configured canonical suffix.
+	suffix string
+
+	dns     *localdns.Server
+	gateway *Gateway
+	api     *localapi.Server
+	pool    *pgxpool.Pool
+
+	// cleanups run in reverse order when Run returns; stopErr collects
+	// what they could not stop.
+	cleanups []func()
+	stopErr  error
+}
+
+func (s *stack) onExit(f func()) { s.cleanups = append(s.cleanups, f) }
+
+// Run starts the stack, registers the demo domains and serves until ctx is
+// cancelled, then stops everything it started (kube-apiserver and etcd
+// included) and returns nil. A failure to start returns the error after
+// stopping what had started.
+func Run(ctx context.Context, opts Options) (err error) {
+	if opts.Getenv == nil {
+		return errors.New("devstack: Options.Getenv is required")
+	}
+	s := &stack{opts: opts, getenv: opts.Getenv, out: opts.Out, logger: opts.Logger, start: time.Now()}
+	if s.out == nil {
+		s.out = io.Discard
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	defer func() {
+		for _, f := range slices.Backward(s.cleanups) {
+			f()
+		}
+		err = errors.Join(err, s.stopErr)
+		// Ctrl-C while starting is a normal way to stop, not a failure.
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			fmt.Fprintln(s.out, "interrupted while starting; stopped what had started")
+			err = nil
+		}
+	}()
+
+	w, srv, uiLn, err := s.startAll(ctx)
+	if err != nil {
+		return err
+	}
+	s.printBanner()
+	if opts.OnReady != nil {
+		opts.OnReady(s.info)
+	}
+
+	b := newBoard(s.out, opts.Live, opts.Width, s.start, nil, opts.OnAllDemoActive)
+	if !opts.NoDemo {
+		b.demo = s.demo.Domains()
+	}
+	fns := []func(context.Context) error{
+		w.Run,
+		func(ctx context.Context) error { return srv.Serve(ctx, uiLn) },
+		func(ctx context.Context) error { return b.Run(ctx, s.pool) },
+	}
+	if s.info.DevIssuer {
+		iss, err := s.issuer(b)
+		if err != nil {
+			return err
+		}
+		fns = append(fns, iss.Run)
+	}
+	if !opts.NoDemo {
+		recs, err := ResetDemo(ctx, s.pool, s.demo, s.suffix)
+		if err != nil {
+			return err
+		}
+		b.Note("registered %d demo domains (fixtures/demo); their rows from earlier runs were deleted", len(recs))
+		for i, r := range recs {
+			if want := s.demo.Tenants[i].CanonicalHost(s.suffix); r.CanonicalHost != want {
+				b.Note("%s got canonical host %s, not %s as in the demo zones (another tenant shares its prefix): it will stay in verifying_dns",
+					r.Domain, r.CanonicalHost, want)
+			}
+		}
+		if s.dns != nil {
+			fns = append(fns, func(ctx context.Context) error { return s.runFixes(ctx, b) })
+		} else {
+			b.Note("PORTAL_DOMAIN_DNS_SERVERS is set: the demo domains verify only if those servers serve fixtures/demo's zones")
+		}
+	}
+	err = runTogether(ctx, fns...)
+	fmt.Fprintln(s.out, "stopping: the worker and the HTTP servers have stopped; stopping the rest…")
+	return err
+}
+
+// startAll starts every part in order, cheapest and likeliest to fail
+// first, so a bad setting fails before the slow API server starts.
+func (s *stack) startAll(ctx context.Context) (*worker.Worker, *server.Server, net.Listener, error) {
+	var err error
+	if s.demo, err = LoadDemo(demofixtures.FS()); err != nil {
+		return nil, nil, nil, err
+	}
+	localKube := s.getenv("KUBECONFIG") == ""
+	localDNS := s.getenv("PORTAL_DOMAIN_DNS_SERVERS") == ""
+	localGateway := s.getenv("PORTAL_DOMAIN_PROBE_DIAL_ADDRESS") == ""
+	if s.info.DevIssuer, err = devIssuerWanted(s.getenv("PORTAL_DOMAIN_DEV_ISSUER"), localKube); err != nil {
+		return nil, nil, nil, err
+	}
+	if localKube && s.opts.Root == "" {
+		return nil, nil, nil, errors.New("the local API server needs the portal-domains repository (scripts/build-kube-binaries.sh, .cache/kube-bin): " +
+			"run `portal-domains-dev dev` from inside it, or set KUBECONFIG to use a cluster")
+	}
+	if s.info.StateDir, err = stateDirFor(s.opts); err != nil {
+		return nil, nil, nil, err
+	}
+	unlock, err := lockStateDir(s.info.StateDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s.onExit(unlock)
+
+	if s.ca, err = NewCA(time.Now()); err != nil {
+		return nil, nil, nil, err
+	}
+	s.info.CAFile = filepath.Join(s.info.StateDir, "ca.pem")
+	if err := os.WriteFile(s.info.CAFile, s.ca.CertPEM(), 0o644); err != nil {
+		return nil, nil, nil, fmt.Errorf("write the dev CA certificate: %w", err)
+	}
+	s.info.ManifestDir = filepath.Join(s.info.StateDir, "manifests")
+	if err := os.RemoveAll(s.info.ManifestDir); err != nil {
+		return nil, nil, nil, fmt.Errorf("clear %s: %w", s.info.ManifestDir, err)
+	}
+
+	// Dev defaults, each used only when the environment does not set it.
+	overlay := map[string]string{
+		"PORTAL_DOMAIN_CANONICAL_SUFFIX": s.demo.CanonicalSuffix,
+		// Short re-checks, so a fixed CNAME shows within seconds.
+		"PORTAL_DOMAIN_DNS_RECHECK_MIN":  "1s",
+		"PORTAL_DOMAIN_DNS_RECHECK_MAX":  "3s",
+		"PORTAL_DOMAIN_DNS_TIMEOUT":      "1s",
+		"PORTAL_DOMAIN_PROBE_TIMEOUT":    "3s",
+		"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT": "5s",
+		"PORTAL_DOMAIN_MANIFEST_DIR":     s.info.ManifestDir,
+	}
+	if s.info.DevIssuer {
+		overlay["PORTAL_DOMAIN_ISSUER_NAME"] = DevIssuerName
+	}
+	if localDNS {
+		zones, err := localdns.LoadZones(demofixtures.FS(), "*.zone")
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("demo zones: %w", err)
+		}
+		if s.dns, err = localdns.Start(cmpOr(s.opts.DNSAddr, "127.0.0.1:0"), zones...); err != nil {
+			return nil, nil, nil, err
+		}
+		s.onExit(func() { _ = s.dns.Close(context.Background()) })
+		s.info.DNSAddr = s.dns.Addr()
+		overlay["PORTAL_DOMAIN_DNS_SERVERS"] = s.dns.Addr()
+	}
+	if localGateway {
+		if s.gateway, err = StartGateway(cmpOr(s.opts.GatewayAddr, "127.0.0.1:0"), s.ca, s.logger); err != nil {
+			return nil, nil, nil, err
+		}
+		s.onExit(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = s.gateway.Close(ctx)
+		})
+		s.info.GatewayAddr = s.gateway.Addr()
+		overlay["PORTAL_DOMAIN_PROBE_DIAL_ADDRESS"] = s.gateway.Addr()
+		overlay["PORTAL_DOMAIN_PROBE_CA_FILE"] = s.info.CAFile
+	}
+	env := func(k string) string {
+		if v := s.getenv(k); v != "" {
+			return v
+		}
+		return overlay[k]
+	}
+	cfg, err := worker.ConfigFromEnv(env)
+	if err != nil {
+		return nil, nil, nil, ConfigError{err}
+	}
+	s.info.DNSServers, s.suffix = cfg.DNSServers, cfg.CanonicalSuffix
+	serverCfg, err := server.ConfigFromEnv(env)
+	if err != nil {
+		return nil, nil, nil, ConfigError{err}
+	}
+	// Listen now: a busy port should fail before the slow parts start.
+	uiLn, err := net.Listen("tcp", serverCfg.Addr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("River UI on %s: %w (another `make run` or worker? set %s=127.0.0.1:8081)", serverCfg.Addr, err, server.EnvAddr)
+	}
+	s.onExit(func() { _ = uiLn.Close() })
+	s.info.RiverUI = "http://" + uiLn.Addr().String() + server.RiverUIPrefix + "/"
+
+	if err := s.startDatabase(ctx, cfg); err != nil {
+		return nil, nil, nil, err
+	}
+
+	var restCfg *rest.Config // nil: the worker reads cfg.Kubeconfig
+	if localKube {
+		if err := s.startAPIServer(ctx, cfg); err != nil {
+			return nil, nil, nil, err
+		}
+		restCfg = s.api.Config
+	}
+	w, err := worker.New(ctx, cfg, worker.Options{Logger: s.logger, Pool: s.pool, RestConfig: restCfg,
+		TracerProvider: s.opts.TracerProvider, Observer: s.opts.Observer})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	srv, err := server.New(serverCfg, server.Deps{Logger: s.logger, Registry: w.Registry(), Ready: w.Ready, RiverClient: w.Client()})
+	if err != nil {
+		return nil, nil, nil, ConfigError{err}
+	}
+	if err := s.writeEnvFile(cfg, env); err != nil {
+		return nil, nil, nil, err
+	}
+	return w, srv, uiLn, nil
+}
+
+// writeEnvFile writes <state>/env: export lines that point the CLI
+// (status, doctor, render, kubectl) at this stack. It holds the database
+// URL unredacted, so only the owner may read it.
+func (s *stack) writeEnvFile(cfg worker.Config, env func(string) string) error {
+	kubeconfig := s.info.Kubeconfig
+	if kubeconfig == "" {
+		kubeconfig = s.getenv("KUBECONFIG")
+	}
+	vars := [][2]string{{"DATABASE_URL", cfg.DatabaseURL}, {"KUBECONFIG", kubeconfig}}
+	for _, k := range []string{"PORTAL_DOMAIN_CANONICAL_SUFFIX", "PORTAL_DOMAIN_DNS_SERVERS", "PORTAL_DOMAIN_ISSUER_NAME",
+		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS", "PORTAL_DOMAIN_PROBE_CA_FILE", "PORTAL_DOMAIN_MANIFEST_DIR"} {
+		vars = append(vars, [2]string{k, env(k)})
+	}
+	var sb strings.Builder
+	sb.WriteString("# Written by `portal-domains-dev dev` for its current run: . this file, then use the CLI or kubectl.\n")
+	for _, v := range vars {
+		if v[1] != "" {
+			fmt.Fprintf(&sb, "export %s='%s'\n", v[0], strings.ReplaceAll(v[1], "'", `'\''`))
+		}
+	}
+	s.info.EnvFile = filepath.Join(s.info.StateDir, "env")
+	if err := os.WriteFile(s.info.EnvFile, []byte(sb.String()), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", s.info.EnvFile, err)
+	}
+	return nil
+}
+
+// startDatabase opens (creating the database if needed, starting a local
+// Postgres with scripts/ensure-postgres.sh if nothing answers), takes the
+// dev lock and migrates.
+func (s *stack) startDatabase(ctx context.Context, cfg worker.Config) error {
+	s.info.DatabaseURL = db.RedactURL(cfg.DatabaseURL)
+	pool, created, err := db.OpenCreating(ctx, cfg.DatabaseURL)
+	if errors.Is(err, db.ErrUnreachable) && !db.IsMissingDatabase(err) && s.opts.Root != "" {
+		script := filepath.Join(s.opts.Root, "scripts", "ensure-postgres.sh")
+		fmt.Fprintf(s.out, "nothing answers at %s; running %s\n", s.info.DatabaseURL, script)
+		cmd := exec.CommandContext(ctx, script, cfg.DatabaseURL)
+		cmd.Stdout, cmd.Stderr = s.out, s.out
+		if runErr := cmd.Run(); runErr != nil {
+			return fmt.Errorf("%w (and %s failed: %w)", err, script, runErr)
+		}
+		pool, created, err = db.OpenCreating(ctx, cfg.DatabaseURL)
+	}
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(s.out, "created database %s\n", s.info.DatabaseURL)
+	}
+	s.pool = pool
+	s.onExit(pool.Close)
+	unlock, err := lockDatabase(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	s.onExit(unlock)
+	if _, err := db.MigrateUp(ctx, pool, db.Settings{CanonicalSuffix: cfg.CanonicalSuffix}); err != nil {
+		return fmt.Errorf("migrate %s: %w", s.info.DatabaseURL, err)
+	}
+	return nil
+}
+
+// startAPIServer builds the binaries on first use, starts kube-apiserver
+// and etcd and creates the namespaces the objects go to.
+func (s *stack) startAPIServer(ctx context.Context, cfg worker.Config) error {
+	binDir, err := localapi.EnsureBinaries(ctx, s.opts.Root, s.out)
+	if err != nil {
+		return err
+	}
+	begin := time.Now()
+	api, err := localapi.Start(ctx, localapi.Options{BinDir: binDir, WorkDir: filepath.Join(s.info.StateDir, "kube")})
+	if err != nil {
+		return err
+	}
+	s.api = api
+	s.onExit(s.stopAPIServer)
+	s.logger.Info("local kube-apiserver started", "url", api.Host(), "took", time.Since(begin).Round(time.Millisecond),
+		"kube_apiserver_pid", api.APIServerPID, "etcd_pid", api.EtcdPID)
+	s.info.APIServer, s.info.Kubeconfig, s.info.APIServerLog = api.Host(), api.KubeconfigPath, api.LogPath()
+	s.info.APIServerPID, s.info.EtcdPID = api.APIServerPID, api.EtcdPID
+	cs, err := kubernetes.NewForConfig(api.Config)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	for _, ns := range []string{cfg.Kube.CertNamespace, cfg.Kube.GatewayNamespace} {
+		if ns == "" {
+			continue
+		}
+		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create namespace %s: %w", ns, err)
+		}
+	}
+	return nil
+}
+
+// stopAPIServer stops kube-apiserver and etcd and says so, with the PIDs,
+// so an operator can check with pgrep that nothing is left.
+func (s *stack) stopAPIServer() {
+	if err := s.api.Stop(); err != nil {
+		s.stopErr = errors.Join(s.stopErr, err)
+		return
+	}
+	fmt.Fprintf(s.out, "stopped kube-apiserver (pid %d) and etcd (pid %d)\n", s.api.APIServerPID, s.api.EtcdPID)
+}
+
+// issuer builds the DEV-ONLY issuer for the local API server, or for the
+// KUBECONFIG cluster when PORTAL_DOMAIN_DEV_ISSUER=1.
+func (s *stack) issuer(b *board) (*Issuer, error) {
+	restCfg := (*rest.Config)(nil)
+	if s.api != nil {
+		restCfg = s.api.Config
+	} else {
+		var err error
+		if restCfg, err = clientcmd.BuildConfigFromFlags("", s.getenv("KUBECONFIG")); err != nil {
+			return nil, fmt.Errorf("KUBECONFIG for the dev issuer: %w", err)
+		}
+	}
+	dyn, err := dynamic.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("dev issuer client: %w", err)
+	}
+	kind := cmpOr(s.getenv("PORTAL_DOMAIN_ISSUER_KIND"), "ClusterIssuer")
+	name := cmpOr(s.getenv("PORTAL_DOMAIN_ISSUER_NAME"), DevIssuerName)
+	return &Issuer{Dynamic: dyn, CA: s.ca, IssuerKind: kind, IssuerName: name, Delay: s.opts.IssuerDelay, Logger: s.logger,
+		OnIssued: func(ns, cert string, dnsNames []string) {
+			b.Note("DEV-ONLY issuer signed %s/%s for %s with the dev CA", ns, cert, strings.Join(dnsNames, ", "))
+		}}, nil
+}
+
+// runFixes applies the demo's DNS fixes when they are due.
+func (s *stack) runFixes(ctx context.Context, b *board) error {
+	type due struct {
+		at time.Time
+		t  DemoTenant
+	}
+	var fixes []due
+	now := time.Now()
+	for _, t := range s.demo.Tenants {
+		if t.Fix == nil {
+			continue
+		}
+		after := t.Fix.After
+		if s.opts.FixDNSAfter > 0 {
+			after = s.opts.FixDNSAfter
+		}
+		fixes = append(fixes, due{now.Add(after), t})
+	}
+	slices.SortFunc(fixes, func(a, b due) int { return a.at.Compare(b.at) })
+	for _, f := range fixes {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(f.at)):
+		}
+		if err := s.dns.Set(f.t.Fix.Record); err != nil {
+			return fmt.Errorf("demo DNS fix for %s: %w", f.t.Domain, err)
+		}
+		b.Note("DEV: %s fixed their DNS, as a tenant would: %s", f.t.Name, oneLine(f.t.Fix.Record))
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// printBanner says what was started and where.
+func (s *stack) printBanner() {
+	i := s.info
+	var sb strings.Builder
+	line := func(label, format string, args ...any) {
+		fmt.Fprintf(&sb, "  %-13s %s\n", label, fmt.Sprintf(format, args...))
+	}
+	fmt.Fprintf(&sb, "portal-domains dev: the whole pipeline on this machine, up in %s (DEV-ONLY parts are marked)\n",
+		time.Since(s.start).Round(100*time.Millisecond))
+	line("Postgres", "%s (migrated)", i.DatabaseURL)
+	if i.APIServer != "" {
+		line("API server", "%s  kube-apiserver pid %d, etcd pid %d (log %s)", i.APIServer, i.APIServerPID, i.EtcdPID, i.APIServerLog)
+		line("", "export KUBECONFIG=%s   # kubectl get certificates,gateways,virtualservices -A", i.Kubeconfig)
+	} else {
+		line("API server", "the cluster in KUBECONFIG=%s (not started here)", s.getenv("KUBECONFIG"))
+	}
+	if i.DNSAddr != "" {
+		line("DNS", "%s udp+tcp, zones %s from fixtures/demo", i.DNSAddr, strings.Join(s.dns.Zones(), " "))
+	} else {
+		line("DNS", "PORTAL_DOMAIN_DNS_SERVERS=%s (not started here)", strings.Join(i.DNSServers, ","))
+	}
+	if i.GatewayAddr != "" {
+		host, port, _ := net.SplitHostPort(i.GatewayAddr)
+		line("HTTPS", "%s  DEV-ONLY gateway the probe dials, certificates from the dev CA", i.GatewayAddr)
+		if len(s.demo.Tenants) > 0 {
+			d := s.demo.Tenants[0].Domain
+			line("", "curl --cacert %s --resolve %s:%s:%s https://%s:%s/", i.CAFile, d, port, host, d, port)
+		}
+	} else {
+		line("HTTPS", "the probe dials PORTAL_DOMAIN_PROBE_DIAL_ADDRESS=%s", s.getenv("PORTAL_DOMAIN_PROBE_DIAL_ADDRESS"))
+	}
+	if i.DevIssuer {
+		line("cert-manager", "DEV-ONLY issuer signs each Certificate with the dev CA (%s)", i.CAFile)
+	} else {
+		line("cert-manager", "the cluster's own (PORTAL_DOMAIN_DEV_ISSUER=1 plays it instead)")
+	}
+	line("River UI", "%s  (also /healthz, /readyz, /metrics)", i.RiverUI)
+	line("Manifests", "%s", i.ManifestDir)
+	demoDomain := s.demo.Tenants[0].Domain // LoadDemo guarantees one
+	for _, t := range s.demo.Tenants {
+		if t.Fix != nil {
+			demoDomain = t.Domain // the one with something to diagnose
+		}
+	}
+	line("CLI", ". %s   # then: portal-domains status, portal-domains doctor --domain %s, kubectl …", i.EnvFile, demoDomain)
+	fmt.Fprintln(s.out, sb.String())
+}
+
+// ConfigError is a bad setting in the environment (the command exits 2).
+type ConfigError struct{ Err error }
+
+func (e ConfigError) Error() string { return e.Err.Error() }
+func (e ConfigError) Unwrap() error { return e.Err }
+
+// devIssuerWanted: by default the dev issuer runs only with the local API
+// server; PORTAL_DOMAIN_DEV_ISSUER=1 or 0 overrides.
+func devIssuerWanted(v string, localKube bool) (bool, error) {
+	if v == "" {
+		return localKube, nil
+	}
+	on, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, ConfigError{fmt.Errorf("PORTAL_DOMAIN_DEV_ISSUER: %q is not 1 or 0", v)}
+	}
+	return on, nil
+}
+
+// FindRoot walks up from dir to the directory holding this repository's
+// go.mod; "" when there is none (the binary runs elsewhere).
+func FindRoot(dir string) string {
+	for {
+		mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(bytes.TrimSpace(mod), []byte("module "+modulePath)) {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
+
+// StateDir is where a run keeps its files when Options.StateDir is empty.
+func StateDir(root string) (string, error) {
+	if root != "" {
+		return filepath.Join(root, ".cache", "dev"), nil
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no state directory: %w", err)
+	}
+	return filepath.Join(cache, "portal-domains", "dev"), nil
+}
+
+func stateDirFor(opts Options) (string, error) {
+	dir := opts.StateDir
+	if dir == "" {
+		var err error
+		if dir, err = StateDir(opts.Root); err != nil {
+			return "", err
+		}
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("state directory %s: %w", opts.StateDir, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create state directory: %w", err)
+	}
+	return dir, nil
+}
+
+// lockStateDir keeps two runs from sharing a state directory (and so an
+// API server work directory and a port for the River UI).
+func lockStateDir(dir string) (func(), error) {
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another `portal-domains-dev dev` (pid %s) is running with %s; stop it first", strings.TrimSpace(string(holder)), dir)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		_ = f.Truncate(0)
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// lockDatabase keeps two dev stacks from working the same database schema,
+// where each would take the other's jobs with the wrong DNS and cluster.
+// The advisory lock lives on a connection of its own, outside the pool.
+func lockDatabase(ctx context.Context, url string) (func(), error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("connect for the dev lock: %w", err)
+	}
+	const key = `hashtext('portal-domains dev ' || current_schema())`
+	var got bool
+	var schema string
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+key+`), current_schema()`).Scan(&got, &schema); err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("take the dev lock: %w", err)
+	}
+	if !got {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("another `portal-domains-dev dev` is working %s (schema %s); stop it first, or set DATABASE_URL to another database",
+			db.RedactURL(url), schema)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock(`+key+`)`)
+		_ = conn.Close(ctx)
+	}, nil
+}
+
+// runTogether runs fns until ctx ends or one fails, then waits for all.
+func runTogether(ctx context.Context, fns ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(fns))
+	var wg sync.WaitGroup
+	for _, fn := range fns {
+		wg.Go(func() {
+			err := fn(ctx)
+			cancel()
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}
+
+func cmpOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

@@ -1,0 +1,151 @@
+package telemetry_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-domains/portal-domains/internal/telemetry"
+)
+
+type metricsBundle struct {
+	metrics  *telemetry.Metrics
+	registry *prometheus.Registry
+	scrape   func() string
+}
+
+func setupMetrics(t *testing.T, cfg telemetry.MetricsConfig) *metricsBundle {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := telemetry.NewMetrics(reg, cfg)
+	require.NoError(t, err)
+
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(srv.Close)
+
+	return &metricsBundle{
+		metrics:  m,
+		registry: reg,
+		scrape: func() string {
+			resp, err := http.Get(srv.URL)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+			return string(body)
+		},
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+	t.Run("ObservationsAndScrapeTimeGaugesAppearOnMetrics", func(t *testing.T) {
+		t.Parallel()
+		b := setupMetrics(t, telemetry.MetricsConfig{
+			DomainsByStatus: func(context.Context) (map[string]telemetry.StatusCount, error) {
+				return map[string]telemetry.StatusCount{
+					"active":              {Count: 12},
+					"certificate_issuing": {Count: 2, OldestSince: now.Add(-90 * time.Minute)},
+				}, nil
+			},
+			Statuses:   []string{"pending_dns", "active", "certificate_issuing", "dns_failed"},
+			OpenAlerts: func(context.Context) (int, error) { return 3, nil },
+			Now:        func() time.Time { return now },
+		})
+
+		b.metrics.ObserveStage("verify_dns", "advanced", 250*time.Millisecond)
+		b.metrics.DNSCheck("mismatch")
+		b.metrics.DNSCheck("mismatch")
+		b.metrics.ApplyError("conflict")
+		b.metrics.Failed("dns_failed")
+		b.metrics.Activated(10 * time.Minute)
+
+		out := b.scrape()
+		for _, want := range []string{
+			`portal_domains_by_status{status="active"} 12`,
+			`portal_domains_by_status{status="certificate_issuing"} 2`,
+			// Statuses without rows report 0 instead of disappearing.
+			`portal_domains_by_status{status="pending_dns"} 0`,
+			`portal_domains_by_status{status="dns_failed"} 0`,
+			`portal_domains_oldest_in_status_seconds{status="certificate_issuing"} 5400`,
+			`portal_domains_open_alerts 3`,
+			`portal_domains_stage_duration_seconds_bucket{outcome="advanced",stage="verify_dns",le="0.25"} 1`,
+			`portal_domains_stage_duration_seconds_count{outcome="advanced",stage="verify_dns"} 1`,
+			`portal_domains_dns_checks_total{outcome="mismatch"} 2`,
+			`portal_domains_apply_errors_total{kind="conflict"} 1`,
+			`portal_domains_failures_total{status="dns_failed"} 1`,
+			`portal_domains_registration_to_active_seconds_bucket{le="600"} 1`,
+			`portal_domains_registration_to_active_seconds_count 1`,
+			`portal_domains_registration_to_active_seconds_sum 600`,
+		} {
+			require.Contains(t, out, want)
+		}
+		// No age for a status whose rows have no known entry time.
+		require.NotContains(t, out, `portal_domains_oldest_in_status_seconds{status="active"}`)
+	})
+
+	t.Run("FailedQueryDropsItsGaugesAndCountsTheError", func(t *testing.T) {
+		t.Parallel()
+		b := setupMetrics(t, telemetry.MetricsConfig{
+			DomainsByStatus: func(context.Context) (map[string]telemetry.StatusCount, error) {
+				return nil, errors.New("connection refused")
+			},
+			Statuses:   []string{"active"},
+			OpenAlerts: func(context.Context) (int, error) { return 0, nil },
+		})
+
+		first := b.scrape()
+		require.NotContains(t, first, "portal_domains_by_status{", "no false zeros when the query failed")
+		require.Contains(t, first, "portal_domains_open_alerts 0", "the other query still reports")
+
+		second := b.scrape()
+		require.Contains(t, second, `portal_domains_collect_errors_total{collector="domains_by_status"}`)
+	})
+
+	t.Run("QueriesGetABoundedContext", func(t *testing.T) {
+		t.Parallel()
+		var hadDeadline atomic.Bool
+		b := setupMetrics(t, telemetry.MetricsConfig{
+			DomainsByStatus: func(ctx context.Context) (map[string]telemetry.StatusCount, error) {
+				_, ok := ctx.Deadline()
+				hadDeadline.Store(ok)
+				return nil, nil
+			},
+			OpenAlerts: func(context.Context) (int, error) { return 0, nil },
+		})
+		b.scrape()
+		require.True(t, hadDeadline.Load())
+	})
+
+	t.Run("RequiresCollectorFuncs", func(t *testing.T) {
+		t.Parallel()
+		_, err := telemetry.NewMetrics(prometheus.NewRegistry(), telemetry.MetricsConfig{})
+		require.ErrorContains(t, err, "DomainsByStatus is required")
+	})
+
+	t.Run("DoubleRegistrationIsAnError", func(t *testing.T) {
+		t.Parallel()
+		reg := prometheus.NewRegistry()
+		cfg := telemetry.MetricsConfig{
+			DomainsByStatus: func(context.Context) (map[string]telemetry.StatusCount, error) { return nil, nil },
+			OpenAlerts:      func(context.Context) (int, error) { return 0, nil },
+		}
+		_, err := telemetry.NewMetrics(reg, cfg)
+		require.NoError(t, err)
+		_, err = telemetry.NewMetrics(reg, cfg)
+		require.ErrorContains(t, err, "register")
+	})
+}

@@ -1,0 +1,487 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/dns"
+	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/internal/probe"
+	"github.com/portal-domains/portal-domains/internal/telemetry"
+	"github.com/portal-domains/portal-domains/jobs"
+	"github.com/portal-domains/portal-domains/k8s"
+)
+
+// span starts a span tagged with the runbook's tenantId and portalDomainId.
+func span(ctx context.Context, tracer trace.Tracer, name string, d jobs.DomainRef, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	attrs = append(attrs, attribute.String("domain", d.Host))
+	return telemetry.StartDomainSpan(ctx, tracer, name, d.Tenant, d.ID, attrs...)
+}
+
+// endSpan records err (if any) and ends the span.
+func endSpan(s trace.Span, err error) {
+	if err != nil {
+		s.RecordError(err)
+		s.SetStatus(codes.Error, err.Error())
+	}
+	s.End()
+}
+
+// Store gives the jobs the database, mapping db's errors to jobs' sentinels.
+type Store struct {
+	Pool *pgxpool.Pool
+	// Transitions, when set, commits the transitions of concurrently
+	// running jobs together (see db.TransitionGroup).
+	Transitions *db.TransitionGroup
+	// Reads, when set, reads the rows of jobs starting together in one
+	// query (see db.ReadGroup).
+	Reads *db.ReadGroup
+}
+
+var _ jobs.Store = Store{}
+
+// GetDomain reads a row.
+func (s Store) GetDomain(ctx context.Context, id string) (domain.Record, error) {
+	var rec domain.Record
+	var err error
+	if s.Reads != nil {
+		rec, err = s.Reads.GetDomain(ctx, id)
+	} else {
+		rec, err = db.GetDomain(ctx, s.Pool, id)
+	}
+	if errors.Is(err, db.ErrNotFound) {
+		return rec, fmt.Errorf("%w: %w", jobs.ErrNotFound, err)
+	}
+	return rec, err
+}
+
+// Transition applies a guarded move; the trigger enqueues the next stage in
+// the same statement's transaction.
+func (s Store) Transition(ctx context.Context, c domain.Change) (domain.Record, error) {
+	var rec domain.Record
+	var err error
+	if s.Transitions != nil {
+		rec, err = s.Transitions.Transition(ctx, c)
+	} else {
+		rec, err = db.Transition(ctx, s.Pool, c)
+	}
+	if errors.Is(err, db.ErrStale) {
+		return rec, fmt.Errorf("%w: %w", jobs.ErrStale, err)
+	}
+	return rec, err
+}
+
+// WakeStageJob makes the domain's waiting stage job run now.
+func (s Store) WakeStageJob(ctx context.Context, id string) error {
+	_, err := db.WakeStageJob(ctx, s.Pool, id)
+	return err
+}
+
+// DNS runs the dns package's checks for the verify_dns job.
+type DNS struct {
+	Resolver    *dns.Resolver
+	CAAIdentity string
+	Tracer      trace.Tracer
+}
+
+var _ jobs.DNSChecker = DNS{}
+
+// CheckDNS checks the CNAME chain and CAA.
+func (d DNS) CheckDNS(ctx context.Context, ref jobs.DomainRef) jobs.DNSVerdict {
+	ctx, sp := span(ctx, d.Tracer, "dns.check", ref, attribute.String("canonical_host", ref.CanonicalHost))
+	report := d.Resolver.Check(ctx, ref.Host, ref.CanonicalHost, d.CAAIdentity)
+	sp.SetAttributes(attribute.String("dns.outcome", string(report.Outcome)))
+	var reportErr error
+	if report.Outcome == dns.OutcomeResolverError {
+		reportErr = errors.New(report.Message)
+	}
+	endSpan(sp, reportErr)
+	observation, err := json.Marshal(report)
+	if err != nil {
+		observation = nil
+	}
+	return jobs.DNSVerdict{Outcome: jobs.DNSOutcome(report.Outcome), Message: report.Message, Observation: observation}
+}
+
+// Kube renders, snapshots and applies a domain's objects with the k8s package.
+type Kube struct {
+	Client      *k8s.Client
+	Config      k8s.Config
+	ManifestDir string
+	Tracer      trace.Tracer
+	// ApplyErrors counts apply failures by kind (conflict, invalid, ...).
+	ApplyErrors func(kind string)
+}
+
+var _ jobs.Kube = Kube{}
+
+func toK8s(d jobs.DomainRef) k8s.Domain {
+	return k8s.Domain{ID: d.ID, Tenant: d.Tenant, Host: d.Host, CanonicalHost: d.CanonicalHost}
+}
+
+// Apply renders, writes the snapshots (when a directory is set) and
+// server-side applies.
+func (k Kube) Apply(ctx context.Context, d jobs.DomainRef) (jobs.Applied, error) {
+	return k.apply(ctx, d, k.Client.Apply)
+}
+
+// Reclaim is Apply taking back fields a hand edit changed since
+// (k8s.Client.Reclaim).
+func (k Kube) Reclaim(ctx context.Context, d jobs.DomainRef) (jobs.Applied, error) {
+	return k.apply(ctx, d, k.Client.Reclaim)
+}
+
+func (k Kube) apply(ctx context.Context, d jobs.DomainRef, send func(context.Context, k8s.Objects) (k8s.ApplyResult, error)) (applied jobs.Applied, err error) {
+	ctx, sp := span(ctx, k.Tracer, "kubernetes.apply", d)
+	defer func() {
+		endSpan(sp, err)
+		if err != nil && k.ApplyErrors != nil {
+			k.ApplyErrors(applyErrorKind(err))
+		}
+	}()
+	objs, err := k8s.Render(toK8s(d), k.Config)
+	if err != nil {
+		return jobs.Applied{}, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+	}
+	if k.ManifestDir != "" {
+		if err := k8s.WriteSnapshots(k.ManifestDir, snapshotDir(d), objs); err != nil {
+			return jobs.Applied{}, fmt.Errorf("write manifest snapshots: %w", err)
+		}
+	}
+	res, err := send(ctx, objs)
+	if err != nil {
+		return jobs.Applied{}, permanentIfHopeless(err)
+	}
+	return jobs.Applied{SecretName: res.SecretName, ResourceVersion: res.CertificateResourceVersion, CertificateReady: res.CertificateReady}, nil
+}
+
+func applyErrorKind(err error) string {
+	switch {
+	case errors.Is(err, k8s.ErrConflict):
+		return "conflict"
+	case errors.Is(err, k8s.ErrInvalid), errors.Is(err, k8s.ErrBadDomain):
+		return "invalid"
+	case errors.Is(err, k8s.ErrUnreachable):
+		return "unreachable"
+	case apierrors.IsForbidden(err):
+		return "forbidden"
+	}
+	return "other"
+}
+
+// permanentIfHopeless marks errors that retrying the same request cannot
+// fix, so the domain fails now with the API server's message instead of
+// after the whole retry budget.
+func permanentIfHopeless(err error) error {
+	if errors.Is(err, k8s.ErrInvalid) || errors.Is(err, k8s.ErrConflict) || errors.Is(err, k8s.ErrBadDomain) ||
+		apierrors.IsForbidden(err) {
+		return fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+	}
+	return err
+}
+
+// CertificateReadyWatched asks the Certificate watch's cache.
+func (k Kube) CertificateReadyWatched(d jobs.DomainRef) bool {
+	names, err := k8s.NamesFor(toK8s(d), k.Config)
+	if err != nil {
+		return false
+	}
+	st, ok := k.Client.WatchedCertificateStatus(names.CertNamespace, names.Certificate)
+	return ok && st.IsReady()
+}
+
+// CertificateState reads the Certificate's Ready condition and whether the
+// routes exist.
+func (k Kube) CertificateState(ctx context.Context, d jobs.DomainRef) (jobs.CertState, error) {
+	names, err := k8s.NamesFor(toK8s(d), k.Config)
+	if err != nil {
+		return jobs.CertState{}, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+	}
+	st, err := k.Client.GetCertificateStatus(ctx, names.CertNamespace, names.Certificate)
+	if err != nil {
+		return jobs.CertState{}, err
+	}
+	state := certState(st)
+	if st.Exists {
+		objs, err := k8s.Render(toK8s(d), k.Config)
+		if err != nil {
+			return jobs.CertState{}, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+		}
+		state.Drift = certDrift(st, objs.Certificate)
+	}
+	return state, nil
+}
+
+// certDrift names what of the Certificate in the cluster differs from the
+// one this worker renders (someone edited it by hand); "" when nothing.
+func certDrift(st k8s.CertStatus, want *unstructured.Unstructured) string {
+	names, _, _ := unstructured.NestedStringSlice(want.Object, "spec", "dnsNames")
+	secret, _, _ := unstructured.NestedString(want.Object, "spec", "secretName")
+	var drift []string
+	if !slices.Equal(st.DNSNames, names) {
+		drift = append(drift, fmt.Sprintf("dnsNames %v instead of %v", st.DNSNames, names))
+	}
+	if st.SecretName != secret {
+		drift = append(drift, fmt.Sprintf("secretName %q instead of %q", st.SecretName, secret))
+	}
+	return strings.Join(drift, ", ")
+}
+
+func certState(st k8s.CertStatus) jobs.CertState {
+	ready := string(st.Ready)
+	// Just after a re-apply the condition describes the previous spec.
+	if st.Exists && st.ObservedGeneration != 0 && st.ObservedGeneration < st.Generation {
+		ready = "Unknown"
+	}
+	return jobs.CertState{Found: st.Exists, Ready: ready, Reason: st.Reason, Message: st.Message,
+		Since: st.LastTransitionTime, FailedIssuanceAttempts: st.FailedIssuanceAttempts, RoutesPresent: st.ObjectsPresent}
+}
+
+// Delete removes the objects and the snapshots.
+func (k Kube) Delete(ctx context.Context, d jobs.DomainRef) error {
+	if err := k.Client.Delete(ctx, toK8s(d), k.Config); err != nil {
+		return err
+	}
+	if k.ManifestDir != "" {
+		if err := k8s.RemoveSnapshots(k.ManifestDir, snapshotDir(d)); err != nil {
+			return fmt.Errorf("remove manifest snapshots: %w", err)
+		}
+	}
+	return nil
+}
+
+// Prober probes with the probe package.
+type Prober struct {
+	Config probe.Config
+	Tracer trace.Tracer
+}
+
+var _ jobs.Prober = Prober{}
+
+// Probe makes one HTTPS request.
+func (p Prober) Probe(ctx context.Context, d jobs.DomainRef) jobs.ProbeResult {
+	ctx, sp := span(ctx, p.Tracer, "https.probe", d)
+	res := probe.Probe(ctx, p.Config, d.Host)
+	sp.SetAttributes(attribute.Int("http.status_code", res.StatusCode))
+	endSpan(sp, res.Err)
+	return jobs.ProbeResult{OK: res.OK, Message: res.Message}
+}
+
+// snapshotDir is the runbook's <tenant7> folder: the canonical host's first
+// label, which is the tenant's 7 characters except after a collision, when
+// it is longer so two tenants never share a folder.
+func snapshotDir(d jobs.DomainRef) string { return domain.CanonicalPrefix(d.CanonicalHost) }
+
+// DomainsKeepingObjects tells the orphan sweep which domains still own
+// their objects.
+func (s Store) DomainsKeepingObjects(ctx context.Context, ids []string, disabledFor time.Duration) (map[string]bool, error) {
+	return db.DomainsKeepingObjects(ctx, s.Pool, ids, disabledFor)
+}
+
+// Sweeper lists and deletes managed objects for the orphan sweep. It only
+// looks in the namespaces this worker manages: another deployment sharing
+// the cluster (staging next to production) has rows in another database,
+// and its objects must never look orphaned from here.
+type Sweeper struct {
+	Client     *k8s.Client
+	Namespaces []string
+}
+
+var _ jobs.Sweeper = Sweeper{}
+
+// ListManaged lists every object with the managed label.
+func (s Sweeper) ListManaged(ctx context.Context) ([]jobs.ManagedObject, error) {
+	objs, err := s.Client.ListManaged(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]jobs.ManagedObject, 0, len(objs))
+	for _, o := range objs {
+		if slices.Contains(s.Namespaces, o.Namespace) {
+			out = append(out, jobs.ManagedObject{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, DomainID: o.DomainID, Handle: o})
+		}
+	}
+	return out, nil
+}
+
+// DeleteManaged deletes one listed object (and a Certificate's Secret).
+func (s Sweeper) DeleteManaged(ctx context.Context, obj jobs.ManagedObject) error {
+	m, ok := obj.Handle.(k8s.ManagedObject)
+	if !ok {
+		return fmt.Errorf("delete %s %s/%s: not listed by this sweeper", obj.Kind, obj.Namespace, obj.Name)
+	}
+	return s.Client.DeleteManaged(ctx, m)
+}
+
+// Certificates lists the managed Certificates for the stuck scan, in the
+// namespace this worker puts them in (another deployment sharing the
+// cluster alerts on its own).
+type Certificates struct {
+	Client    *k8s.Client
+	Namespace string
+}
+
+var _ jobs.CertificateLister = Certificates{}
+
+// ManagedCertificates lists Certificates with the managed label.
+func (c Certificates) ManagedCertificates(ctx context.Context) ([]jobs.Certificate, error) {
+	objs, err := c.Client.ListManaged(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []jobs.Certificate
+	for _, o := range objs {
+		if o.Kind != "Certificate" || o.Namespace != c.Namespace {
+			continue
+		}
+		st := o.Certificate
+		out = append(out, jobs.Certificate{Namespace: o.Namespace, Name: o.Name, DomainID: o.DomainID,
+			Ready: string(st.Ready), Reason: st.Reason, Message: st.Message,
+			LastTransitionTime: st.LastTransitionTime, CreatedAt: o.CreatedAt,
+			FailedIssuanceAttempts: st.FailedIssuanceAttempts, LastFailureTime: st.LastFailureTime,
+			Stale: st.ObservedGeneration != 0 && st.ObservedGeneration < st.Generation})
+	}
+	return out, nil
+}
+
+// AlertStore gives the stuck scan the database. Opening (or resolving) an
+// alert and enqueuing its alert_webhook job share one transaction, so the
+// job exists exactly when the alert changed: never lost to a crash between
+// the two, never enqueued twice (only the INSERT that won notifies).
+type AlertStore struct {
+	Pool *pgxpool.Pool
+	// River is an insert-only client for InsertTx.
+	River *river.Client[pgx.Tx]
+}
+
+var _ jobs.AlertStore = (*AlertStore)(nil)
+
+// NewAlertStore builds the store with its own insert-only River client.
+func NewAlertStore(pool *pgxpool.Pool, logger *slog.Logger) (*AlertStore, error) {
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("river insert client for alerts: %w", err)
+	}
+	return &AlertStore{Pool: pool, River: client}, nil
+}
+
+// OpenAlerts returns the unresolved alerts.
+func (s *AlertStore) OpenAlerts(ctx context.Context) ([]jobs.Alert, error) {
+	rows, err := db.OpenAlerts(ctx, s.Pool)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]jobs.Alert, len(rows))
+	for i, a := range rows {
+		out[i] = toJobsAlert(a)
+	}
+	return out, nil
+}
+
+// StuckDomains reads the stuck rows through the working index.
+func (s *AlertStore) StuckDomains(ctx context.Context, cutoffs map[domain.Status]time.Time, limit int) ([]domain.Record, error) {
+	return db.StuckDomains(ctx, s.Pool, cutoffs, limit)
+}
+
+// Domains reads rows by id.
+func (s *AlertStore) Domains(ctx context.Context, ids []string) (map[string]domain.Record, error) {
+	return db.DomainsByID(ctx, s.Pool, ids)
+}
+
+// OpenAlert opens the alert and, when it is new and notify is set,
+// enqueues its webhook job in the same transaction.
+func (s *AlertStore) OpenAlert(ctx context.Context, o jobs.AlertOpening, notify bool) (jobs.Alert, bool, error) {
+	na := db.NewAlert{DomainID: o.DomainID, Kind: o.Kind, Reason: o.Reason, Message: o.Message,
+		FailedIssuanceAttempts: o.FailedIssuanceAttempts, LastFailureTime: timePtr(o.LastFailureTime),
+		NotReadySince: timePtr(o.NotReadySince), Details: o.Details, WhileStatus: string(o.WhileStatus),
+		WhileSince: timePtr(o.WhileSince)}
+	var out jobs.Alert
+	var opened bool
+	err := db.InTx(ctx, s.Pool, func(tx pgx.Tx) error {
+		a, ok, err := db.OpenAlert(ctx, tx, na)
+		if err != nil || !ok {
+			return err
+		}
+		out, opened = toJobsAlert(a), true
+		return s.notify(ctx, tx, notify, jobs.AlertEventOpened, out)
+	})
+	if err != nil {
+		return jobs.Alert{}, false, err
+	}
+	return out, opened, nil
+}
+
+// ResolveAlert resolves the alert and, when this call did and notify is
+// set, enqueues its webhook job in the same transaction.
+func (s *AlertStore) ResolveAlert(ctx context.Context, id int64, resolution string, notify bool) (jobs.Alert, bool, error) {
+	var out jobs.Alert
+	var resolved bool
+	err := db.InTx(ctx, s.Pool, func(tx pgx.Tx) error {
+		a, ok, err := db.ResolveAlert(ctx, tx, id, resolution)
+		if err != nil || !ok {
+			return err
+		}
+		out, resolved = toJobsAlert(a), true
+		return s.notify(ctx, tx, notify, jobs.AlertEventResolved, out)
+	})
+	if err != nil {
+		return jobs.Alert{}, false, err
+	}
+	return out, resolved, nil
+}
+
+func (s *AlertStore) notify(ctx context.Context, tx pgx.Tx, notify bool, event string, a jobs.Alert) error {
+	if !notify {
+		return nil
+	}
+	if _, err := s.River.InsertTx(ctx, tx, jobs.NewAlertWebhookArgs(event, a), nil); err != nil {
+		return fmt.Errorf("enqueue %s webhook for alert %d: %w", event, a.ID, err)
+	}
+	return nil
+}
+
+func toJobsAlert(a db.Alert) jobs.Alert {
+	out := jobs.Alert{ID: a.ID, Kind: a.Kind, DomainID: a.DomainID, Tenant: a.Tenant, Domain: a.Domain,
+		Reason: a.Reason, Message: a.Message, FailedIssuanceAttempts: a.FailedIssuanceAttempts,
+		OpenedAt: a.OpenedAt, Resolution: a.Resolution}
+	if a.LastFailureTime != nil {
+		out.LastFailureTime = *a.LastFailureTime
+	}
+	if a.NotReadySince != nil {
+		out.NotReadySince = *a.NotReadySince
+	}
+	if a.ResolvedAt != nil {
+		out.ResolvedAt = *a.ResolvedAt
+	}
+	if len(a.Details) > 0 {
+		_ = json.Unmarshal(a.Details, &out.Details) // written by OpenAlert as a JSON object
+		if len(out.Details) == 0 {
+			out.Details = nil
+		}
+	}
+	return out
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}

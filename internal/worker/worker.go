@@ -1,0 +1,396 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/dns"
+	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/internal/telemetry"
+	"github.com/portal-domains/portal-domains/jobs"
+	"github.com/portal-domains/portal-domains/k8s"
+)
+
+// Worker is one worker process.
+type Worker struct {
+	cfg      Config
+	logger   *slog.Logger
+	pool     *pgxpool.Pool
+	client   *river.Client[pgx.Tx]
+	kube     *k8s.Client
+	registry *prometheus.Registry
+	metrics  *telemetry.Metrics
+}
+
+// Options are the parts a caller may provide instead of the defaults.
+type Options struct {
+	Logger *slog.Logger
+	// Pool, when set, is used instead of opening cfg.DatabaseURL.
+	Pool *pgxpool.Pool
+	// RestConfig, when set, is used instead of KUBECONFIG/in-cluster.
+	RestConfig *rest.Config
+	// TracerProvider for River's and the stages' spans; nil: no tracing.
+	TracerProvider trace.TracerProvider
+	// Observer receives outcomes in addition to the metrics (analytics).
+	Observer jobs.Observer
+}
+
+// ErrNotMigrated: the schema is missing or old; run `migrate up`.
+var ErrNotMigrated = errors.New("database schema is not migrated: run `portal-domains migrate up`")
+
+// New connects everything and registers the workers; nothing runs until Run.
+func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
+	w := &Worker{cfg: cfg, logger: opts.Logger, registry: prometheus.NewRegistry()}
+	if w.logger == nil {
+		w.logger = slog.New(slog.DiscardHandler)
+	}
+	w.pool = opts.Pool
+	if w.pool == nil {
+		pool, err := db.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, err
+		}
+		w.pool = pool
+	}
+	if err := w.checkSchema(ctx); err != nil {
+		return nil, err
+	}
+	if err := db.SaveSettings(ctx, w.pool, db.Settings{CanonicalSuffix: cfg.CanonicalSuffix}); err != nil {
+		return nil, err
+	}
+
+	resolver, err := dns.NewResolver(dns.Config{Servers: cfg.DNSServers, Timeout: cfg.DNSTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("dns resolver: %w", err)
+	}
+	restConfig := opts.RestConfig
+	if restConfig == nil {
+		restConfig, err = loadRestConfig(cfg.Kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if restConfig != nil {
+		if cfg.KubeQPS > 0 || cfg.KubeBurst > 0 {
+			restConfig = rest.CopyConfig(restConfig)
+			restConfig.QPS = cmp.Or(float32(cfg.KubeQPS), restConfig.QPS)
+			restConfig.Burst = cmp.Or(cfg.KubeBurst, restConfig.Burst)
+		}
+		if w.kube, err = k8s.NewClient(restConfig); err != nil {
+			return nil, fmt.Errorf("kubernetes client: %w", err)
+		}
+	} else {
+		w.logger.Warn("no Kubernetes cluster configured (KUBECONFIG unset and not in a cluster): " +
+			"the kubernetes queue is not worked, so apply, await_certificate and disable jobs wait until a worker with a cluster runs")
+	}
+
+	w.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	statuses := make([]string, len(domain.Statuses))
+	for i, s := range domain.Statuses {
+		statuses[i] = string(s)
+	}
+	w.metrics, err = telemetry.NewMetrics(w.registry, telemetry.MetricsConfig{
+		Statuses: statuses,
+		DomainsByStatus: func(ctx context.Context) (map[string]telemetry.StatusCount, error) {
+			counts, err := db.CountByStatus(ctx, w.pool)
+			out := make(map[string]telemetry.StatusCount, len(counts))
+			for _, c := range counts {
+				out[c.Status] = telemetry.StatusCount{Count: c.Count, OldestSince: c.OldestSince}
+			}
+			return out, err
+		},
+		OpenAlerts: func(ctx context.Context) (int, error) { return db.CountOpenAlerts(ctx, w.pool) },
+		Logger:     w.logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	tracer := tp.Tracer(telemetry.TracerName)
+	deps := &jobs.Deps{
+		Store: Store{Pool: w.pool,
+			Transitions: db.NewTransitionGroup(w.pool, cfg.TransitionGroup, transitionCommits),
+			Reads:       db.NewReadGroup(w.pool, cfg.TransitionGroup, transitionCommits)},
+		DNS:      DNS{Resolver: resolver, CAAIdentity: cfg.CAAIdentity, Tracer: tracer},
+		Prober:   Prober{Config: cfg.Probe, Tracer: tracer},
+		Observer: observers{metricsObserver{w.metrics}, opts.Observer},
+		Logger:   w.logger,
+		Config: jobs.Config{CanonicalSuffix: cfg.CanonicalSuffix, DNSDeadline: cfg.DNSDeadline,
+			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName,
+			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax},
+	}
+	// Periodic jobs run on the elected leader only, so several workers
+	// never sweep or scan twice at once.
+	var periodic []*river.PeriodicJob
+	queues := map[string]river.QueueConfig{
+		domain.QueueDNS:         {MaxWorkers: cfg.DNSWorkers},
+		domain.QueueProbe:       {MaxWorkers: cfg.ProbeWorkers},
+		domain.QueueMaintenance: {MaxWorkers: 2},
+	}
+	if w.kube != nil {
+		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir, Tracer: tracer, ApplyErrors: w.metrics.ApplyError}
+		deps.Sweeper = Sweeper{Client: w.kube, Namespaces: managedNamespaces(cfg.Kube)}
+		deps.Owners = Store{Pool: w.pool}
+		periodic = append(periodic, river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(cfg.SweepInterval, 10*time.Minute)),
+			func() (river.JobArgs, *river.InsertOpts) { return jobs.OrphanSweepArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}))
+		queues[domain.QueueKubernetes] = river.QueueConfig{MaxWorkers: cfg.KubeWorkers}
+	}
+	workers := river.NewWorkers()
+	jobs.AddWorkers(workers, deps)
+	scan, err := w.addAlerts(workers, cfg)
+	if err != nil {
+		return nil, err
+	}
+	periodic = append(periodic, scan)
+
+	var plugins []rivertype.Plugin
+	if opts.TracerProvider != nil {
+		plugins = append(plugins, telemetry.RiverMiddleware(opts.TracerProvider))
+	}
+	w.client, err = river.NewClient(riverpgxv5.New(w.pool), &river.Config{
+		Queues:        queues,
+		Workers:       workers,
+		PeriodicJobs:  periodic,
+		Logger:        w.logger,
+		Plugins:       plugins,
+		FetchCooldown: cmp.Or(cfg.FetchCooldown, DefaultFetchCooldown),
+		// A stage is a few network calls; anything slower is stuck.
+		JobTimeout: cmp.Or(cfg.JobTimeout, 2*time.Minute),
+		// Jobs of a worker killed mid-run are rescued after this long.
+		RescueStuckJobsAfter: cmp.Or(cfg.RescueAfter, 5*time.Minute),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	return w, nil
+}
+
+// loadRestConfig reads KUBECONFIG, or the in-cluster config, or neither.
+func loadRestConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("KUBECONFIG %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if errors.Is(err, rest.ErrNotInCluster) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster kubernetes config: %w", err)
+	}
+	return cfg, nil
+}
+
+func (w *Worker) checkSchema(ctx context.Context) error {
+	status, err := db.MigrationStatus(ctx, w.pool)
+	if err != nil {
+		return err
+	}
+	for _, m := range status {
+		if !m.Applied {
+			return fmt.Errorf("%w (missing %03d_%s)", ErrNotMigrated, m.Version, m.Name)
+		}
+	}
+	return nil
+}
+
+// Client is the River client (for the UI and tests).
+func (w *Worker) Client() *river.Client[pgx.Tx] { return w.client }
+
+// Pool is the database pool.
+func (w *Worker) Pool() *pgxpool.Pool { return w.pool }
+
+// Registry holds the Prometheus metrics served on /metrics.
+func (w *Worker) Registry() *prometheus.Registry { return w.registry }
+
+// Ready reports whether the worker can do its work.
+func (w *Worker) Ready(ctx context.Context) error {
+	if err := w.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	return nil
+}
+
+// Run works jobs until ctx is cancelled, then stops gracefully: no new jobs
+// are fetched, running jobs get ShutdownTimeout to finish, and whatever is
+// still running after that is cancelled (and retried later by a worker).
+func (w *Worker) Run(ctx context.Context) error {
+	// River cancels every running job the moment Start's context ends;
+	// shutdown is Stop's job below, so the client must outlive ctx.
+	if err := w.client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("start river client: %w", err)
+	}
+	w.logger.Info("worker started", "queues", w.queueNames())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		w.watchCertificates(ctx)
+	}()
+
+	<-ctx.Done()
+	w.logger.Info("stopping: finishing running jobs", "timeout", w.cfg.ShutdownTimeout)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.ShutdownTimeout)
+	defer cancel()
+	err := w.client.Stop(stopCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		w.logger.Warn("running jobs did not finish in time; cancelling them (they will be retried)")
+		hardCtx, hardCancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer hardCancel()
+		err = w.client.StopAndCancel(hardCtx)
+	}
+	<-watchDone
+	if err != nil {
+		return fmt.Errorf("stop river client: %w", err)
+	}
+	w.logger.Info("worker stopped")
+	return nil
+}
+
+// watchCertificates wakes a domain's await_certificate job whenever its
+// Certificate's Ready condition changes, so Ready is acted on in
+// milliseconds; the job's own checks cover a missed event.
+func (w *Worker) watchCertificates(ctx context.Context) {
+	if w.kube == nil {
+		return
+	}
+	for ctx.Err() == nil {
+		err := w.kube.WatchCertificates(ctx, func(domainID string, st k8s.CertStatus) {
+			if st.Exists && st.Ready == k8s.ReadyMissing {
+				// Just created: cert-manager has not said anything yet,
+				// and waking now would only undo the stage's first-run
+				// delay.
+				return
+			}
+			w.wakeStageJob(ctx, domainID, st.IsReady(), 0)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		w.logger.Warn("certificate watch ended; restarting", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// Wake retries cover a Certificate turning Ready while the domain's stage
+// job is busy (the apply job that created it has not committed yet, or the
+// await job read the Certificate just before): the job cannot be woken, so
+// the wake is tried again, backing off from wakeRetryFirst to wakeRetryMax,
+// for about wakeRetryFor, instead of leaving the domain to its next
+// scheduled check.
+const (
+	wakeRetryFirst = 25 * time.Millisecond
+	wakeRetryMax   = 2 * time.Second
+	wakeRetryFor   = 15 * time.Second
+)
+
+// wakeStageJob makes the domain's waiting stage job run now; for a Ready
+// certificate it tries again while the stage job is busy.
+func (w *Worker) wakeStageJob(ctx context.Context, domainID string, ready bool, waited time.Duration) {
+	found, err := db.WakeStageJob(ctx, w.pool, domainID)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.logger.Warn("could not wake the stage job after a certificate change", "portal_domain_id", domainID, "error", err)
+		}
+		return
+	}
+	w.logger.Debug("certificate changed", "portal_domain_id", domainID, "ready", ready, "wake", found, "waited", waited)
+	if found != db.WakeBusy || !ready || waited >= wakeRetryFor {
+		return
+	}
+	// Waiting as long again as waited so far doubles the interval.
+	delay := min(max(waited, wakeRetryFirst), wakeRetryMax)
+	time.AfterFunc(delay, func() {
+		if ctx.Err() == nil {
+			w.wakeStageJob(ctx, domainID, ready, waited+delay)
+		}
+	})
+}
+
+func (w *Worker) queueNames() []string {
+	names := []string{domain.QueueDNS, domain.QueueProbe, domain.QueueMaintenance}
+	if w.kube != nil {
+		names = append(names, domain.QueueKubernetes)
+	}
+	return names
+}
+
+// Close releases the pool (when the worker opened it).
+func (w *Worker) Close() { w.pool.Close() }
+
+// metricsObserver feeds the Prometheus metrics.
+type metricsObserver struct{ m *telemetry.Metrics }
+
+func (o metricsObserver) StageFinished(kind, outcome string, took time.Duration) {
+	o.m.ObserveStage(kind, outcome, took)
+}
+func (o metricsObserver) DNSChecked(outcome string) { o.m.DNSCheck(outcome) }
+func (o metricsObserver) Activated(rec domain.Record) {
+	o.m.Activated(time.Since(rec.CreatedAt))
+}
+func (o metricsObserver) Failed(rec domain.Record) { o.m.Failed(string(rec.Status)) }
+
+// observers fans out to several observers, skipping nil ones.
+type observers []jobs.Observer
+
+func (os observers) StageFinished(kind, outcome string, took time.Duration) {
+	for _, o := range os {
+		if o != nil {
+			o.StageFinished(kind, outcome, took)
+		}
+	}
+}
+func (os observers) DNSChecked(outcome string) {
+	for _, o := range os {
+		if o != nil {
+			o.DNSChecked(outcome)
+		}
+	}
+}
+func (os observers) Activated(rec domain.Record) {
+	for _, o := range os {
+		if o != nil {
+			o.Activated(rec)
+		}
+	}
+}
+func (os observers) Failed(rec domain.Record) {
+	for _, o := range os {
+		if o != nil {
+			o.Failed(rec)
+		}
+	}
+}
+
+// managedNamespaces are the namespaces this worker's objects live in.
+func managedNamespaces(cfg k8s.Config) []string {
+	defaults := k8s.DefaultConfig()
+	return []string{cmp.Or(cfg.CertNamespace, defaults.CertNamespace), cmp.Or(cfg.GatewayNamespace, defaults.GatewayNamespace)}
+}
