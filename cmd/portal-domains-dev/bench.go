@@ -20,23 +20,26 @@ import (
 )
 
 // benchCommand measures the pipeline against baselines taken in the same run
-// and prints one table (bench.Run). The worker it measures is the product
-// binary, portal-domains, found beside this one (make bench builds both) and
-// run as a child process.
-func benchCommand(e *cli.Env, args []string) error {
+// and prints one table (bench.Run).
+func benchCommand(e *cli.Env, args []string) error { return runBench(e, args, nil) }
+
+// productWorker is the worker the bench measures: the product binary,
+// portal-domains, built beside this one by make bench and run as a child.
+func productWorker() ([]string, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("find this executable: %w", err)
+		return nil, fmt.Errorf("find this executable: %w", err)
 	}
-	workerBin := filepath.Join(filepath.Dir(self), "portal-domains")
-	if _, err := os.Stat(workerBin); err != nil {
-		return fmt.Errorf("bench runs the worker binary %s, built beside this one by make bench: %w", workerBin, err)
+	bin := filepath.Join(filepath.Dir(self), "portal-domains")
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("bench runs the worker binary %s, built beside this one by make bench: %w", bin, err)
 	}
-	return runBench(e, args, func(o *bench.Options) { o.WorkerCommand = []string{workerBin, "worker"} })
+	return []string{bin, "worker"}, nil
 }
 
 // runBench parses the flags and runs the bench; adjust sets what flags do
-// not (the worker command, and a test's smaller sizes).
+// not (a test's worker command and smaller sizes); the worker is the product
+// binary unless adjust names another.
 func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 	fs := e.Flags("bench")
 	n := fs.Int("n", bench.DefaultN, fmt.Sprintf("domains per throughput row, 1 to %d", bench.MaxN))
@@ -83,6 +86,11 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 	}
 	if adjust != nil {
 		adjust(&opts)
+	}
+	if opts.WorkerCommand == nil {
+		if opts.WorkerCommand, err = productWorker(); err != nil {
+			return err
+		}
 	}
 	// client-go and envtest log through process-wide loggers; the bench's
 	// output is its table and progress lines.
