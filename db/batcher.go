@@ -75,8 +75,8 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		}
 	}
 	// Another caller's batch has the request. (Competing for a slot now
-	// would only find nothing waiting, again and again: that spin was a
-	// third of the worker's CPU in bench row 1.)
+	// would only find nothing waiting, again and again: a spin that burns
+	// the CPU the batch needs.)
 	return <-c.done, nil
 }
 

@@ -138,8 +138,8 @@ func ListEvents(ctx context.Context, q Querier, domainID string) ([]Event, error
 // same transaction.
 //
 // Its commit waits for the WAL flush on purpose. Committing without it
-// (synchronous_commit off) ran the verify_dns stage ~35% faster, because the
-// trigger's pg_notify holds Postgres's notify lock through each commit; but
+// (synchronous_commit off) is faster, because the trigger's pg_notify
+// holds Postgres's notify lock through each commit; but
 // when Postgres crashed right after such a commit, the write was lost while
 // the job, whose completion could not be recorded either, stayed "running"
 // until River's rescuer (PORTAL_DOMAIN_RESCUE_AFTER) ran it again: a domain

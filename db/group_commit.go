@@ -16,11 +16,10 @@ import (
 // Why: every transition fires the trigger's pg_notify, and Postgres holds
 // its single notify lock from before a notifying commit until that commit's
 // WAL flush is done, so flushed commits of transitions queue up behind each
-// other. Grouping pays one flush and one notify lock per group (bench row
-// 1, verify_dns: 425–459 → 580–643 jobs/s), and keeps every commit
-// flushed: a transition the caller was told about survives a Postgres
-// crash, and nothing is reported before its commit (which is what
-// reverting the asynchronous commit was about).
+// other. Grouping pays one flush and one notify lock per group, and keeps
+// every commit flushed: a transition the caller was told about survives a
+// Postgres crash, and nothing is reported before its commit (an
+// asynchronous commit would be faster and would lose both).
 //
 // A group is one UPDATE statement (groupTransitionSQL): each change keeps
 // its own guard (status and generation), and the statement-level triggers

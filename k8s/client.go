@@ -24,8 +24,8 @@ const FieldManager = "portal-domains"
 // not set them.
 const (
 	// client-go's default limiter (5 QPS, burst 10) would cap apply at about
-	// 6 objects/s, and 200 QPS capped the bench's apply stage at ~210
-	// objects/s on two cores. The worker's concurrency is already bounded
+	// 6 objects/s, and a few hundred QPS still capped the apply stage below
+	// what the API server takes. The worker's concurrency is already bounded
 	// by its kubernetes queue's workers, and the API server has its own
 	// priority and fairness; this only guards against a runaway loop.
 	// PORTAL_DOMAIN_KUBE_QPS / _BURST set other values.

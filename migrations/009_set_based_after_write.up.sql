@@ -1,11 +1,10 @@
 -- The after-write work (a history row, the next stage's River job, a
 -- notify) runs once per statement over all the rows it wrote, instead of
 -- once per row: a row trigger ran two plpgsql calls and two single-row
--- INSERTs through SPI per row, which cost 0.26 ms per transition on top of
--- the UPDATE (measured: 6,400 transitions in groups of 64, one backend);
--- set-based it is 0.11 ms. The worker writes a group of transitions as one
--- UPDATE (db.TransitionGroup), and bulk imports as one INSERT get the same
--- saving. Every writer still gets the same history, job and notify, in its
+-- INSERTs through SPI per row, which cost more than the UPDATE itself;
+-- set-based, the statement shares that cost. The worker writes a group of
+-- transitions as one UPDATE (db.TransitionGroup), and bulk imports as one
+-- INSERT get the same saving. Every writer still gets the same history, job and notify, in its
 -- own transaction: nothing changes for the app's SQL.
 
 -- Inserts the River job of each row's stage, exactly as River's InsertTx

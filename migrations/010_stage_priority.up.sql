@@ -2,8 +2,7 @@
 -- run after the await_certificate and disable jobs waiting on the same
 -- kubernetes queue. In a bulk import thousands of applies queue up; a
 -- domain whose certificate turned Ready waited behind all of them for its
--- await job (87 s p50 at 10,000 domains in the bench) instead of going live
--- at once. River fetches by priority, then scheduled_at; the priority is
+-- await job (minutes, at 10,000 domains) instead of going live at once. River fetches by priority, then scheduled_at; the priority is
 -- not part of the unique key, so River's InsertTx of the same args is still
 -- a duplicate of the trigger's job.
 ALTER TABLE portal_domain_stage_jobs ADD COLUMN IF NOT EXISTS priority smallint NOT NULL DEFAULT 1

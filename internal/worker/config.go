@@ -70,22 +70,20 @@ type Config struct {
 }
 
 // DefaultFetchCooldown is the least time between two fetches of a queue.
-// River's default, 100 ms, made a new domain or a freed slot wait for the
-// next fetch: that wait was most of the insert → first DNS query p95 (68
-// → 7.5 ms at 20 ms) and of Ready → active (142 → 48 ms). It is a
-// trade-off: in a bulk load of 5,000 domains 20 ms measured 0.49 of the
-// bare outside work against 0.59, and 139 MB peak RSS against 101 MB,
-// because the DNS stage runs ahead and competes with the kubernetes queue;
-// PORTAL_DOMAIN_FETCH_COOLDOWN=100ms is the setting for bulk imports.
+// Below River's 100 ms because a new domain or a freed slot waits for the
+// next fetch, and reacting in milliseconds is what this service is for. In
+// a bulk import a short cooldown lets the DNS stage run ahead of the
+// kubernetes queue, the bottleneck, and keeps every queue full (more
+// memory): PORTAL_DOMAIN_FETCH_COOLDOWN=100ms suits bulk imports.
 const DefaultFetchCooldown = 20 * time.Millisecond
 
 // DefaultTransitionGroup is the most transitions committed together; see
 // db.TransitionGroup.
 const DefaultTransitionGroup = 64
 
-// transitionCommits is how many groups of transitions commit at once.
-// Measured with bench row 1 (5,000 domains, 2 cores): 1 gave 685–712
-// jobs/s, 2 gave 700–777, 4 gave 645–686.
+// transitionCommits is how many groups of transitions commit at once: two
+// let one group fill while the other flushes; more only split the groups
+// and compete for the same WAL flush.
 const transitionCommits = 2
 
 // ConfigFromEnv reads and validates the configuration; every error names
