@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -37,9 +36,9 @@ func HaveBinaries(binDir string) bool {
 
 // EnsureBinaries returns <root>/.cache/kube-bin, first building
 // kube-apiserver and etcd with <root>/scripts/build-kube-binaries.sh when
-// they are missing (about 10 minutes on a cold Go cache, once). The build's
-// own lines and a "still building" line every 30 seconds go to progress, so
-// a first `make run` does not look hung. Cancelling ctx kills the whole
+// they are missing (about 10 minutes on a cold Go cache, once). The
+// script's lines, among them its own heartbeat every 30 seconds, go to
+// progress, so a first `make run` does not look hung. Cancelling ctx kills the whole
 // build (the script, go build and the compilers it started).
 func EnsureBinaries(ctx context.Context, root string, progress io.Writer) (string, error) {
 	if progress == nil {
@@ -73,7 +72,7 @@ func EnsureBinaries(ctx context.Context, root string, progress io.Writer) (strin
 }
 
 // runBuild runs the build script in its own process group, streaming its
-// output to progress with a heartbeat.
+// output to progress.
 func runBuild(ctx context.Context, root, script string, progress io.Writer) error {
 	cmd := exec.CommandContext(ctx, script)
 	cmd.Dir = root
@@ -84,8 +83,7 @@ func runBuild(ctx context.Context, root, script string, progress io.Writer) erro
 	cmd.WaitDelay = 10 * time.Second
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	var tailMu sync.Mutex
-	var tail []string
+	var tail []string // read only after copied is closed
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
@@ -93,12 +91,10 @@ func runBuild(ctx context.Context, root, script string, progress io.Writer) erro
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(progress, "  build: "+line)
-			tailMu.Lock()
 			tail = append(tail, line)
 			if len(tail) > 40 {
 				tail = tail[1:]
 			}
-			tailMu.Unlock()
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
@@ -108,28 +104,13 @@ func runBuild(ctx context.Context, root, script string, progress io.Writer) erro
 		<-copied
 		return fmt.Errorf("start %s: %w", script, err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	tick := time.NewTicker(30 * time.Second)
-	defer tick.Stop()
-	var err error
-wait:
-	for {
-		select {
-		case err = <-done:
-			break wait
-		case <-tick.C:
-			fmt.Fprintf(progress, "  build: still building (%s so far)\n", time.Since(begin).Round(time.Second))
-		}
-	}
+	err := cmd.Wait()
 	pw.Close()
 	<-copied
 	if ctx.Err() != nil {
 		return fmt.Errorf("build kube binaries: %w", ctx.Err())
 	}
 	if err != nil {
-		tailMu.Lock()
-		defer tailMu.Unlock()
 		return fmt.Errorf("build kube binaries with %s: %w\n%s", script, err, strings.Join(tail, "\n"))
 	}
 	fmt.Fprintf(progress, "  build: done in %s\n", time.Since(begin).Round(time.Second))
