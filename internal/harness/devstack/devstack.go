@@ -17,6 +17,7 @@ package devstack
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,7 +30,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -224,7 +224,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 			b.Note("PORTAL_DOMAIN_DNS_SERVERS is set: the demo domains verify only if those servers serve fixtures/demo's zones")
 		}
 	}
-	err = runTogether(ctx, fns...)
+	err = worker.RunTogether(ctx, fns...)
 	fmt.Fprintln(s.out, "stopping: the worker and the HTTP servers have stopped; stopping the rest…")
 	return err
 }
@@ -286,7 +286,7 @@ func (s *stack) startAll(ctx context.Context) (*worker.Worker, *server.Server, n
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("demo zones: %w", err)
 		}
-		if s.dns, err = localdns.Start(cmpOr(s.opts.DNSAddr, "127.0.0.1:0"), zones...); err != nil {
+		if s.dns, err = localdns.Start(cmp.Or(s.opts.DNSAddr, "127.0.0.1:0"), zones...); err != nil {
 			return nil, nil, nil, err
 		}
 		s.onExit(func() { _ = s.dns.Close(context.Background()) })
@@ -294,7 +294,7 @@ func (s *stack) startAll(ctx context.Context) (*worker.Worker, *server.Server, n
 		overlay["PORTAL_DOMAIN_DNS_SERVERS"] = s.dns.Addr()
 	}
 	if localGateway {
-		if s.gateway, err = StartGateway(cmpOr(s.opts.GatewayAddr, "127.0.0.1:0"), s.ca, s.logger); err != nil {
+		if s.gateway, err = StartGateway(cmp.Or(s.opts.GatewayAddr, "127.0.0.1:0"), s.ca, s.logger); err != nil {
 			return nil, nil, nil, err
 		}
 		s.onExit(func() {
@@ -477,8 +477,8 @@ func (s *stack) issuer(b *board) (*Issuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dev issuer client: %w", err)
 	}
-	kind := cmpOr(s.getenv("PORTAL_DOMAIN_ISSUER_KIND"), "ClusterIssuer")
-	name := cmpOr(s.getenv("PORTAL_DOMAIN_ISSUER_NAME"), DevIssuerName)
+	kind := cmp.Or(s.getenv("PORTAL_DOMAIN_ISSUER_KIND"), "ClusterIssuer")
+	name := cmp.Or(s.getenv("PORTAL_DOMAIN_ISSUER_NAME"), DevIssuerName)
 	return &Issuer{Dynamic: dyn, CA: s.ca, IssuerKind: kind, IssuerName: name, Delay: s.opts.IssuerDelay, Logger: s.logger,
 		OnIssued: func(ns, cert string, dnsNames []string) {
 			b.Note("DEV-ONLY issuer signed %s/%s for %s with the dev CA", ns, cert, strings.Join(dnsNames, ", "))
@@ -683,35 +683,4 @@ func lockDatabase(ctx context.Context, url string) (func(), error) {
 		_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock(`+key+`)`)
 		_ = conn.Close(ctx)
 	}, nil
-}
-
-// runTogether runs fns until ctx ends or one fails, then waits for all.
-func runTogether(ctx context.Context, fns ...func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, len(fns))
-	var wg sync.WaitGroup
-	for _, fn := range fns {
-		wg.Go(func() {
-			err := fn(ctx)
-			cancel()
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	var all []error
-	for err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			all = append(all, err)
-		}
-	}
-	return errors.Join(all...)
-}
-
-func cmpOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
