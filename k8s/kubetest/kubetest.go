@@ -2,7 +2,8 @@
 // envtest) with the cert-manager and Istio CRDs installed, so tests exercise
 // server-side apply, field-manager conflicts, CRD schema validation and
 // RBAC exactly as a cluster would. Nothing runs cert-manager or Istio: tests
-// play cert-manager with SetCertificateReady and CreateTLSSecret.
+// play cert-manager with SetCertificateReady and CreateTLSSecret
+// (internal/harness/issuer), or run issuer.Controller.
 //
 // One API server is shared per test binary (about 5 s to start). A package
 // that uses it calls Main from TestMain, which stops the server when the
@@ -37,6 +38,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 )
 
@@ -46,6 +48,8 @@ type Env struct {
 	Config    *rest.Config
 	Dynamic   dynamic.Interface
 	Clientset kubernetes.Interface
+	// CA signs the certificates CreateTLSSecret writes.
+	CA *issuer.CA
 
 	env       *envtest.Environment
 	workDir   string
@@ -229,7 +233,12 @@ func start(dedicated bool) (*Env, error) {
 		_ = env.Stop()
 		return nil, fmt.Errorf("%w\nkube-apiserver log tail:\n%s", err, tail(filepath.Join(work, "kube-apiserver.log")))
 	}
-	e := &Env{env: env, workDir: work, dedicated: dedicated}
+	ca, err := issuer.NewCA(time.Now())
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	e := &Env{CA: ca, env: env, workDir: work, dedicated: dedicated}
 	live.mu.Lock()
 	if live.envs == nil {
 		live.envs = map[*Env]struct{}{}

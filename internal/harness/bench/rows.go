@@ -18,7 +18,7 @@ import (
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
-	"github.com/portal-domains/portal-domains/internal/harness/devstack"
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
 )
@@ -737,7 +737,7 @@ func (b *bench) startIssuer(ctx context.Context, onIssued func(namespace, name s
 	done := make(chan error, 1)
 	// No periodic re-check (Resync): it would read every Certificate's
 	// Secret every 30 s, charging the API server by phase length.
-	iss := &devstack.Issuer{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: onIssued, Resync: -1, Workers: 8}
+	iss := &issuer.Controller{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: onIssued, Resync: -1, Workers: 8}
 	go func() { done <- iss.Run(issuerCtx) }()
 	return func() error {
 		cancel()

@@ -30,6 +30,7 @@ import (
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/internal/harness/devstack"
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 	"github.com/portal-domains/portal-domains/internal/harness/localdns"
 	"github.com/portal-domains/portal-domains/k8s"
@@ -78,7 +79,7 @@ type bench struct {
 	kube      *k8s.Client
 	dyn       dynamic.Interface
 	dns       *localdns.Server
-	ca        *devstack.CA
+	ca        *issuer.CA
 	// caFile is the dev CA the probe trusts; gateway serves the domains.
 	caFile  string
 	gateway *devstack.Gateway
@@ -150,7 +151,7 @@ func (b *bench) start(ctx context.Context) error {
 	if err := b.startDNS(); err != nil {
 		return err
 	}
-	if b.ca, err = devstack.NewCA(time.Now()); err != nil {
+	if b.ca, err = issuer.NewCA(time.Now()); err != nil {
 		return err
 	}
 	b.caFile = filepath.Join(work, "ca.pem")

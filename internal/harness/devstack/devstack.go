@@ -46,6 +46,7 @@ import (
 
 	"github.com/portal-domains/portal-domains/db"
 	demofixtures "github.com/portal-domains/portal-domains/fixtures/demo"
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 	"github.com/portal-domains/portal-domains/internal/harness/localdns"
 	"github.com/portal-domains/portal-domains/internal/server"
@@ -137,7 +138,7 @@ type stack struct {
 	start  time.Time
 	demo   Demo
 	info   Info
-	ca     *CA
+	ca     *issuer.CA
 	// suffix is the configured canonical suffix.
 	suffix string
 
@@ -255,7 +256,7 @@ func (s *stack) startAll(ctx context.Context) (*worker.Worker, *server.Server, n
 	}
 	s.onExit(unlock)
 
-	if s.ca, err = NewCA(time.Now()); err != nil {
+	if s.ca, err = issuer.NewCA(time.Now()); err != nil {
 		return nil, nil, nil, err
 	}
 	s.info.CAFile = filepath.Join(s.info.StateDir, "ca.pem")
@@ -463,7 +464,7 @@ func (s *stack) stopAPIServer() {
 
 // issuer builds the DEV-ONLY issuer for the local API server, or for the
 // KUBECONFIG cluster when PORTAL_DOMAIN_DEV_ISSUER=1.
-func (s *stack) issuer(b *board) (*Issuer, error) {
+func (s *stack) issuer(b *board) (*issuer.Controller, error) {
 	restCfg := (*rest.Config)(nil)
 	if s.api != nil {
 		restCfg = s.api.Config
@@ -479,7 +480,7 @@ func (s *stack) issuer(b *board) (*Issuer, error) {
 	}
 	kind := cmp.Or(s.getenv("PORTAL_DOMAIN_ISSUER_KIND"), "ClusterIssuer")
 	name := cmp.Or(s.getenv("PORTAL_DOMAIN_ISSUER_NAME"), DevIssuerName)
-	return &Issuer{Dynamic: dyn, CA: s.ca, IssuerKind: kind, IssuerName: name, Delay: s.opts.IssuerDelay, Logger: s.logger,
+	return &issuer.Controller{Dynamic: dyn, CA: s.ca, IssuerKind: kind, IssuerName: name, Delay: s.opts.IssuerDelay, Logger: s.logger,
 		OnIssued: func(ns, cert string, dnsNames []string) {
 			b.Note("DEV-ONLY issuer signed %s/%s for %s with the dev CA", ns, cert, strings.Join(dnsNames, ", "))
 		}}, nil
