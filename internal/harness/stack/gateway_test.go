@@ -1,4 +1,4 @@
-package devstack_test
+package stack_test
 
 import (
 	"context"
@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/portal-domains/portal-domains/internal/harness/devstack"
 	"github.com/portal-domains/portal-domains/internal/harness/issuer"
+	"github.com/portal-domains/portal-domains/internal/harness/stack"
 	"github.com/portal-domains/portal-domains/internal/probe"
 )
 
@@ -18,7 +18,7 @@ func TestGateway(t *testing.T) {
 	t.Parallel()
 	ca, err := issuer.NewCA(time.Now())
 	require.NoError(t, err)
-	gw, err := devstack.StartGateway("127.0.0.1:0", ca, nil)
+	gw, err := stack.StartGateway("127.0.0.1:0", ca, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		// t.Context() is already cancelled when cleanups run.
