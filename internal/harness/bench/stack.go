@@ -265,13 +265,11 @@ func (f *firstSeen) get(name string) (time.Time, bool) {
 }
 
 // freshAPIServer stops the running kube-apiserver and etcd, if any, and
-// starts new ones in a new directory (building them on first use), with
-// the namespaces created. Each measured phase, baseline and stage alike,
-// starts on a fresh pair: an API server that has served a phase is slower
-// for the next one (its heap and watch cache hold the objects and their
-// deletions; bare server-side apply run twice in a row measured 400 then
-// 301 objects/s, the API server's heap 695 MB then 1.25 GB), which would
-// otherwise count against whichever side runs second.
+// starts new ones in a new directory, with the namespaces created. Each
+// measured phase, baseline and stage alike, starts on a fresh pair: an API
+// server that has served a phase is slower for the next one (its heap and
+// watch cache hold the objects and their deletions), which would otherwise
+// count against whichever side runs second.
 func (b *bench) freshAPIServer(ctx context.Context) error {
 	if err := b.stopAPIServer(); err != nil {
 		return err
@@ -403,9 +401,7 @@ func (b *bench) waitDone(ctx context.Context, what string, want int, query strin
 
 // waitPoll is how often waitDone counts. The result is the database's own
 // timestamp of the last change, not when the poll noticed it, so polling
-// faster only takes CPU from what is measured (every 50 ms it cost
-// Postgres about 1 s per end-to-end run; every 250 ms, 237 counts took
-// 0.9 s of Postgres time in one, measured with pg_stat_statements).
+// faster only takes CPU from what is measured.
 const waitPoll = time.Second
 
 // phaseTimeout is generous: the machine may be shared, and a slow phase is

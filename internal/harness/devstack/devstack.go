@@ -1,10 +1,12 @@
 // Package devstack runs the whole of portal-domains on one machine with
 // nothing configured, for `portal-domains-dev dev` and `make run`: Postgres
 // (migrated), a real kube-apiserver and etcd with the cert-manager and Istio
-// CRDs (k8s/localapi), a DNS server for the demo zones (dns/localdns), an
-// HTTPS endpoint standing in for the ingress gateway, a DEV-ONLY issuer
-// playing cert-manager, the worker and the River UI; then it registers the
-// demo domains from fixtures/demo and shows them reach active.
+// CRDs, a DNS server for the demo zones and an HTTPS endpoint standing in
+// for the ingress gateway (all started by internal/harness/stack, as the
+// bench starts its own), a DEV-ONLY issuer playing cert-manager
+// (internal/harness/issuer), the worker and the River UI; then it
+// registers the demo domains from fixtures/demo and shows them reach
+// active.
 //
 // Every part the environment names is used instead of the local one:
 // DATABASE_URL, KUBECONFIG (then no dev issuer unless
