@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -252,32 +251,30 @@ func (e *Env) stop() error {
 // CRDs again. Dedicated servers only.
 func (e *Env) StopAPIServer(t testing.TB) {
 	t.Helper()
-	if !e.dedicated {
-		t.Fatal("kubetest: StopAPIServer on the shared API server; use StartDedicated")
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	begin := time.Now()
-	defer func() { t.Logf("kubetest: kube-apiserver stopped in %s", time.Since(begin).Round(time.Millisecond)) }()
-	if err := e.api.StopAPIServer(); err != nil {
-		t.Fatalf("kubetest: %v", err)
-	}
+	e.restart(t, "StopAPIServer", "stopped", e.api.StopAPIServer)
 }
 
 // StartAPIServer starts kube-apiserver again on the same address and
 // certificates after StopAPIServer, and waits until it serves.
 func (e *Env) StartAPIServer(t testing.TB) {
 	t.Helper()
+	e.restart(t, "StartAPIServer", "restarted", e.api.StartAPIServer)
+}
+
+// restart runs step (stopping or starting kube-apiserver) on a dedicated
+// server and logs how long it took.
+func (e *Env) restart(t testing.TB, name, done string, step func() error) {
+	t.Helper()
 	if !e.dedicated {
-		t.Fatal("kubetest: StartAPIServer on the shared API server; use StartDedicated")
+		t.Fatalf("kubetest: %s on the shared API server; use StartDedicated", name)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	begin := time.Now()
-	defer func() { t.Logf("kubetest: kube-apiserver restarted in %s", time.Since(begin).Round(time.Millisecond)) }()
-	if err := e.api.StartAPIServer(); err != nil {
+	if err := step(); err != nil {
 		t.Fatalf("kubetest: %v", err)
 	}
+	t.Logf("kubetest: kube-apiserver %s in %s", done, time.Since(begin).Round(time.Millisecond))
 }
 
 // Namespace creates a fresh namespace named <prefix>-<random> for one test.
@@ -319,23 +316,18 @@ func (e *Env) ServiceAccountConfig(t testing.TB, namespace, name string) *rest.C
 	return cfg
 }
 
-// ModuleRoot walks up from the working directory (a package directory
-// under `go test`) to the directory holding go.mod.
+// ModuleRoot is the repository above the working directory (a package
+// directory under `go test`).
 func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("kubetest: no go.mod above the working directory")
-		}
-		dir = parent
+	root := localapi.FindRoot(dir)
+	if root == "" {
+		return "", errors.New("kubetest: no portal-domains go.mod above the working directory")
 	}
+	return root, nil
 }
 
 // ensureBinaries returns the directory holding kube-apiserver and etcd,

@@ -71,7 +71,7 @@ type Options struct {
 	// to settle before it starts anyway (default 30s). The bench's own test,
 	// run beside other tests, sets it short: there the numbers do not count.
 	SettleMax time.Duration
-	// Root is the repository (devstack.FindRoot): where the stack finds
+	// Root is the repository (localapi.FindRoot): where the stack finds
 	// or builds kube-apiserver and etcd.
 	Root string
 	// WorkerCommand runs `portal-domains worker` (argv); WorkerEnv is added

@@ -18,7 +18,6 @@
 package devstack
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -57,15 +56,12 @@ import (
 // `kubectl get certificates -o yaml` shows where the certificates came from.
 const DevIssuerName = "portal-domains-dev-ca"
 
-// modulePath identifies this repository's go.mod in FindRoot.
-const modulePath = "github.com/portal-domains/portal-domains"
-
 // Options configure Run. The zero value of each field is a sensible
 // default except Getenv, which is required.
 type Options struct {
 	// Getenv reads the environment (os.Getenv in the command).
 	Getenv func(string) string
-	// Root is the repository (FindRoot): scripts/build-kube-binaries.sh,
+	// Root is the repository (localapi.FindRoot): scripts/build-kube-binaries.sh,
 	// .cache/kube-bin and scripts/ensure-postgres.sh. Needed for the local
 	// API server; without it KUBECONFIG must be set.
 	Root string
@@ -537,22 +533,6 @@ func devIssuerWanted(v string, localKube bool) (bool, error) {
 		return false, ConfigError{fmt.Errorf("PORTAL_DOMAIN_DEV_ISSUER: %q is not 1 or 0", v)}
 	}
 	return on, nil
-}
-
-// FindRoot walks up from dir to the directory holding this repository's
-// go.mod; "" when there is none (the binary runs elsewhere).
-func FindRoot(dir string) string {
-	for {
-		mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(bytes.TrimSpace(mod), []byte("module "+modulePath)) {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
 }
 
 // StateDir is where a run keeps its files when Options.StateDir is empty.

@@ -2,6 +2,7 @@ package localapi
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,26 @@ const BinDir = ".cache/kube-bin"
 // (k8s/kubetest builds through EnsureBinaries too) never build the binaries
 // at the same time.
 const buildLock = ".cache/kube-bin.lock"
+
+// modulePath identifies this repository's go.mod in FindRoot.
+const modulePath = "github.com/portal-domains/portal-domains"
+
+// FindRoot walks up from dir to the directory holding this repository's
+// go.mod, where EnsureBinaries finds the build script and the binaries; ""
+// when there is none (the binary runs elsewhere).
+func FindRoot(dir string) string {
+	for {
+		mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(bytes.TrimSpace(mod), []byte("module "+modulePath)) {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
 
 // HaveBinaries reports whether binDir holds executable kube-apiserver and
 // etcd.
