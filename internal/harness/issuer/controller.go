@@ -25,14 +25,13 @@ import (
 // who wrote it.
 const FieldManager = "portal-domains-dev-issuer"
 
-// Controller is a DEV-ONLY stand-in for cert-manager, so the pipeline can reach
-// active without a cluster, an ACME account or a public domain. It watches
-// the Certificates the worker applies and, for each one naming its issuer,
-// signs a certificate for spec.dnsNames with the dev CA, writes the
-// kubernetes.io/tls Secret (with cert-manager's labels and annotations, so
-// the disable job recognises and deletes it) and sets the Ready condition
-// for the current generation, as cert-manager does. It never runs against a
-// real cluster unless PORTAL_DOMAIN_DEV_ISSUER=1 says so.
+// Controller is a DEV-ONLY stand-in for cert-manager, so the pipeline can
+// reach active without a cluster, an ACME account or a public domain. It
+// watches the Certificates the worker applies and, for each one naming its
+// issuer, signs a certificate for spec.dnsNames with the dev CA, writes the
+// kubernetes.io/tls Secret (Issue) and marks the Certificate Ready for its
+// current generation (MarkReady), as cert-manager does. The dev stack runs
+// it against a real cluster only when PORTAL_DOMAIN_DEV_ISSUER=1 says so.
 type Controller struct {
 	Dynamic dynamic.Interface
 	CA      *CA
@@ -48,9 +47,8 @@ type Controller struct {
 	// re-issues one whose Secret was deleted by hand: zero means
 	// DefaultResync, a negative value never. Each check reads the
 	// Certificate's Secret from the API server, so the bench turns it off:
-	// it deletes no Secrets, and the checks cost the API server more the
-	// more Certificates there are and the longer a phase runs, which
-	// charged the slower side of a comparison twice.
+	// it deletes no Secrets, and the checks would load the API server more
+	// the longer a phase runs, against the slower side of a comparison.
 	Resync time.Duration
 	// Workers is how many Certificates are signed at once; zero means
 	// DefaultWorkers.
@@ -60,8 +58,9 @@ type Controller struct {
 	OnIssued func(namespace, name string, dnsNames []string)
 }
 
-// The Controller's defaults: its re-check period unless Resync says otherwise,
-// and how many Certificates it signs at once unless Workers does.
+// The Controller's defaults: its re-check period unless Resync says
+// otherwise, and how many Certificates it signs at once unless Workers
+// does.
 const (
 	DefaultResync  = 30 * time.Second
 	DefaultWorkers = 2
