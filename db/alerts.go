@@ -183,23 +183,7 @@ func StuckDomains(ctx context.Context, q Querier, cutoffs map[domain.Status]time
 	if len(cutoffs) == 0 {
 		return nil, nil
 	}
-	rows, err := q.Query(ctx, stuckDomainsSQL, stuckDomainsArgs(cutoffs, limit)...)
-	if err != nil {
-		return nil, fmt.Errorf("list stuck domains: %w", err)
-	}
-	defer rows.Close()
-	var out []domain.Record
-	for rows.Next() {
-		r, err := scanRecord(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list stuck domains: %w", err)
-	}
-	return out, nil
+	return queryRecords(ctx, q, "list stuck domains", stuckDomainsSQL, stuckDomainsArgs(cutoffs, limit)...)
 }
 
 // DomainsByID reads the rows with the given ids (by primary key); ids with
@@ -215,20 +199,12 @@ func DomainsByID(ctx context.Context, q Querier, ids []string) (map[string]domai
 			valid = append(valid, id)
 		}
 	}
-	rows, err := q.Query(ctx, `SELECT `+recordColumns+` FROM portal_domains WHERE id = ANY($1::uuid[])`, valid)
+	recs, err := queryRecords(ctx, q, "read domains by id", `SELECT `+recordColumns+` FROM portal_domains WHERE id = ANY($1::uuid[])`, valid)
 	if err != nil {
-		return nil, fmt.Errorf("read domains by id: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		r, err := scanRecord(rows)
-		if err != nil {
-			return nil, err
-		}
+	for _, r := range recs {
 		out[r.ID] = r
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read domains by id: %w", err)
 	}
 	return out, nil
 }

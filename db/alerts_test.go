@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/fixtures/stuckscan"
 )
 
 func TestOpenAlert(t *testing.T) {
@@ -230,30 +232,19 @@ func TestStuckScanPlanAt100k(t *testing.T) {
 	b := setup(t)
 	now := time.Now()
 
-	// One INSERT ... SELECT with the trigger off: 94% active, 2% disabled,
-	// 2% failed and 2% (2,000 rows) spread over the five working statuses,
-	// ages from 0 to 999 hours.
-	_, err := b.pool.Exec(b.ctx, `
-		BEGIN;
-		ALTER TABLE portal_domains DISABLE TRIGGER USER;
-		INSERT INTO portal_domains (tenant, domain, canonical_host, status, status_changed_at)
-		SELECT gen_random_uuid(), 'd' || i || '.example.com', 'h' || i || '.portal.test',
-			(CASE WHEN i % 100 < 94 THEN 'active'
-			      WHEN i % 100 < 96 THEN 'disabled'
-			      WHEN i % 100 = 96 THEN 'dns_failed'
-			      WHEN i % 100 = 97 THEN 'certificate_failed'
-			      ELSE (ARRAY['pending_dns', 'verifying_dns', 'pending_certificate', 'certificate_issuing', 'deploying'])[1 + (i / 100) % 5]
-			 END)::portal_domain_status,
-			now() - (i % 1000) * interval '1 hour'
-		FROM generate_series(1, 100000) AS i;
-		ALTER TABLE portal_domains ENABLE TRIGGER USER;
-		INSERT INTO portal_domain_alerts (domain_id, tenant, kind, domain, opened_at, resolved_at, resolution)
-		SELECT gen_random_uuid(), gen_random_uuid(), 'domain_stuck', 'd' || i || '.example.com',
-			now() - interval '2 days', now() - interval '1 day', 'moved on'
-		FROM generate_series(1, 100000) AS i;
-		COMMIT;
-		ANALYZE portal_domains;
-		ANALYZE portal_domain_alerts;`)
+	// 100,000 domains (stuckscan.Load: 2% of them, 2,000 rows, in the
+	// working statuses) and as many resolved alerts.
+	require.NoError(t, db.InTx(b.ctx, b.pool, func(tx pgx.Tx) error {
+		if err := stuckscan.Load(b.ctx, tx, 100_000); err != nil {
+			return err
+		}
+		_, err := tx.Exec(b.ctx, `INSERT INTO portal_domain_alerts (domain_id, tenant, kind, domain, opened_at, resolved_at, resolution)
+			SELECT gen_random_uuid(), gen_random_uuid(), 'domain_stuck', 'd' || i || '.example.com',
+				now() - interval '2 days', now() - interval '1 day', 'moved on'
+			FROM generate_series(1, 100000) AS i`)
+		return err
+	}))
+	_, err := b.pool.Exec(b.ctx, `ANALYZE portal_domains; ANALYZE portal_domain_alerts`)
 	require.NoError(t, err)
 
 	var total int

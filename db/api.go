@@ -74,12 +74,7 @@ func Refresh(ctx context.Context, tx pgx.Tx, tenant domain.TenantID, domainID st
 		return Result{Record: rec}, fmt.Errorf("%w: %s is %s; refresh only restarts domains that are in progress (use retry for failed ones)",
 			ErrWrongState, rec.Domain, rec.Status)
 	}
-	rec, err = scanRecord(tx.QueryRow(ctx, `UPDATE portal_domains SET pipeline_generation = pipeline_generation + 1
-		WHERE id = $1 RETURNING `+recordColumns, rec.ID))
-	if err != nil {
-		return Result{}, fmt.Errorf("refresh %s: %w", domainID, classify(err))
-	}
-	return Result{Record: rec, Enqueued: true}, nil
+	return updateLocked(ctx, tx, "refresh", domainID, `pipeline_generation = pipeline_generation + 1`, rec.ID)
 }
 
 // Retry restarts a failed domain: dns_failed → pending_dns (a fresh DNS
@@ -99,12 +94,7 @@ func Retry(ctx context.Context, tx pgx.Tx, tenant domain.TenantID, domainID stri
 		return Result{Record: rec}, fmt.Errorf("%w: %s is %s; retry applies only to dns_failed and certificate_failed",
 			ErrWrongState, rec.Domain, rec.Status)
 	}
-	rec, err = scanRecord(tx.QueryRow(ctx, `UPDATE portal_domains SET status = $2::portal_domain_status, status_message = NULL
-		WHERE id = $1 RETURNING `+recordColumns, rec.ID, string(to)))
-	if err != nil {
-		return Result{}, fmt.Errorf("retry %s: %w", domainID, classify(err))
-	}
-	return Result{Record: rec, Enqueued: true}, nil
+	return updateLocked(ctx, tx, "retry", domainID, `status = $2::portal_domain_status, status_message = NULL`, rec.ID, string(to))
 }
 
 // Disable marks the domain disabled; the trigger enqueues the disable job
@@ -117,10 +107,16 @@ func Disable(ctx context.Context, tx pgx.Tx, tenant domain.TenantID, domainID st
 	if rec.Status == domain.StatusDisabled {
 		return Result{Record: rec}, nil
 	}
-	rec, err = scanRecord(tx.QueryRow(ctx, `UPDATE portal_domains SET status = 'disabled', status_message = NULL
-		WHERE id = $1 RETURNING `+recordColumns, rec.ID))
+	return updateLocked(ctx, tx, "disable", domainID, `status = 'disabled', status_message = NULL`, rec.ID)
+}
+
+// updateLocked sets the columns of set on the row lockOwned locked ($1 is
+// its id, args the rest) and returns it; the trigger enqueues the job the
+// change calls for.
+func updateLocked(ctx context.Context, tx pgx.Tx, what, domainID, set string, args ...any) (Result, error) {
+	rec, err := scanRecord(tx.QueryRow(ctx, `UPDATE portal_domains SET `+set+` WHERE id = $1 RETURNING `+recordColumns, args...))
 	if err != nil {
-		return Result{}, fmt.Errorf("disable %s: %w", domainID, classify(err))
+		return Result{}, fmt.Errorf("%s %s: %w", what, domainID, classify(err))
 	}
 	return Result{Record: rec, Enqueued: true}, nil
 }

@@ -31,6 +31,28 @@ const recordColumns = `id::text, tenant::text, domain, canonical_host, status::t
 	last_checked_at, verification_method::text, verification_details, coalesce(certificate_secret_name, ''),
 	coalesce(last_synced_resource_version, ''), pipeline_generation, status_changed_at, created_at, updated_at`
 
+// queryRecords runs sql, which selects recordColumns, and reads every row;
+// what names the query in errors.
+func queryRecords(ctx context.Context, q Querier, what, sql string, args ...any) ([]domain.Record, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []domain.Record
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}
+
 func scanRecord(row pgx.Row) (domain.Record, error) {
 	var r domain.Record
 	var tenant, status string
@@ -85,22 +107,9 @@ func ListDomains(ctx context.Context, q Querier, f ListFilter) ([]domain.Record,
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := q.Query(ctx, `SELECT `+recordColumns+` FROM portal_domains
+	return queryRecords(ctx, q, "list portal domains", `SELECT `+recordColumns+` FROM portal_domains
 		WHERE ($1 = '' OR tenant::text = $1) AND ($2 = '' OR status::text = $2)
 		ORDER BY created_at, id LIMIT $3`, string(f.Tenant), string(f.Status), limit)
-	if err != nil {
-		return nil, fmt.Errorf("list portal domains: %w", err)
-	}
-	defer rows.Close()
-	var out []domain.Record
-	for rows.Next() {
-		r, err := scanRecord(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
 }
 
 // Event is one portal_domain_events row.

@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
-
-	"github.com/portal-domains/portal-domains/domain"
 )
 
 // KindOrphanSweep is the periodic job deleting objects nobody owns.
@@ -23,9 +20,7 @@ func (OrphanSweepArgs) Kind() string { return KindOrphanSweep }
 
 // InsertOpts: the maintenance queue, one sweep at a time.
 func (OrphanSweepArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: domain.QueueMaintenance, MaxAttempts: 3,
-		UniqueOpts: river.UniqueOpts{ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
-			rivertype.JobStateRunning, rivertype.JobStateRetryable, rivertype.JobStateScheduled}}}
+	return maintenanceOnce()
 }
 
 // ManagedObject is one object carrying the managed label. Handle is the

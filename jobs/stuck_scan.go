@@ -196,6 +196,13 @@ func (StuckScanArgs) Kind() string { return KindStuckScan }
 // InsertOpts: the maintenance queue; at most one scan waiting or running,
 // so a slow scan never piles up behind itself.
 func (StuckScanArgs) InsertOpts() river.InsertOpts {
+	return maintenanceOnce()
+}
+
+// maintenanceOnce is the InsertOpts of a periodic maintenance job: the
+// maintenance queue, three attempts, and at most one such job waiting or
+// running.
+func maintenanceOnce() river.InsertOpts {
 	return river.InsertOpts{Queue: domain.QueueMaintenance, MaxAttempts: 3,
 		UniqueOpts: river.UniqueOpts{ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
 			rivertype.JobStateRunning, rivertype.JobStateRetryable, rivertype.JobStateScheduled}}}

@@ -16,7 +16,7 @@ import (
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/internal/cli"
 	"github.com/portal-domains/portal-domains/internal/harness/bench"
-	"github.com/portal-domains/portal-domains/internal/harness/devstack"
+	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 )
 
 // benchCommand measures the pipeline against baselines taken in the same run
@@ -80,7 +80,7 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 		N:           *n,
 		Rounds:      *rounds,
 		DNSWorkers:  *workers, KubeWorkers: *workers, ProbeWorkers: *workers,
-		Root:     devstack.FindRoot(cwd),
+		Root:     localapi.FindRoot(cwd),
 		Getenv:   e.Getenv,
 		Progress: e.Stderr,
 	}

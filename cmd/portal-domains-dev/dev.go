@@ -18,6 +18,7 @@ import (
 
 	"github.com/portal-domains/portal-domains/internal/cli"
 	"github.com/portal-domains/portal-domains/internal/harness/devstack"
+	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 	"github.com/portal-domains/portal-domains/internal/telemetry"
 )
 
@@ -38,7 +39,7 @@ func devCommand(e *cli.Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("working directory: %w", err)
 	}
-	root := devstack.FindRoot(cwd)
+	root := localapi.FindRoot(cwd)
 	if *stateDir == "" {
 		if *stateDir, err = devstack.StateDir(root); err != nil {
 			return err

@@ -151,27 +151,13 @@ func (e *Env) register(args []string) error {
 	if _, err := domain.ValidatePortalDomain(*name, cfg.CanonicalSuffix); err != nil {
 		return err
 	}
-	events, err := e.events()
-	if err != nil {
-		return err
-	}
-	defer events.close()
-	pool, err := e.open(cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	var res db.Result
-	err = db.InTx(e.Ctx, pool, func(tx pgx.Tx) error {
-		res, err = db.Register(e.Ctx, tx, tenantID, *name, cfg.CanonicalSuffix)
-		return err
+	res, err := e.writeThenTell(cfg, func(tx pgx.Tx) (db.Result, error) {
+		return db.Register(e.Ctx, tx, tenantID, *name, cfg.CanonicalSuffix)
+	}, func(events cliEvents, res db.Result) {
+		events.RegistrationEnqueued(string(tenantID), res.Record.Domain, "cli", res.WasUpdate)
 	})
 	if err != nil {
 		return err
-	}
-	// Only after the commit: a rolled-back registration enqueued nothing.
-	if res.Enqueued {
-		events.RegistrationEnqueued(string(tenantID), res.Record.Domain, "cli", res.WasUpdate)
 	}
 	if *asJSON {
 		return writeJSON(e.Stdout, res.Record)
@@ -206,46 +192,33 @@ func (e *Env) domainAction(action string, args []string) error {
 	if err != nil {
 		return err
 	}
-	events, err := e.events()
-	if err != nil {
-		return err
-	}
-	defer events.close()
-	pool, err := e.open(cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
 	op := map[string]func(tx pgx.Tx) (db.Result, error){
 		"refresh": func(tx pgx.Tx) (db.Result, error) { return db.Refresh(e.Ctx, tx, tenantID, id) },
 		"retry":   func(tx pgx.Tx) (db.Result, error) { return db.Retry(e.Ctx, tx, tenantID, id) },
 		"disable": func(tx pgx.Tx) (db.Result, error) { return db.Disable(e.Ctx, tx, tenantID, id) },
 	}[action]
-	var res db.Result
-	if err := db.InTx(e.Ctx, pool, func(tx pgx.Tx) error {
-		res, err = op(tx)
-		return err
-	}); err != nil {
+	res, err := e.writeThenTell(cfg, op, func(events cliEvents, res db.Result) {
+		switch action {
+		case "refresh":
+			events.Refresh(string(tenantID), id, "cli")
+		case "retry":
+			// db.Retry sends dns_failed to pending_dns and certificate_failed
+			// to pending_certificate, so the new status names the old one.
+			from := domain.StatusDNSFailed
+			if res.Record.Status == domain.StatusPendingCertificate {
+				from = domain.StatusCertificateFailed
+			}
+			events.Retry(string(tenantID), id, string(from))
+		case "disable":
+			events.Disable(string(tenantID), id, "cli")
+		}
+	})
+	if err != nil {
 		return err
 	}
 	if !res.Enqueued {
 		fmt.Fprintf(e.Stdout, "%s is already %s; nothing to do\n", res.Record.Domain, res.Record.Status)
 		return nil
-	}
-	// Only after the commit, and only when something was enqueued.
-	switch action {
-	case "refresh":
-		events.Refresh(string(tenantID), id, "cli")
-	case "retry":
-		// db.Retry sends dns_failed to pending_dns and certificate_failed
-		// to pending_certificate, so the new status names the old one.
-		from := domain.StatusDNSFailed
-		if res.Record.Status == domain.StatusPendingCertificate {
-			from = domain.StatusCertificateFailed
-		}
-		events.Retry(string(tenantID), id, string(from))
-	case "disable":
-		events.Disable(string(tenantID), id, "cli")
 	}
 	fmt.Fprintf(e.Stdout, "%s: %s is now %s (generation %d); job enqueued\n", action, res.Record.Domain, res.Record.Status, res.Record.Generation)
 	return nil
@@ -474,6 +447,35 @@ type cliEvents struct {
 
 // events builds the analytics client before anything is written, so a
 // broken PostHog setting fails the command while it has done nothing.
+// writeThenTell opens the analytics client and the database, runs write
+// in one transaction and, only after the commit and only when it enqueued a
+// job, tells the analytics client with tell: a rolled-back write enqueued
+// nothing.
+func (e *Env) writeThenTell(cfg worker.Config, write func(tx pgx.Tx) (db.Result, error), tell func(cliEvents, db.Result)) (db.Result, error) {
+	events, err := e.events()
+	if err != nil {
+		return db.Result{}, err
+	}
+	defer events.close()
+	pool, err := e.open(cfg)
+	if err != nil {
+		return db.Result{}, err
+	}
+	defer pool.Close()
+	var res db.Result
+	if err := db.InTx(e.Ctx, pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = write(tx)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	if res.Enqueued {
+		tell(events, res)
+	}
+	return res, nil
+}
+
 func (e *Env) events() (cliEvents, error) {
 	logger, err := e.Logger()
 	if err != nil {

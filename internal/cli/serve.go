@@ -3,7 +3,6 @@ package cli
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -78,28 +77,7 @@ func (e *Env) worker(args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	return runTogether(e.Ctx, w.Run, srv.Run)
-}
-
-// runTogether runs fns until ctx ends or one fails, then waits for all.
-func runTogether(ctx context.Context, fns ...func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, len(fns))
-	for _, fn := range fns {
-		go func() {
-			err := fn(ctx)
-			cancel()
-			errs <- err
-		}()
-	}
-	var all []error
-	for range fns {
-		if err := <-errs; err != nil && !errors.Is(err, context.Canceled) {
-			all = append(all, err)
-		}
-	}
-	return errors.Join(all...)
+	return worker.RunTogether(e.Ctx, w.Run, srv.Run)
 }
 
 // ui serves the River UI alone, with an insert-only client.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -40,7 +41,7 @@ type AlertConfig struct {
 // alertConfigFromEnv reads the alert settings; errors name the variable
 // and, for the webhook, never echo its value.
 func alertConfigFromEnv(getenv func(string) string) (AlertConfig, error) {
-	cfg := AlertConfig{Cron: or(getenv("PORTAL_DOMAIN_STUCK_CRON"), DefaultStuckCron)}
+	cfg := AlertConfig{Cron: cmp.Or(strings.TrimSpace(getenv("PORTAL_DOMAIN_STUCK_CRON")), DefaultStuckCron)}
 	var err error
 	if cfg.Schedule, err = cron.ParseStandard(cfg.Cron); err != nil {
 		return cfg, fmt.Errorf("PORTAL_DOMAIN_STUCK_CRON: %q is not a cron schedule such as %q or \"@every 5m\": %w", cfg.Cron, DefaultStuckCron, err)
@@ -51,7 +52,7 @@ func alertConfigFromEnv(getenv func(string) string) (AlertConfig, error) {
 	if cfg.StatusAfter, err = parseDuration(getenv("PORTAL_DOMAIN_STUCK_STATUS_AFTER"), 2*time.Hour); err != nil {
 		return cfg, fmt.Errorf("PORTAL_DOMAIN_STUCK_STATUS_AFTER: %w", err)
 	}
-	if raw := or(getenv("PORTAL_DOMAIN_ALERT_WEBHOOK_URL"), ""); raw != "" {
+	if raw := strings.TrimSpace(getenv("PORTAL_DOMAIN_ALERT_WEBHOOK_URL")); raw != "" {
 		u, err := url.Parse(raw)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return cfg, fmt.Errorf("PORTAL_DOMAIN_ALERT_WEBHOOK_URL: not an http(s) URL with a host (value not shown: it may hold a secret)")

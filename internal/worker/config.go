@@ -6,6 +6,7 @@
 package worker
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"strconv"
@@ -90,11 +91,11 @@ const transitionCommits = 2
 // the variable.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	cfg := Config{
-		DatabaseURL:     or(getenv("DATABASE_URL"), db.DefaultURL),
-		CAAIdentity:     or(getenv("PORTAL_DOMAIN_CAA_IDENTITY"), "letsencrypt.org"),
+		DatabaseURL:     cmp.Or(strings.TrimSpace(getenv("DATABASE_URL")), db.DefaultURL),
+		CAAIdentity:     cmp.Or(strings.TrimSpace(getenv("PORTAL_DOMAIN_CAA_IDENTITY")), "letsencrypt.org"),
 		Kubeconfig:      getenv("KUBECONFIG"),
 		ManifestDir:     getenv("PORTAL_DOMAIN_MANIFEST_DIR"),
-		LogLevel:        or(getenv("LOG_LEVEL"), "info"),
+		LogLevel:        cmp.Or(strings.TrimSpace(getenv("LOG_LEVEL")), "info"),
 		Probe:           probe.Config{Path: getenv("PORTAL_DOMAIN_PROBE_PATH"), DialAddress: getenv("PORTAL_DOMAIN_PROBE_DIAL_ADDRESS"), CAFile: getenv("PORTAL_DOMAIN_PROBE_CA_FILE")},
 		DNSWorkers:      50,
 		KubeWorkers:     20,
@@ -103,7 +104,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		ShutdownTimeout: 30 * time.Second,
 	}
 	var err error
-	if cfg.CanonicalSuffix, err = domain.NormalizeSuffix(or(getenv("PORTAL_DOMAIN_CANONICAL_SUFFIX"), domain.DefaultCanonicalSuffix)); err != nil {
+	if cfg.CanonicalSuffix, err = domain.NormalizeSuffix(cmp.Or(strings.TrimSpace(getenv("PORTAL_DOMAIN_CANONICAL_SUFFIX")), domain.DefaultCanonicalSuffix)); err != nil {
 		return cfg, fmt.Errorf("PORTAL_DOMAIN_CANONICAL_SUFFIX: %w", err)
 	}
 	if servers := getenv("PORTAL_DOMAIN_DNS_SERVERS"); servers != "" {
@@ -185,13 +186,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return cfg, err
 	}
 	return cfg, nil
-}
-
-func or(v, def string) string {
-	if strings.TrimSpace(v) == "" {
-		return def
-	}
-	return strings.TrimSpace(v)
 }
 
 func parseDuration(v string, def time.Duration) (time.Duration, error) {

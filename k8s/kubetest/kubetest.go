@@ -1,8 +1,10 @@
-// Package kubetest runs a real kube-apiserver and etcd (controller-runtime's
-// envtest) with the cert-manager and Istio CRDs installed, so tests exercise
-// server-side apply, field-manager conflicts, CRD schema validation and
-// RBAC exactly as a cluster would. Nothing runs cert-manager or Istio: tests
-// play cert-manager with SetCertificateReady and CreateTLSSecret.
+// Package kubetest runs a real kube-apiserver and etcd with the cert-manager
+// and Istio CRDs installed (internal/harness/localapi, which also starts the
+// dev stack's and the bench's), so tests exercise server-side apply,
+// field-manager conflicts, CRD schema validation and RBAC exactly as a
+// cluster would. Nothing runs cert-manager or Istio: tests
+// play cert-manager with SetCertificateReady and CreateTLSSecret
+// (internal/harness/issuer), or run issuer.Controller.
 //
 // One API server is shared per test binary (about 5 s to start). A package
 // that uses it calls Main from TestMain, which stops the server when the
@@ -11,8 +13,8 @@
 //
 // The binaries come from scripts/build-kube-binaries.sh into
 // <module root>/.cache/kube-bin; when they are missing, Start builds them
-// with k8s/localapi (minutes, once) and fails the test if that fails. It
-// never skips. The CRDs are localapi's too.
+// with localapi (minutes, once) and fails the test if that fails. It never
+// skips.
 package kubetest
 
 import (
@@ -21,8 +23,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -35,8 +35,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 )
 
@@ -46,8 +46,10 @@ type Env struct {
 	Config    *rest.Config
 	Dynamic   dynamic.Interface
 	Clientset kubernetes.Interface
+	// CA signs the certificates CreateTLSSecret writes.
+	CA *issuer.CA
 
-	env       *envtest.Environment
+	api       *localapi.Server
 	workDir   string
 	dedicated bool
 	mu        sync.Mutex // serialises stop and Stop/StartAPIServer
@@ -183,60 +185,27 @@ func start(dedicated bool) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	ca, err := issuer.NewCA(time.Now())
+	if err != nil {
+		return nil, err
+	}
 	work, err := os.MkdirTemp("", "kubetest-")
 	if err != nil {
 		return nil, fmt.Errorf("create work directory: %w", err)
 	}
-	apiLog, err := os.Create(filepath.Join(work, "kube-apiserver.log"))
+	api, err := localapi.Start(context.Background(), localapi.Options{BinDir: binDir, WorkDir: work, CRDs: crds})
 	if err != nil {
+		_ = os.RemoveAll(work)
 		return nil, err
 	}
-	etcdLog, err := os.Create(filepath.Join(work, "etcd.log"))
-	if err != nil {
-		return nil, err
-	}
-	certDir, dataDir := filepath.Join(work, "apiserver"), filepath.Join(work, "etcd")
-	for _, d := range []string{certDir, dataDir} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			return nil, err
-		}
-	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: binDir,
-		ControlPlane: envtest.ControlPlane{
-			// A fixed CertDir keeps the serving certificate across a
-			// restart, so Config stays valid after StartAPIServer.
-			APIServer: &envtest.APIServer{CertDir: certDir, Out: apiLog, Err: apiLog},
-			Etcd:      &envtest.Etcd{DataDir: dataDir, Out: etcdLog, Err: etcdLog},
-		},
-		// Generous bounds: about 5 s is typical, but with several test
-		// binaries starting servers on a loaded 2-core machine a start has
-		// taken a minute.
-		CRDInstallOptions:        envtest.CRDInstallOptions{CRDs: crds, MaxTime: time.Minute},
-		ControlPlaneStartTimeout: 3 * time.Minute,
-		ControlPlaneStopTimeout:  30 * time.Second,
-	}
-	// An open watch otherwise holds kube-apiserver's graceful shutdown until
-	// the watch times out (minutes), which StopAPIServer cannot wait for.
-	env.ControlPlane.APIServer.Configure().Set("shutdown-watch-termination-grace-period", "2s")
-	// KUBEBUILDER_ASSETS would override BinaryAssetsDirectory inside envtest;
-	// make sure both name the binaries this module built.
-	if v := os.Getenv("KUBEBUILDER_ASSETS"); v != "" && v != binDir {
-		return nil, fmt.Errorf("KUBEBUILDER_ASSETS=%s but this module's binaries are in %s; unset it", v, binDir)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		_ = env.Stop()
-		return nil, fmt.Errorf("%w\nkube-apiserver log tail:\n%s", err, tail(filepath.Join(work, "kube-apiserver.log")))
-	}
-	e := &Env{env: env, workDir: work, dedicated: dedicated}
+	e := &Env{CA: ca, api: api, workDir: work, dedicated: dedicated}
 	live.mu.Lock()
 	if live.envs == nil {
 		live.envs = map[*Env]struct{}{}
 	}
 	live.envs[e] = struct{}{}
 	live.mu.Unlock()
-	if err := e.setConfig(cfg); err != nil {
+	if err := e.setConfig(api.Config); err != nil {
 		_ = e.stop()
 		return nil, err
 	}
@@ -266,7 +235,7 @@ func (e *Env) stop() error {
 	if e.stopped {
 		return nil
 	}
-	if err := e.env.Stop(); err != nil {
+	if err := e.api.Stop(); err != nil {
 		return err
 	}
 	e.stopped = true
@@ -282,32 +251,30 @@ func (e *Env) stop() error {
 // CRDs again. Dedicated servers only.
 func (e *Env) StopAPIServer(t testing.TB) {
 	t.Helper()
-	if !e.dedicated {
-		t.Fatal("kubetest: StopAPIServer on the shared API server; use StartDedicated")
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	begin := time.Now()
-	defer func() { t.Logf("kubetest: kube-apiserver stopped in %s", time.Since(begin).Round(time.Millisecond)) }()
-	if err := e.env.ControlPlane.APIServer.Stop(); err != nil {
-		t.Fatalf("kubetest: stop kube-apiserver: %v\n%s", err, tail(filepath.Join(e.workDir, "kube-apiserver.log")))
-	}
+	e.restart(t, "StopAPIServer", "stopped", e.api.StopAPIServer)
 }
 
 // StartAPIServer starts kube-apiserver again on the same address and
 // certificates after StopAPIServer, and waits until it serves.
 func (e *Env) StartAPIServer(t testing.TB) {
 	t.Helper()
+	e.restart(t, "StartAPIServer", "restarted", e.api.StartAPIServer)
+}
+
+// restart runs step (stopping or starting kube-apiserver) on a dedicated
+// server and logs how long it took.
+func (e *Env) restart(t testing.TB, name, done string, step func() error) {
+	t.Helper()
 	if !e.dedicated {
-		t.Fatal("kubetest: StartAPIServer on the shared API server; use StartDedicated")
+		t.Fatalf("kubetest: %s on the shared API server; use StartDedicated", name)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	begin := time.Now()
-	defer func() { t.Logf("kubetest: kube-apiserver restarted in %s", time.Since(begin).Round(time.Millisecond)) }()
-	if err := e.env.ControlPlane.APIServer.Start(); err != nil {
-		t.Fatalf("kubetest: restart kube-apiserver: %v\n%s", err, tail(filepath.Join(e.workDir, "kube-apiserver.log")))
+	if err := step(); err != nil {
+		t.Fatalf("kubetest: %v", err)
 	}
+	t.Logf("kubetest: kube-apiserver %s in %s", done, time.Since(begin).Round(time.Millisecond))
 }
 
 // Namespace creates a fresh namespace named <prefix>-<random> for one test.
@@ -349,23 +316,18 @@ func (e *Env) ServiceAccountConfig(t testing.TB, namespace, name string) *rest.C
 	return cfg
 }
 
-// ModuleRoot walks up from the working directory (a package directory
-// under `go test`) to the directory holding go.mod.
+// ModuleRoot is the repository above the working directory (a package
+// directory under `go test`).
 func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("kubetest: no go.mod above the working directory")
-		}
-		dir = parent
+	root := localapi.FindRoot(dir)
+	if root == "" {
+		return "", errors.New("kubetest: no portal-domains go.mod above the working directory")
 	}
+	return root, nil
 }
 
 // ensureBinaries returns the directory holding kube-apiserver and etcd,
@@ -376,19 +338,4 @@ func ensureBinaries(root string) (string, error) {
 	buildMu.RLock()
 	defer buildMu.RUnlock()
 	return localapi.EnsureBinaries(buildCtx, root, os.Stderr)
-}
-
-func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	return lastBytes(b, 4000)
-}
-
-func lastBytes(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return strings.TrimSpace(string(b))
 }

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/portal-domains/portal-domains/k8s"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -51,13 +52,13 @@ func TestEnv(t *testing.T) {
 		ctx := t.Context()
 		require.NoError(t, e.SetCertificateReady(ctx, ns, "c1", false, "Failed", "challenge failed"))
 		require.NoError(t, e.SetCertificateReady(ctx, ns, "c1", false, "Failed", "challenge failed again"))
-		got, err := e.Dynamic.Resource(certificateGVR).Namespace(ns).Get(ctx, "c1", metav1.GetOptions{})
+		got, err := e.Dynamic.Resource(k8s.CertificateGVR).Namespace(ns).Get(ctx, "c1", metav1.GetOptions{})
 		require.NoError(t, err)
 		n, _, _ := unstructured.NestedInt64(got.Object, "status", "failedIssuanceAttempts")
 		require.EqualValues(t, 2, n)
 
 		require.NoError(t, e.SetCertificateReady(ctx, ns, "c1", true, "Ready", "Certificate is up to date and has not expired"))
-		got, err = e.Dynamic.Resource(certificateGVR).Namespace(ns).Get(ctx, "c1", metav1.GetOptions{})
+		got, err = e.Dynamic.Resource(k8s.CertificateGVR).Namespace(ns).Get(ctx, "c1", metav1.GetOptions{})
 		require.NoError(t, err)
 		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
 		require.Len(t, conds, 1)

@@ -5,11 +5,12 @@
 // process), so a number from a busy or slow machine still says how much the
 // pipeline adds.
 //
-// Everything it needs it starts and stops itself: a schema bench_<random>
-// in DATABASE_URL's database (dropped at the end), a kube-apiserver and etcd
-// (k8s/localapi) in a temporary directory, a loopback DNS server serving
-// generated zones (dns/localdns), the DEV-ONLY issuer and HTTPS gateway of
-// devstack, River clients for the baselines, and the worker itself as a
+// Everything it needs it starts and stops itself, with the dev stack's
+// builder (internal/harness/stack): a schema bench_<random> in
+// DATABASE_URL's database (dropped at the end), a kube-apiserver and etcd
+// in a temporary directory, a loopback DNS server serving generated zones,
+// the HTTPS gateway, the DEV-ONLY issuer (internal/harness/issuer), River
+// clients for the baselines, and the worker itself as a
 // child process (so its memory can be read from /proc). It is Linux-only
 // for that reason.
 //
@@ -35,8 +36,8 @@ const (
 	DefaultLatencySamples = 200
 	DefaultScanRows       = 100_000
 	// DefaultRounds: rows 2 and 3 alternate baseline and stage this many
-	// times and report medians; one round on a shared two-core machine
-	// moved a ratio by ±0.1.
+	// times and report medians, since one round on a shared machine is
+	// noisy.
 	DefaultRounds = 3
 	// RSSTargetDomains is the load the memory target is stated for.
 	RSSTargetDomains = 10_000
@@ -70,7 +71,7 @@ type Options struct {
 	// to settle before it starts anyway (default 30s). The bench's own test,
 	// run beside other tests, sets it short: there the numbers do not count.
 	SettleMax time.Duration
-	// Root is the repository (devstack.FindRoot): where k8s/localapi finds
+	// Root is the repository (localapi.FindRoot): where the stack finds
 	// or builds kube-apiserver and etcd.
 	Root string
 	// WorkerCommand runs `portal-domains worker` (argv); WorkerEnv is added

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/portal-domains/portal-domains/internal/server"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portal-domains/portal-domains/internal/server"
 )
 
 // child is a `portal-domains worker` process. It runs as a process of its

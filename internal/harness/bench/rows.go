@@ -18,7 +18,8 @@ import (
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
-	"github.com/portal-domains/portal-domains/internal/harness/devstack"
+	"github.com/portal-domains/portal-domains/fixtures/stuckscan"
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
 )
@@ -737,7 +738,7 @@ func (b *bench) startIssuer(ctx context.Context, onIssued func(namespace, name s
 	done := make(chan error, 1)
 	// No periodic re-check (Resync): it would read every Certificate's
 	// Secret every 30 s, charging the API server by phase length.
-	iss := &devstack.Issuer{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: onIssued, Resync: -1, Workers: 8}
+	iss := &issuer.Controller{Dynamic: b.dyn, CA: b.ca, IssuerKind: "ClusterIssuer", IssuerName: issuerName, OnIssued: onIssued, Resync: -1, Workers: 8}
 	go func() { done <- iss.Run(issuerCtx) }()
 	return func() error {
 		cancel()
@@ -748,35 +749,15 @@ func (b *bench) startIssuer(ctx context.Context, onIssued func(namespace, name s
 	}
 }
 
-// rowStuckScan is row 5: the stuck-domain query at ScanRows rows (loaded
-// with the trigger off, as db's plan test does), against a sequential
-// count(*) of the same table.
+// rowStuckScan is row 5: the stuck-domain query at ScanRows rows (the load
+// db's plan test uses, fixtures/stuckscan), against a sequential count(*)
+// of the same table.
 func (b *bench) rowStuckScan(ctx context.Context) ([]Row, error) {
 	if err := b.reset(ctx); err != nil {
 		return nil, err
 	}
 	rows := b.opts.ScanRows
-	err := db.InTx(ctx, b.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `ALTER TABLE portal_domains DISABLE TRIGGER USER`); err != nil {
-			return err
-		}
-		// 94% active, 2% disabled, 2% failed, 2% spread over the five
-		// working statuses; ages from 0 to 999 hours.
-		if _, err := tx.Exec(ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host, status, status_changed_at)
-			SELECT gen_random_uuid(), 'd' || i || '.example.com', 'h' || i || '.portal.test',
-				(CASE WHEN i % 100 < 94 THEN 'active'
-				      WHEN i % 100 < 96 THEN 'disabled'
-				      WHEN i % 100 = 96 THEN 'dns_failed'
-				      WHEN i % 100 = 97 THEN 'certificate_failed'
-				      ELSE (ARRAY['pending_dns', 'verifying_dns', 'pending_certificate', 'certificate_issuing', 'deploying'])[1 + (i / 100) % 5]
-				 END)::portal_domain_status,
-				now() - (i % 1000) * interval '1 hour'
-			FROM generate_series(1, $1::int) AS i`, rows); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `ALTER TABLE portal_domains ENABLE TRIGGER USER`)
-		return err
-	})
+	err := db.InTx(ctx, b.pool, func(tx pgx.Tx) error { return stuckscan.Load(ctx, tx, rows) })
 	if err != nil {
 		return nil, fmt.Errorf("load %d rows: %w", rows, err)
 	}

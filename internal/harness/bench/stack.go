@@ -10,28 +10,24 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/internal/harness/devstack"
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 	"github.com/portal-domains/portal-domains/internal/harness/localdns"
+	"github.com/portal-domains/portal-domains/internal/harness/stack"
 	"github.com/portal-domains/portal-domains/k8s"
 )
 
@@ -78,16 +74,17 @@ type bench struct {
 	kube      *k8s.Client
 	dyn       dynamic.Interface
 	dns       *localdns.Server
-	ca        *devstack.CA
+	ca        *issuer.CA
 	// caFile is the dev CA the probe trusts; gateway serves the domains.
 	caFile  string
-	gateway *devstack.Gateway
+	gateway *stack.Gateway
 
 	ids     idGen
 	domains map[string][]benchDomain // by phase
 	queries *firstSeen
 
-	cleanups []func() error
+	// parts stops what start started, in reverse order.
+	parts *stack.Stack
 	// failed keeps the work directory (worker and API server logs) for a
 	// look at what went wrong.
 	failed bool
@@ -104,29 +101,21 @@ const (
 	phaseWatch    = "watch"
 )
 
-func (b *bench) onClose(f func() error) { b.cleanups = append(b.cleanups, f) }
-
 // close stops everything in reverse order of starting and reports what it
 // could not stop.
-func (b *bench) close() error {
-	var errs []error
-	for _, f := range slices.Backward(b.cleanups) {
-		errs = append(errs, f())
-	}
-	b.cleanups = nil
-	return errors.Join(errs...)
-}
+func (b *bench) close() error { return b.parts.Close() }
 
 // start brings up Postgres (a fresh schema), DNS, the dev CA and gateway,
 // and finds (or builds) kube-apiserver and etcd, cheapest first so a bad
 // setting fails fast.
 func (b *bench) start(ctx context.Context) error {
+	b.parts = &stack.Stack{Root: b.opts.Root, Out: b.out, Say: b.progress}
 	work, err := os.MkdirTemp("", "portal-domains-bench-")
 	if err != nil {
 		return fmt.Errorf("work directory: %w", err)
 	}
 	b.work = work
-	b.onClose(func() error {
+	b.parts.OnClose(func() error {
 		if b.failed {
 			b.progress("logs kept in %s", work)
 			return nil
@@ -150,22 +139,14 @@ func (b *bench) start(ctx context.Context) error {
 	if err := b.startDNS(); err != nil {
 		return err
 	}
-	if b.ca, err = devstack.NewCA(time.Now()); err != nil {
-		return err
-	}
 	b.caFile = filepath.Join(work, "ca.pem")
-	if err := os.WriteFile(b.caFile, b.ca.CertPEM(), 0o600); err != nil {
-		return fmt.Errorf("write the dev CA: %w", err)
-	}
-	if b.gateway, err = devstack.StartGateway("127.0.0.1:0", b.ca, nil); err != nil {
+	if b.ca, err = b.parts.CA(b.caFile); err != nil {
 		return err
 	}
-	b.onClose(func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return b.gateway.Close(ctx)
-	})
-	b.onClose(b.stopAPIServer)
+	if b.gateway, err = b.parts.Gateway("127.0.0.1:0", b.ca, nil); err != nil {
+		return err
+	}
+	b.parts.OnClose(b.stopAPIServer)
 	return b.findKubeBinaries(ctx)
 }
 
@@ -178,60 +159,17 @@ func (b *bench) findKubeBinaries(ctx context.Context) error {
 			"(scripts/build-kube-binaries.sh, .cache/kube-bin): run it from inside the repository")
 	}
 	var err error
-	b.kubeBin, err = localapi.EnsureBinaries(ctx, b.opts.Root, b.out)
+	b.kubeBin, err = b.parts.KubeBinaries(ctx)
 	return err
 }
 
 // startDatabase creates and migrates bench_<random>, dropped by close.
 func (b *bench) startDatabase(ctx context.Context) error {
-	suffix := make([]byte, 5)
-	_, _ = rand.Read(suffix)
-	b.schema = "bench_" + hex.EncodeToString(suffix)
-	u, err := url.Parse(b.opts.DatabaseURL)
-	if err != nil || u.Scheme == "" {
-		return fmt.Errorf("DATABASE_URL %s is not a postgres:// URL", db.RedactURL(b.opts.DatabaseURL))
-	}
-	q := u.Query()
-	q.Set("search_path", b.schema)
-	u.RawQuery = q.Encode()
-	b.url = u.String()
-
-	// A pool, not one connection: DATABASE_URL may carry pgxpool settings
-	// (pool_max_conns) that a plain connection refuses.
-	admin, created, err := db.OpenCreating(ctx, b.opts.DatabaseURL)
+	d, err := b.parts.Postgres(ctx, b.opts.DatabaseURL, "bench", db.Settings{CanonicalSuffix: canonicalSuffix})
 	if err != nil {
 		return err
 	}
-	defer admin.Close()
-	if created {
-		b.progress("created database %s", db.RedactURL(b.opts.DatabaseURL))
-	}
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+b.schema); err != nil {
-		return fmt.Errorf("create schema %s: %w", b.schema, err)
-	}
-	b.onClose(func() error { return dropSchema(b.opts.DatabaseURL, b.schema) })
-	b.progress("schema %s in %s", b.schema, db.RedactURL(b.opts.DatabaseURL))
-	if b.pool, err = db.Open(ctx, b.url); err != nil {
-		return err
-	}
-	b.onClose(func() error { b.pool.Close(); return nil })
-	if _, err := db.MigrateUp(ctx, b.pool, db.Settings{CanonicalSuffix: canonicalSuffix}); err != nil {
-		return fmt.Errorf("migrate %s: %w", b.schema, err)
-	}
-	return nil
-}
-
-func dropSchema(databaseURL, schema string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := db.Open(ctx, databaseURL)
-	if err != nil {
-		return fmt.Errorf("drop schema %s: %w", schema, err)
-	}
-	defer admin.Close()
-	if _, err := admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
-		return fmt.Errorf("drop schema %s: %w", schema, err)
-	}
+	b.schema, b.url, b.pool = d.Schema, d.URL, d.Pool
 	return nil
 }
 
@@ -263,10 +201,9 @@ func (b *bench) startDNS() error {
 	if err != nil {
 		return err
 	}
-	if b.dns, err = localdns.Start("127.0.0.1:0", zones...); err != nil {
+	if b.dns, err = b.parts.DNS("127.0.0.1:0", zones...); err != nil {
 		return err
 	}
-	b.onClose(func() error { return b.dns.Close(context.Background()) })
 	b.queries = &firstSeen{at: map[string]time.Time{}}
 	b.dns.OnQuery(b.queries.record)
 	return nil
@@ -328,13 +265,11 @@ func (f *firstSeen) get(name string) (time.Time, bool) {
 }
 
 // freshAPIServer stops the running kube-apiserver and etcd, if any, and
-// starts new ones in a new directory (building them on first use), with
-// the namespaces created. Each measured phase, baseline and stage alike,
-// starts on a fresh pair: an API server that has served a phase is slower
-// for the next one (its heap and watch cache hold the objects and their
-// deletions; bare server-side apply run twice in a row measured 400 then
-// 301 objects/s, the API server's heap 695 MB then 1.25 GB), which would
-// otherwise count against whichever side runs second.
+// starts new ones in a new directory, with the namespaces created. Each
+// measured phase, baseline and stage alike, starts on a fresh pair: an API
+// server that has served a phase is slower for the next one (its heap and
+// watch cache hold the objects and their deletions), which would otherwise
+// count against whichever side runs second.
 func (b *bench) freshAPIServer(ctx context.Context) error {
 	if err := b.stopAPIServer(); err != nil {
 		return err
@@ -352,14 +287,13 @@ func (b *bench) stopAPIServer() error {
 }
 
 func (b *bench) startAPIServer(ctx context.Context) error {
-	begin := time.Now()
 	b.apiStarts++
-	api, err := localapi.Start(ctx, localapi.Options{BinDir: b.kubeBin, WorkDir: filepath.Join(b.work, fmt.Sprintf("kube-%d", b.apiStarts))})
+	api, err := b.parts.APIServer(ctx, b.kubeBin, filepath.Join(b.work, fmt.Sprintf("kube-%d", b.apiStarts)),
+		nsBaseline, nsApply, nsWatchFloor, nsBare, nsCert, nsGateway)
 	if err != nil {
 		return err
 	}
 	b.api = api
-	b.progress("kube-apiserver (pid %d) and etcd (pid %d) up in %s", api.APIServerPID, api.EtcdPID, time.Since(begin).Round(100*time.Millisecond))
 	// The baseline's client gets the worker's defaults (envtest's config
 	// sets a rate limit of its own), so both sides are limited alike.
 	baseCfg := rest.CopyConfig(api.Config)
@@ -369,16 +303,6 @@ func (b *bench) startAPIServer(ctx context.Context) error {
 	}
 	if b.dyn, err = dynamic.NewForConfig(api.Config); err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(api.Config)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
-	for _, ns := range []string{nsBaseline, nsApply, nsWatchFloor, nsBare, nsCert, nsGateway} {
-		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create namespace %s: %w", ns, err)
-		}
 	}
 	return nil
 }
@@ -477,9 +401,7 @@ func (b *bench) waitDone(ctx context.Context, what string, want int, query strin
 
 // waitPoll is how often waitDone counts. The result is the database's own
 // timestamp of the last change, not when the poll noticed it, so polling
-// faster only takes CPU from what is measured (every 50 ms it cost
-// Postgres about 1 s per end-to-end run; every 250 ms, 237 counts took
-// 0.9 s of Postgres time in one, measured with pg_stat_statements).
+// faster only takes CPU from what is measured.
 const waitPoll = time.Second
 
 // phaseTimeout is generous: the machine may be shared, and a slow phase is

@@ -1,10 +1,12 @@
 // Package devstack runs the whole of portal-domains on one machine with
 // nothing configured, for `portal-domains-dev dev` and `make run`: Postgres
 // (migrated), a real kube-apiserver and etcd with the cert-manager and Istio
-// CRDs (k8s/localapi), a DNS server for the demo zones (dns/localdns), an
-// HTTPS endpoint standing in for the ingress gateway, a DEV-ONLY issuer
-// playing cert-manager, the worker and the River UI; then it registers the
-// demo domains from fixtures/demo and shows them reach active.
+// CRDs, a DNS server for the demo zones and an HTTPS endpoint standing in
+// for the ingress gateway (all started by internal/harness/stack, as the
+// bench starts its own), a DEV-ONLY issuer playing cert-manager
+// (internal/harness/issuer), the worker and the River UI; then it
+// registers the demo domains from fixtures/demo and shows them reach
+// active.
 //
 // Every part the environment names is used instead of the local one:
 // DATABASE_URL, KUBECONFIG (then no dev issuer unless
@@ -16,7 +18,7 @@
 package devstack
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,30 +26,26 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/portal-domains/portal-domains/db"
 	demofixtures "github.com/portal-domains/portal-domains/fixtures/demo"
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 	"github.com/portal-domains/portal-domains/internal/harness/localdns"
+	"github.com/portal-domains/portal-domains/internal/harness/stack"
 	"github.com/portal-domains/portal-domains/internal/server"
 	"github.com/portal-domains/portal-domains/internal/worker"
 	"github.com/portal-domains/portal-domains/jobs"
@@ -58,15 +56,12 @@ import (
 // `kubectl get certificates -o yaml` shows where the certificates came from.
 const DevIssuerName = "portal-domains-dev-ca"
 
-// modulePath identifies this repository's go.mod in FindRoot.
-const modulePath = "github.com/portal-domains/portal-domains"
-
 // Options configure Run. The zero value of each field is a sensible
 // default except Getenv, which is required.
 type Options struct {
 	// Getenv reads the environment (os.Getenv in the command).
 	Getenv func(string) string
-	// Root is the repository (FindRoot): scripts/build-kube-binaries.sh,
+	// Root is the repository (localapi.FindRoot): scripts/build-kube-binaries.sh,
 	// .cache/kube-bin and scripts/ensure-postgres.sh. Needed for the local
 	// API server; without it KUBECONFIG must be set.
 	Root string
@@ -128,8 +123,8 @@ type Info struct {
 	EnvFile string
 }
 
-// stack is one Run: what started, and how to stop it.
-type stack struct {
+// dev is one Run: what started, and how to stop it.
+type dev struct {
 	opts   Options
 	getenv func(string) string
 	out    io.Writer
@@ -137,22 +132,21 @@ type stack struct {
 	start  time.Time
 	demo   Demo
 	info   Info
-	ca     *CA
+	ca     *issuer.CA
 	// suffix is the configured canonical suffix.
 	suffix string
 
 	dns     *localdns.Server
-	gateway *Gateway
+	gateway *stack.Gateway
 	api     *localapi.Server
 	pool    *pgxpool.Pool
 
-	// cleanups run in reverse order when Run returns; stopErr collects
-	// what they could not stop.
-	cleanups []func()
-	stopErr  error
+	// parts stops, when Run returns, what was started.
+	parts *stack.Stack
 }
 
-func (s *stack) onExit(f func()) { s.cleanups = append(s.cleanups, f) }
+// onExit adds f to what runs, in reverse order, when Run returns.
+func (s *dev) onExit(f func()) { s.parts.OnClose(func() error { f(); return nil }) }
 
 // Run starts the stack, registers the demo domains and serves until ctx is
 // cancelled, then stops everything it started (kube-apiserver and etcd
@@ -162,18 +156,16 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if opts.Getenv == nil {
 		return errors.New("devstack: Options.Getenv is required")
 	}
-	s := &stack{opts: opts, getenv: opts.Getenv, out: opts.Out, logger: opts.Logger, start: time.Now()}
+	s := &dev{opts: opts, getenv: opts.Getenv, out: opts.Out, logger: opts.Logger, start: time.Now()}
 	if s.out == nil {
 		s.out = io.Discard
 	}
+	s.parts = &stack.Stack{Root: opts.Root, Out: s.out}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	defer func() {
-		for _, f := range slices.Backward(s.cleanups) {
-			f()
-		}
-		err = errors.Join(err, s.stopErr)
+		err = errors.Join(err, s.parts.Close())
 		// Ctrl-C while starting is a normal way to stop, not a failure.
 		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			fmt.Fprintln(s.out, "interrupted while starting; stopped what had started")
@@ -224,14 +216,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 			b.Note("PORTAL_DOMAIN_DNS_SERVERS is set: the demo domains verify only if those servers serve fixtures/demo's zones")
 		}
 	}
-	err = runTogether(ctx, fns...)
+	err = worker.RunTogether(ctx, fns...)
 	fmt.Fprintln(s.out, "stopping: the worker and the HTTP servers have stopped; stopping the rest…")
 	return err
 }
 
 // startAll starts every part in order, cheapest and likeliest to fail
 // first, so a bad setting fails before the slow API server starts.
-func (s *stack) startAll(ctx context.Context) (*worker.Worker, *server.Server, net.Listener, error) {
+func (s *dev) startAll(ctx context.Context) (*worker.Worker, *server.Server, net.Listener, error) {
 	var err error
 	if s.demo, err = LoadDemo(demofixtures.FS()); err != nil {
 		return nil, nil, nil, err
@@ -255,12 +247,9 @@ func (s *stack) startAll(ctx context.Context) (*worker.Worker, *server.Server, n
 	}
 	s.onExit(unlock)
 
-	if s.ca, err = NewCA(time.Now()); err != nil {
-		return nil, nil, nil, err
-	}
 	s.info.CAFile = filepath.Join(s.info.StateDir, "ca.pem")
-	if err := os.WriteFile(s.info.CAFile, s.ca.CertPEM(), 0o644); err != nil {
-		return nil, nil, nil, fmt.Errorf("write the dev CA certificate: %w", err)
+	if s.ca, err = s.parts.CA(s.info.CAFile); err != nil {
+		return nil, nil, nil, err
 	}
 	s.info.ManifestDir = filepath.Join(s.info.StateDir, "manifests")
 	if err := os.RemoveAll(s.info.ManifestDir); err != nil {
@@ -286,22 +275,16 @@ func (s *stack) startAll(ctx context.Context) (*worker.Worker, *server.Server, n
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("demo zones: %w", err)
 		}
-		if s.dns, err = localdns.Start(cmpOr(s.opts.DNSAddr, "127.0.0.1:0"), zones...); err != nil {
+		if s.dns, err = s.parts.DNS(cmp.Or(s.opts.DNSAddr, "127.0.0.1:0"), zones...); err != nil {
 			return nil, nil, nil, err
 		}
-		s.onExit(func() { _ = s.dns.Close(context.Background()) })
 		s.info.DNSAddr = s.dns.Addr()
 		overlay["PORTAL_DOMAIN_DNS_SERVERS"] = s.dns.Addr()
 	}
 	if localGateway {
-		if s.gateway, err = StartGateway(cmpOr(s.opts.GatewayAddr, "127.0.0.1:0"), s.ca, s.logger); err != nil {
+		if s.gateway, err = s.parts.Gateway(cmp.Or(s.opts.GatewayAddr, "127.0.0.1:0"), s.ca, s.logger); err != nil {
 			return nil, nil, nil, err
 		}
-		s.onExit(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = s.gateway.Close(ctx)
-		})
 		s.info.GatewayAddr = s.gateway.Addr()
 		overlay["PORTAL_DOMAIN_PROBE_DIAL_ADDRESS"] = s.gateway.Addr()
 		overlay["PORTAL_DOMAIN_PROBE_CA_FILE"] = s.info.CAFile
@@ -358,7 +341,7 @@ func (s *stack) startAll(ctx context.Context) (*worker.Worker, *server.Server, n
 // writeEnvFile writes <state>/env: export lines that point the CLI
 // (status, doctor, render, kubectl) at this stack. It holds the database
 // URL unredacted, so only the owner may read it.
-func (s *stack) writeEnvFile(cfg worker.Config, env func(string) string) error {
+func (s *dev) writeEnvFile(cfg worker.Config, env func(string) string) error {
 	kubeconfig := s.info.Kubeconfig
 	if kubeconfig == "" {
 		kubeconfig = s.getenv("KUBECONFIG")
@@ -382,88 +365,54 @@ func (s *stack) writeEnvFile(cfg worker.Config, env func(string) string) error {
 	return nil
 }
 
-// startDatabase opens (creating the database if needed, starting a local
-// Postgres with scripts/ensure-postgres.sh if nothing answers), takes the
-// dev lock and migrates.
-func (s *stack) startDatabase(ctx context.Context, cfg worker.Config) error {
+// startDatabase opens and migrates the database (stack.Postgres) and takes
+// the dev lock.
+func (s *dev) startDatabase(ctx context.Context, cfg worker.Config) error {
 	s.info.DatabaseURL = db.RedactURL(cfg.DatabaseURL)
-	pool, created, err := db.OpenCreating(ctx, cfg.DatabaseURL)
-	if errors.Is(err, db.ErrUnreachable) && !db.IsMissingDatabase(err) && s.opts.Root != "" {
-		script := filepath.Join(s.opts.Root, "scripts", "ensure-postgres.sh")
-		fmt.Fprintf(s.out, "nothing answers at %s; running %s\n", s.info.DatabaseURL, script)
-		cmd := exec.CommandContext(ctx, script, cfg.DatabaseURL)
-		cmd.Stdout, cmd.Stderr = s.out, s.out
-		if runErr := cmd.Run(); runErr != nil {
-			return fmt.Errorf("%w (and %s failed: %w)", err, script, runErr)
-		}
-		pool, created, err = db.OpenCreating(ctx, cfg.DatabaseURL)
-	}
+	d, err := s.parts.Postgres(ctx, cfg.DatabaseURL, "", db.Settings{CanonicalSuffix: cfg.CanonicalSuffix})
 	if err != nil {
 		return err
 	}
-	if created {
-		fmt.Fprintf(s.out, "created database %s\n", s.info.DatabaseURL)
-	}
-	s.pool = pool
-	s.onExit(pool.Close)
+	s.pool = d.Pool
 	unlock, err := lockDatabase(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	s.onExit(unlock)
-	if _, err := db.MigrateUp(ctx, pool, db.Settings{CanonicalSuffix: cfg.CanonicalSuffix}); err != nil {
-		return fmt.Errorf("migrate %s: %w", s.info.DatabaseURL, err)
-	}
 	return nil
 }
 
 // startAPIServer builds the binaries on first use, starts kube-apiserver
 // and etcd and creates the namespaces the objects go to.
-func (s *stack) startAPIServer(ctx context.Context, cfg worker.Config) error {
-	binDir, err := localapi.EnsureBinaries(ctx, s.opts.Root, s.out)
+func (s *dev) startAPIServer(ctx context.Context, cfg worker.Config) error {
+	binDir, err := s.parts.KubeBinaries(ctx)
 	if err != nil {
 		return err
 	}
-	begin := time.Now()
-	api, err := localapi.Start(ctx, localapi.Options{BinDir: binDir, WorkDir: filepath.Join(s.info.StateDir, "kube")})
+	api, err := s.parts.APIServer(ctx, binDir, filepath.Join(s.info.StateDir, "kube"), cfg.Kube.CertNamespace, cfg.Kube.GatewayNamespace)
 	if err != nil {
 		return err
 	}
 	s.api = api
-	s.onExit(s.stopAPIServer)
-	s.logger.Info("local kube-apiserver started", "url", api.Host(), "took", time.Since(begin).Round(time.Millisecond),
-		"kube_apiserver_pid", api.APIServerPID, "etcd_pid", api.EtcdPID)
+	s.parts.OnClose(s.stopAPIServer)
 	s.info.APIServer, s.info.Kubeconfig, s.info.APIServerLog = api.Host(), api.KubeconfigPath, api.LogPath()
 	s.info.APIServerPID, s.info.EtcdPID = api.APIServerPID, api.EtcdPID
-	cs, err := kubernetes.NewForConfig(api.Config)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
-	for _, ns := range []string{cfg.Kube.CertNamespace, cfg.Kube.GatewayNamespace} {
-		if ns == "" {
-			continue
-		}
-		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create namespace %s: %w", ns, err)
-		}
-	}
 	return nil
 }
 
 // stopAPIServer stops kube-apiserver and etcd and says so, with the PIDs,
 // so an operator can check with pgrep that nothing is left.
-func (s *stack) stopAPIServer() {
+func (s *dev) stopAPIServer() error {
 	if err := s.api.Stop(); err != nil {
-		s.stopErr = errors.Join(s.stopErr, err)
-		return
+		return err
 	}
 	fmt.Fprintf(s.out, "stopped kube-apiserver (pid %d) and etcd (pid %d)\n", s.api.APIServerPID, s.api.EtcdPID)
+	return nil
 }
 
 // issuer builds the DEV-ONLY issuer for the local API server, or for the
 // KUBECONFIG cluster when PORTAL_DOMAIN_DEV_ISSUER=1.
-func (s *stack) issuer(b *board) (*Issuer, error) {
+func (s *dev) issuer(b *board) (*issuer.Controller, error) {
 	restCfg := (*rest.Config)(nil)
 	if s.api != nil {
 		restCfg = s.api.Config
@@ -477,16 +426,16 @@ func (s *stack) issuer(b *board) (*Issuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dev issuer client: %w", err)
 	}
-	kind := cmpOr(s.getenv("PORTAL_DOMAIN_ISSUER_KIND"), "ClusterIssuer")
-	name := cmpOr(s.getenv("PORTAL_DOMAIN_ISSUER_NAME"), DevIssuerName)
-	return &Issuer{Dynamic: dyn, CA: s.ca, IssuerKind: kind, IssuerName: name, Delay: s.opts.IssuerDelay, Logger: s.logger,
+	kind := cmp.Or(s.getenv("PORTAL_DOMAIN_ISSUER_KIND"), "ClusterIssuer")
+	name := cmp.Or(s.getenv("PORTAL_DOMAIN_ISSUER_NAME"), DevIssuerName)
+	return &issuer.Controller{Dynamic: dyn, CA: s.ca, IssuerKind: kind, IssuerName: name, Delay: s.opts.IssuerDelay, Logger: s.logger,
 		OnIssued: func(ns, cert string, dnsNames []string) {
 			b.Note("DEV-ONLY issuer signed %s/%s for %s with the dev CA", ns, cert, strings.Join(dnsNames, ", "))
 		}}, nil
 }
 
 // runFixes applies the demo's DNS fixes when they are due.
-func (s *stack) runFixes(ctx context.Context, b *board) error {
+func (s *dev) runFixes(ctx context.Context, b *board) error {
 	type due struct {
 		at time.Time
 		t  DemoTenant
@@ -520,7 +469,7 @@ func (s *stack) runFixes(ctx context.Context, b *board) error {
 }
 
 // printBanner says what was started and where.
-func (s *stack) printBanner() {
+func (s *dev) printBanner() {
 	i := s.info
 	var sb strings.Builder
 	line := func(label, format string, args ...any) {
@@ -584,22 +533,6 @@ func devIssuerWanted(v string, localKube bool) (bool, error) {
 		return false, ConfigError{fmt.Errorf("PORTAL_DOMAIN_DEV_ISSUER: %q is not 1 or 0", v)}
 	}
 	return on, nil
-}
-
-// FindRoot walks up from dir to the directory holding this repository's
-// go.mod; "" when there is none (the binary runs elsewhere).
-func FindRoot(dir string) string {
-	for {
-		mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(bytes.TrimSpace(mod), []byte("module "+modulePath)) {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
 }
 
 // StateDir is where a run keeps its files when Options.StateDir is empty.
@@ -683,35 +616,4 @@ func lockDatabase(ctx context.Context, url string) (func(), error) {
 		_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock(`+key+`)`)
 		_ = conn.Close(ctx)
 	}, nil
-}
-
-// runTogether runs fns until ctx ends or one fails, then waits for all.
-func runTogether(ctx context.Context, fns ...func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, len(fns))
-	var wg sync.WaitGroup
-	for _, fn := range fns {
-		wg.Go(func() {
-			err := fn(ctx)
-			cancel()
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	var all []error
-	for err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			all = append(all, err)
-		}
-	}
-	return errors.Join(all...)
-}
-
-func cmpOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }

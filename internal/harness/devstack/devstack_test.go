@@ -56,7 +56,7 @@ func startRun(t *testing.T, env map[string]string, stateDir string) *run {
 	go func() {
 		r.done <- devstack.Run(ctx, devstack.Options{
 			Getenv:          func(k string) string { return env[k] },
-			Root:            devstack.FindRoot(cwd),
+			Root:            localapi.FindRoot(cwd),
 			StateDir:        stateDir,
 			Out:             r.out,
 			Logger:          slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),

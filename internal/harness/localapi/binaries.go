@@ -2,6 +2,7 @@ package localapi
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -23,6 +23,26 @@ const BinDir = ".cache/kube-bin"
 // (k8s/kubetest builds through EnsureBinaries too) never build the binaries
 // at the same time.
 const buildLock = ".cache/kube-bin.lock"
+
+// modulePath identifies this repository's go.mod in FindRoot.
+const modulePath = "github.com/portal-domains/portal-domains"
+
+// FindRoot walks up from dir to the directory holding this repository's
+// go.mod, where EnsureBinaries finds the build script and the binaries; ""
+// when there is none (the binary runs elsewhere).
+func FindRoot(dir string) string {
+	for {
+		mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(bytes.TrimSpace(mod), []byte("module "+modulePath)) {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
 
 // HaveBinaries reports whether binDir holds executable kube-apiserver and
 // etcd.
@@ -37,9 +57,9 @@ func HaveBinaries(binDir string) bool {
 
 // EnsureBinaries returns <root>/.cache/kube-bin, first building
 // kube-apiserver and etcd with <root>/scripts/build-kube-binaries.sh when
-// they are missing (about 10 minutes on a cold Go cache, once). The build's
-// own lines and a "still building" line every 30 seconds go to progress, so
-// a first `make run` does not look hung. Cancelling ctx kills the whole
+// they are missing (about 10 minutes on a cold Go cache, once). The
+// script's lines, among them its own heartbeat every 30 seconds, go to
+// progress, so a first `make run` does not look hung. Cancelling ctx kills the whole
 // build (the script, go build and the compilers it started).
 func EnsureBinaries(ctx context.Context, root string, progress io.Writer) (string, error) {
 	if progress == nil {
@@ -73,7 +93,7 @@ func EnsureBinaries(ctx context.Context, root string, progress io.Writer) (strin
 }
 
 // runBuild runs the build script in its own process group, streaming its
-// output to progress with a heartbeat.
+// output to progress.
 func runBuild(ctx context.Context, root, script string, progress io.Writer) error {
 	cmd := exec.CommandContext(ctx, script)
 	cmd.Dir = root
@@ -84,8 +104,7 @@ func runBuild(ctx context.Context, root, script string, progress io.Writer) erro
 	cmd.WaitDelay = 10 * time.Second
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	var tailMu sync.Mutex
-	var tail []string
+	var tail []string // read only after copied is closed
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
@@ -93,12 +112,10 @@ func runBuild(ctx context.Context, root, script string, progress io.Writer) erro
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(progress, "  build: "+line)
-			tailMu.Lock()
 			tail = append(tail, line)
 			if len(tail) > 40 {
 				tail = tail[1:]
 			}
-			tailMu.Unlock()
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
@@ -108,28 +125,13 @@ func runBuild(ctx context.Context, root, script string, progress io.Writer) erro
 		<-copied
 		return fmt.Errorf("start %s: %w", script, err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	tick := time.NewTicker(30 * time.Second)
-	defer tick.Stop()
-	var err error
-wait:
-	for {
-		select {
-		case err = <-done:
-			break wait
-		case <-tick.C:
-			fmt.Fprintf(progress, "  build: still building (%s so far)\n", time.Since(begin).Round(time.Second))
-		}
-	}
+	err := cmd.Wait()
 	pw.Close()
 	<-copied
 	if ctx.Err() != nil {
 		return fmt.Errorf("build kube binaries: %w", ctx.Err())
 	}
 	if err != nil {
-		tailMu.Lock()
-		defer tailMu.Unlock()
 		return fmt.Errorf("build kube binaries with %s: %w\n%s", script, err, strings.Join(tail, "\n"))
 	}
 	fmt.Fprintf(progress, "  build: done in %s\n", time.Since(begin).Round(time.Second))

@@ -24,7 +24,11 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -38,6 +42,8 @@ type Options struct {
 	WorkDir string
 	// CRDs to install; nil installs LoadCRDs(CRDSources()).
 	CRDs []*apiextensionsv1.CustomResourceDefinition
+	// Namespaces are created once the server is up.
+	Namespaces []string
 }
 
 // Server is a running API server.
@@ -111,11 +117,17 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			APIServer: &envtest.APIServer{Path: filepath.Join(opts.BinDir, "kube-apiserver"), CertDir: certDir, Out: apiLog, Err: apiLog},
 			Etcd:      &envtest.Etcd{Path: filepath.Join(opts.BinDir, "etcd"), DataDir: dataDir, Out: etcdLog, Err: etcdLog},
 		},
-		UseExistingCluster:       &useExisting,
-		CRDInstallOptions:        envtest.CRDInstallOptions{CRDs: crds, MaxTime: 30 * time.Second},
-		ControlPlaneStartTimeout: 60 * time.Second,
+		UseExistingCluster: &useExisting,
+		// Generous bounds: about 5 s is typical, but with several test
+		// binaries starting servers on a loaded 2-core machine a start has
+		// taken a minute.
+		CRDInstallOptions:        envtest.CRDInstallOptions{CRDs: crds, MaxTime: time.Minute},
+		ControlPlaneStartTimeout: 3 * time.Minute,
 		ControlPlaneStopTimeout:  20 * time.Second,
 	}
+	// An open watch otherwise holds kube-apiserver's graceful shutdown until
+	// the watch times out (minutes).
+	env.ControlPlane.APIServer.Configure().Set("shutdown-watch-termination-grace-period", "2s")
 	cfg, err := env.Start()
 	s := &Server{env: env, workDir: work}
 	s.findChildren()
@@ -131,7 +143,50 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, errors.Join(fmt.Errorf("start kube-apiserver: %w", err), s.Stop())
 	}
+	if err := s.createNamespaces(ctx, opts.Namespaces); err != nil {
+		return nil, errors.Join(err, s.Stop())
+	}
 	return s, nil
+}
+
+func (s *Server) createNamespaces(ctx context.Context, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	cs, err := kubernetes.NewForConfig(s.Config)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	for _, ns := range names {
+		if ns == "" {
+			continue
+		}
+		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create namespace %s: %w", ns, err)
+		}
+	}
+	return nil
+}
+
+// StopAPIServer stops kube-apiserver alone and leaves etcd running, so a
+// client sees connection refused and, after StartAPIServer, finds its
+// objects and CRDs again.
+func (s *Server) StopAPIServer() error {
+	if err := s.env.ControlPlane.APIServer.Stop(); err != nil {
+		return fmt.Errorf("stop kube-apiserver: %w\n%s", err, tail(s.LogPath()))
+	}
+	return nil
+}
+
+// StartAPIServer starts kube-apiserver again on the same address and
+// certificates after StopAPIServer, and waits until it serves.
+func (s *Server) StartAPIServer() error {
+	if err := s.env.ControlPlane.APIServer.Start(); err != nil {
+		return fmt.Errorf("restart kube-apiserver: %w\n%s", err, tail(s.LogPath()))
+	}
+	s.findChildren()
+	return nil
 }
 
 // Stop stops kube-apiserver and etcd (SIGTERM, SIGKILL after 20 s) and

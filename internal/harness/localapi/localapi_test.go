@@ -19,13 +19,9 @@ func moduleRoot(t *testing.T) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		require.NotEqual(t, dir, filepath.Dir(dir), "no go.mod above the working directory")
-		dir = filepath.Dir(dir)
-	}
+	root := localapi.FindRoot(dir)
+	require.NotEmpty(t, root, "no go.mod above the working directory")
+	return root
 }
 
 func TestStart(t *testing.T) {

@@ -38,6 +38,7 @@ import (
 	"github.com/portal-domains/portal-domains/db/dbtest"
 	"github.com/portal-domains/portal-domains/dns/dnstest"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/k8s"
 	"github.com/portal-domains/portal-domains/k8s/kubetest"
 )
@@ -505,7 +506,7 @@ func (w *world) issueAll(ctx context.Context) {
 	for i := range list.Items {
 		cert := &list.Items[i]
 		names, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
-		if certReady(cert) || (len(names) > 0 && w.isHeld(names[0])) {
+		if issuer.ReadyForGeneration(cert) || (len(names) > 0 && w.isHeld(names[0])) {
 			continue
 		}
 		if err := w.kube.SetCertificateReady(ctx, w.certNS, cert.GetName(), true, "Ready",
@@ -521,18 +522,6 @@ func (w *world) issueAll(ctx context.Context) {
 func (w *world) hold(host string)        { w.held.Store(host, true) }
 func (w *world) release(host string)     { w.held.Delete(host) }
 func (w *world) isHeld(host string) bool { _, ok := w.held.Load(host); return ok }
-func certReady(c *unstructured.Unstructured) bool {
-	conds, _, _ := unstructured.NestedSlice(c.Object, "status", "conditions")
-	for _, raw := range conds {
-		m, _ := raw.(map[string]any)
-		if m["type"] != "Ready" {
-			continue
-		}
-		og, _ := m["observedGeneration"].(int64)
-		return m["status"] == "True" && og == c.GetGeneration()
-	}
-	return false
-}
 
 // statusCounts counts the rows of ids by status.
 func (w *world) statusCounts(ctx context.Context, ids []string) (map[domain.Status]int, error) {

@@ -130,9 +130,9 @@ func testSIGTERM(t *testing.T, bin string, sz size) {
 	w := newWorld(t, bin, worldOpts{})
 	const shutdown = 2 * time.Second
 	// Far longer than the shutdown timeout, so no probe a holds can finish
-	// on its own while a stops (with 4 s, one started 2 s before the
-	// SIGTERM did, under load): a must cancel what it holds. Once a has
-	// stopped, answers come at once again.
+	// on its own while a stops, even one started just before the SIGTERM:
+	// a must cancel what it holds. Once a has stopped, answers come at once
+	// again.
 	w.probeDelay.Store(int64(30 * time.Second))
 	w.playCertManager()
 	env := map[string]string{"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT": shutdown.String(), "PORTAL_DOMAIN_PROBE_TIMEOUT": "60s"}

@@ -1,4 +1,4 @@
-package devstack
+package issuer
 
 import (
 	"testing"
@@ -10,16 +10,16 @@ import (
 // The issuer's informer re-checks every Certificate at the configured
 // period: by default every 30 s (the dev stack re-issues a Secret deleted
 // by hand), never when Resync is negative (the bench).
-func TestIssuerResyncPeriod(t *testing.T) {
+func TestControllerResyncPeriod(t *testing.T) {
 	for _, tc := range []struct {
 		resync, want time.Duration
 	}{
-		{0, DefaultIssuerResync},
+		{0, DefaultResync},
 		{-1, 0},
 		{-time.Hour, 0},
 		{5 * time.Second, 5 * time.Second},
 	} {
-		require.Equal(t, tc.want, (&Issuer{Resync: tc.resync}).resyncPeriod(), "Resync %s", tc.resync)
+		require.Equal(t, tc.want, (&Controller{Resync: tc.resync}).resyncPeriod(), "Resync %s", tc.resync)
 	}
-	require.Equal(t, 30*time.Second, DefaultIssuerResync)
+	require.Equal(t, 30*time.Second, DefaultResync)
 }

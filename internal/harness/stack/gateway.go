@@ -1,4 +1,4 @@
-package devstack
+package stack
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 )
 
 // Gateway is the DEV-ONLY HTTPS endpoint that stands in for the Istio
@@ -20,7 +22,7 @@ import (
 // certificate from the dev CA, made on first use, and answers 200, so the
 // probe stage runs for real: TLS handshake, name check, chain check, status.
 type Gateway struct {
-	ca     *CA
+	ca     *issuer.CA
 	ln     net.Listener
 	srv    *http.Server
 	served chan error
@@ -31,7 +33,7 @@ type Gateway struct {
 
 // StartGateway listens on addr ("127.0.0.1:0" picks a port) and serves
 // until Close.
-func StartGateway(addr string, ca *CA, logger *slog.Logger) (*Gateway, error) {
+func StartGateway(addr string, ca *issuer.CA, logger *slog.Logger) (*Gateway, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
