@@ -27,12 +27,16 @@ import (
 
 type testBundle struct {
 	ctx  context.Context
-	pool *pgxpool.Pool
+	pool *pgxpool.Pool // the schema's owner: the worker's and the CLI's side
+	// app is the SaaS app's side: a role holding only AlgaPSA's grants. SQL
+	// that the app would send runs through it.
+	app *pgxpool.Pool
 }
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
-	return &testBundle{ctx: context.Background(), pool: dbtest.Migrated(t).Pool}
+	s := dbtest.Migrated(t)
+	return &testBundle{ctx: context.Background(), pool: s.Pool, app: s.AppRole(t)}
 }
 
 type jobRow struct {
@@ -66,7 +70,7 @@ func newTenant() domain.TenantID { return domain.TenantID(uuid.NewString()) }
 func sqlInsert(t *testing.T, b *testBundle, tenant domain.TenantID, name string) string {
 	t.Helper()
 	var id string
-	err := b.pool.QueryRow(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, $2, $3) RETURNING id::text`,
+	err := b.app.QueryRow(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, $2, $3) RETURNING id::text`,
 		string(tenant), name, domain.CanonicalHost(tenant, domain.DefaultCanonicalSuffix, 7)).Scan(&id)
 	require.NoError(t, err)
 	return id
@@ -84,6 +88,7 @@ func TestMigrations(t *testing.T) {
 	latest := len(all)
 	require.GreaterOrEqual(t, latest, 6)
 	require.Len(t, applied, latest)
+	app := s.AppRole(t)
 
 	t.Run("up again changes nothing", func(t *testing.T) {
 		again, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
@@ -101,7 +106,7 @@ func TestMigrations(t *testing.T) {
 		require.False(t, status[latest-1].Applied)
 		require.True(t, status[latest-2].Applied)
 		// The schema one step back still enqueues.
-		b := &testBundle{ctx: ctx, pool: s.Pool}
+		b := &testBundle{ctx: ctx, pool: s.Pool, app: app}
 		sqlInsert(t, b, newTenant(), "portal.down.com")
 		require.Len(t, listJobs(t, b), 1)
 		_, err = s.Pool.Exec(ctx, `DELETE FROM portal_domains; DELETE FROM river_job`)
@@ -120,7 +125,8 @@ func TestMigrations(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, applied, latest)
 		tenant := newTenant()
-		b := &testBundle{ctx: ctx, pool: s.Pool}
+		// The table is new: the app role's grant went with the old one.
+		b := &testBundle{ctx: ctx, pool: s.Pool, app: s.Pool}
 		sqlInsert(t, b, tenant, "portal.acme.com")
 		require.Len(t, listJobs(t, b), 1)
 	})

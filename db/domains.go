@@ -27,9 +27,12 @@ var (
 	ErrWrongState = errors.New("not possible in the current status")
 )
 
+// recordColumns reads every row AlgaPSA's schema allows: its created_at and
+// updated_at may be NULL, and then read as the newest time known of the row.
 const recordColumns = `id::text, tenant::text, domain, canonical_host, status::text, coalesce(status_message, ''),
 	last_checked_at, verification_method::text, verification_details, coalesce(certificate_secret_name, ''),
-	coalesce(last_synced_resource_version, ''), pipeline_generation, status_changed_at, created_at, updated_at`
+	coalesce(last_synced_resource_version, ''), pipeline_generation, status_changed_at,
+	coalesce(created_at, status_changed_at), coalesce(updated_at, created_at, status_changed_at)`
 
 func scanRecord(row pgx.Row) (domain.Record, error) {
 	var r domain.Record

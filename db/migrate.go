@@ -116,9 +116,43 @@ func MigrateUp(ctx context.Context, pool *pgxpool.Pool, settings Settings) ([]Mi
 		if err := conn.Conn().DeallocateAll(ctx); err != nil {
 			return fmt.Errorf("reset prepared statements: %w", err)
 		}
-		return InTx(ctx, conn, func(tx pgx.Tx) error { return syncRules(ctx, tx, settings) })
+		return InTx(ctx, conn, func(tx pgx.Tx) error {
+			if err := syncRules(ctx, tx, settings); err != nil {
+				return err
+			}
+			return secureFunctions(ctx, tx)
+		})
 	})
 	return applied, err
+}
+
+// secureFunctionsSQL pins every portal-domains function of this schema to
+// the schema itself (so a caller's search_path cannot redirect the tables a
+// function names) and makes the trigger functions run with their owner's
+// rights: the SaaS app's role, granted only portal_domains as AlgaPSA grants
+// it, can then write rows whose triggers record history, claim canonical
+// hosts and enqueue River jobs in tables it has no grant on. Run by every
+// `migrate up`, so a function replaced by a later migration is covered too.
+const secureFunctionsSQL = `DO $$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure AS sig, p.prorettype = 'trigger'::regtype AS is_trigger
+             FROM pg_proc p
+             WHERE p.pronamespace = current_schema()::regnamespace AND p.proname LIKE 'portal\_domains\_%'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f.sig, current_schema());
+        IF f.is_trigger THEN
+            EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', f.sig);
+        END IF;
+    END LOOP;
+END $$`
+
+func secureFunctions(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, secureFunctionsSQL); err != nil {
+		return fmt.Errorf("pin functions to the schema: %w", err)
+	}
+	return nil
 }
 
 // MigrateDown reverts the newest steps of portal-domains' migrations (all of
