@@ -80,8 +80,10 @@ type Deps struct {
 	Kube   Kube
 	Prober Prober
 	// Sweeper and Owners enable the orphan sweep.
-	Sweeper  Sweeper
-	Owners   OwnerStore
+	Sweeper Sweeper
+	Owners  OwnerStore
+	// Stages enables the reconcile job.
+	Stages   StageJobEnqueuer
 	Observer Observer
 	Logger   *slog.Logger
 	Config   Config
@@ -133,6 +135,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	}
 	if deps.Sweeper != nil && deps.Owners != nil {
 		river.AddWorker(workers, &OrphanSweepWorker{deps: deps})
+	}
+	if deps.Stages != nil {
+		river.AddWorker(workers, &ReconcileWorker{deps: deps})
 	}
 }
 

@@ -485,3 +485,9 @@ func timePtr(t time.Time) *time.Time {
 	}
 	return &t
 }
+
+var _ jobs.StageJobEnqueuer = Store{}
+
+func (s Store) EnqueueMissingStageJobs(ctx context.Context, limit int) (int, error) {
+	return db.EnqueueMissingStageJobs(ctx, s.Pool, limit)
+}

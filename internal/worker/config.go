@@ -63,7 +63,10 @@ type Config struct {
 	TransitionGroup int
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
-	LogLevel      string
+	// ReconcileInterval: how often domains in a working status without a
+	// live stage job get it.
+	ReconcileInterval time.Duration
+	LogLevel          string
 
 	// Alerts: the stuck scan's schedule, thresholds and webhook.
 	Alerts AlertConfig
@@ -126,6 +129,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"PORTAL_DOMAIN_PROBE_TIMEOUT", &cfg.Probe.Timeout, 10 * time.Second},
 		{"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, 30 * time.Second},
 		{"PORTAL_DOMAIN_SWEEP_INTERVAL", &cfg.SweepInterval, 10 * time.Minute},
+		{"PORTAL_DOMAIN_RECONCILE_INTERVAL", &cfg.ReconcileInterval, time.Minute},
 		{"PORTAL_DOMAIN_JOB_TIMEOUT", &cfg.JobTimeout, 2 * time.Minute},
 		{"PORTAL_DOMAIN_RESCUE_AFTER", &cfg.RescueAfter, 5 * time.Minute},
 		{"PORTAL_DOMAIN_FETCH_COOLDOWN", &cfg.FetchCooldown, DefaultFetchCooldown},

@@ -54,6 +54,8 @@ type setupOpts struct {
 	certDeadline time.Duration
 	tracer       trace.TracerProvider
 	alerts       worker.AlertConfig
+	// reconcileInterval: how often the reconcile job runs (default 1m).
+	reconcileInterval time.Duration
 }
 
 // setup starts real Postgres (schema), DNS, kube-apiserver and HTTPS
@@ -92,9 +94,10 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		CertDeadline:    max(opts.certDeadline, 0),
 		Probe:           probe.Config{DialAddress: https.Listener.Addr().String(), CAFile: caFile, Timeout: 2 * time.Second},
 		DNSWorkers:      4, KubeWorkers: 4, ProbeWorkers: 4,
-		ShutdownTimeout: 5 * time.Second,
-		SweepInterval:   300 * time.Millisecond,
-		Alerts:          opts.alerts,
+		ShutdownTimeout:   5 * time.Second,
+		SweepInterval:     300 * time.Millisecond,
+		Alerts:            opts.alerts,
+		ReconcileInterval: opts.reconcileInterval,
 	}
 	if b.cfg.DNSDeadline == 0 {
 		b.cfg.DNSDeadline = 48 * time.Hour

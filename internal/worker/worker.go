@@ -142,7 +142,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	}
 	// Periodic jobs run on the elected leader only, so several workers
 	// never sweep or scan twice at once.
-	var periodic []*river.PeriodicJob
+	deps.Stages = Store{Pool: w.pool}
+	periodic := []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(cfg.ReconcileInterval, time.Minute)),
+		func() (river.JobArgs, *river.InsertOpts) { return jobs.ReconcileArgs{}, nil },
+		&river.PeriodicJobOpts{RunOnStart: true})}
 	queues := map[string]river.QueueConfig{
 		domain.QueueDNS:         {MaxWorkers: cfg.DNSWorkers},
 		domain.QueueProbe:       {MaxWorkers: cfg.ProbeWorkers},
