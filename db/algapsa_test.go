@@ -159,6 +159,23 @@ func TestAlgaPSASQLAsItsAppRole(t *testing.T) {
 		require.NoError(t, err, "rows with NULL timestamps are read")
 		require.Len(t, recs, len(domain.Statuses))
 
+		// The rows AlgaPSA left in a working status get their stage job from
+		// the reconciler; terminal and disabled rows get none.
+		n, err := db.EnqueueMissingStageJobs(ctx, s.Pool, 100)
+		require.NoError(t, err)
+		require.Equal(t, 5, n, "pending_dns, verifying_dns, pending_certificate, certificate_issuing and deploying")
+		var kinds []string
+		rows, err := s.Pool.Query(ctx, `SELECT d.status::text || ' ' || j.kind FROM river_job j
+			JOIN portal_domains d ON d.id::text = j.args->>'domain_id' ORDER BY d.status`)
+		require.NoError(t, err)
+		for rows.Next() {
+			var k string
+			require.NoError(t, rows.Scan(&k))
+			kinds = append(kinds, k)
+		}
+		require.Equal(t, []string{"pending_dns verify_dns", "verifying_dns verify_dns", "pending_certificate apply",
+			"certificate_issuing await_certificate", "deploying probe"}, kinds)
+
 		app := algapsaApp(t, s)
 		replayAlgaPSA(t, ctx, app, uuid.NewString(), "portal.new.test")
 
