@@ -1,11 +1,12 @@
--- The domain name is checked when it is written (INSERT, or an UPDATE that
--- changes it), not on every status move: a status move of a stored name
--- re-ran the label-by-label check for nothing, and for a row older than
--- the check (an AlgaPSA row that 001's NOT VALID constraint leaves alone)
--- it refused even verify_dns moving the row to dns_failed with the reason,
--- so the bad row could never say what was wrong.
+-- Row-level, before every INSERT and UPDATE: normalises and checks what the
+-- writer set (names, the canonical host claim, the status move against
+-- portal_domain_transitions, the generation bump when the pipeline restarts),
+-- so every writer (the SaaS app in plain SQL, the Go API, a worker) meets the
+-- same rules with the same messages.
 CREATE OR REPLACE FUNCTION portal_domains_before_write()
-RETURNS trigger LANGUAGE plpgsql AS $$
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
 DECLARE
     tenant_hex text;
     suffix text;
@@ -146,15 +147,4 @@ BEGIN
     END IF;
     NEW.status_message := left(NEW.status_message, 1024);
     RETURN NEW;
-END $$;
-ALTER FUNCTION portal_domains_before_write() SET search_path FROM CURRENT;
-
--- The same holds for 001's backstop constraint, which Postgres checks on
--- every UPDATE of a row even though NOT VALID spared the rows it found: a
--- legacy row with a bad name may now be written when it is failed or
--- disabled (verify_dns failing it with the reason, the tenant removing
--- it), and still never go back into the pipeline with that name.
-ALTER TABLE portal_domains DROP CONSTRAINT IF EXISTS portal_domains_domain_is_hostname;
-ALTER TABLE portal_domains ADD CONSTRAINT portal_domains_domain_is_hostname
-    CHECK (status IN ('dns_failed', 'disabled')
-           OR (length(domain) <= 253 AND domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')) NOT VALID;
+END $function$;
