@@ -580,6 +580,36 @@ func TestCanonicalHostCollision(t *testing.T) {
 		require.Equal(t, "abcdef12.portal.algapsa.com", rec.CanonicalHost)
 	})
 
+	t.Run("AlgaPSA's upsert with the 7-character host gets the host chosen, in expected_cname and its message", func(t *testing.T) {
+		upsert := func(tenant domain.TenantID) domain.Record {
+			t.Helper()
+			host := string(tenant)[:7] + ".portal.algapsa.com"
+			_, err := b.app.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host, status, status_message, verification_details)
+				VALUES ($1, $2, $3, 'pending_dns', $4, $5)
+				ON CONFLICT (tenant) DO UPDATE SET domain = $2, canonical_host = $3, status = 'pending_dns', status_message = $4, verification_details = $5`,
+				string(tenant), "portal."+string(tenant)[:8]+".com", host, "Waiting for DNS verification. Point a CNAME to "+host+".",
+				map[string]string{"expected_cname": host, "requested_domain": "portal." + string(tenant)[:8] + ".com"})
+			require.NoError(t, err)
+			rec, err := db.GetDomainByTenant(b.ctx, b.pool, tenant)
+			require.NoError(t, err)
+			return rec
+		}
+		upsert("c0ffee11-0000-4000-8000-000000000001")
+		for range 2 { // AlgaPSA repeats its upsert on every save
+			rec := upsert("c0ffee12-0000-4000-8000-000000000002")
+			require.Equal(t, "c0ffee12.portal.algapsa.com", rec.CanonicalHost)
+			require.Equal(t, "c0ffee12.portal.algapsa.com", rec.CNAMETarget())
+			require.Equal(t, "Waiting for DNS verification. Point a CNAME to c0ffee12.portal.algapsa.com.", rec.StatusMessage)
+		}
+		// A writer that replaces verification_details keeps the target.
+		_, err := b.app.Exec(b.ctx, `UPDATE portal_domains SET verification_details = '{"requested_domain": "x"}' WHERE tenant = $1`,
+			"c0ffee12-0000-4000-8000-000000000002")
+		require.NoError(t, err)
+		rec, err := db.GetDomainByTenant(b.ctx, b.pool, "c0ffee12-0000-4000-8000-000000000002")
+		require.NoError(t, err)
+		require.Equal(t, "c0ffee12.portal.algapsa.com", rec.CNAMETarget())
+	})
+
 	t.Run("a tenant inserted while another with the same prefix is uncommitted waits and takes a longer one", func(t *testing.T) {
 		waiting := domain.TenantID("fedcba98-0000-4000-8000-000000000001")
 		racer := domain.TenantID("fedcba98-7000-4000-8000-000000000002")

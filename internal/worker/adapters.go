@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -105,8 +106,9 @@ var _ jobs.DNSChecker = DNS{}
 
 // CheckDNS checks the CNAME chain and CAA.
 func (d DNS) CheckDNS(ctx context.Context, ref jobs.DomainRef) jobs.DNSVerdict {
-	ctx, sp := span(ctx, d.Tracer, "dns.check", ref, attribute.String("canonical_host", ref.CanonicalHost))
-	report := d.Resolver.Check(ctx, ref.Host, ref.CanonicalHost, d.CAAIdentity)
+	target := cmp.Or(ref.CNAMETarget, ref.CanonicalHost)
+	ctx, sp := span(ctx, d.Tracer, "dns.check", ref, attribute.String("canonical_host", target))
+	report := d.Resolver.Check(ctx, ref.Host, target, d.CAAIdentity)
 	sp.SetAttributes(attribute.String("dns.outcome", string(report.Outcome)))
 	var reportErr error
 	if report.Outcome == dns.OutcomeResolverError {

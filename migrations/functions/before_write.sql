@@ -14,6 +14,7 @@ DECLARE
     prefix_len int;
     candidate text;
     restart boolean := false;
+    writer_host text;
     default_message text;
 BEGIN
     IF NEW.tenant IS NULL THEN
@@ -37,12 +38,14 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.tenant IS DISTINCT FROM OLD.tenant
        OR NEW.canonical_host IS DISTINCT FROM OLD.canonical_host THEN
         tenant_hex := replace(NEW.tenant::text, '-', '');
+        writer_host := NEW.canonical_host;
         IF NEW.canonical_host IS NULL OR btrim(NEW.canonical_host) = '' THEN
             SELECT value INTO suffix FROM portal_domain_settings WHERE key = 'canonical_suffix';
             suffix := coalesce(suffix, 'portal.algapsa.com');
             prefix_len := 7;
         ELSE
             NEW.canonical_host := portal_domains_normalize_hostname(NEW.canonical_host);
+            writer_host := NEW.canonical_host;
             PERFORM portal_domains_check_hostname(NEW.canonical_host, 'canonical_host');
             prefix := split_part(NEW.canonical_host, '.', 1);
             suffix := substr(NEW.canonical_host, length(prefix) + 2);
@@ -70,6 +73,15 @@ BEGIN
             END IF;
         END LOOP;
         NEW.canonical_host := candidate;
+        -- The CNAME target the worker checks and the tenant is told is the
+        -- host chosen here. A writer that computed the 7-character host
+        -- itself (AlgaPSA does, and says so in its message) is corrected
+        -- where a longer prefix was needed.
+        NEW.verification_details := coalesce(NEW.verification_details, '{}'::jsonb)
+            || jsonb_build_object('expected_cname', candidate);
+        IF writer_host IS DISTINCT FROM candidate AND writer_host IS NOT NULL AND NEW.status_message IS NOT NULL THEN
+            NEW.status_message := replace(NEW.status_message, writer_host, candidate);
+        END IF;
     END IF;
 
     IF TG_OP = 'INSERT' THEN
@@ -134,17 +146,26 @@ BEGIN
         NEW.updated_at := now();
     END IF;
 
+    IF NEW.verification_details IS NULL THEN
+        NEW.verification_details := '{}'::jsonb;
+    END IF;
+    -- A writer that replaces verification_details keeps the CNAME target.
+    IF NOT (NEW.verification_details ? 'expected_cname') THEN
+        NEW.verification_details := NEW.verification_details || jsonb_build_object('expected_cname',
+            CASE WHEN TG_OP = 'UPDATE' AND OLD.verification_details ? 'expected_cname'
+                 THEN OLD.verification_details -> 'expected_cname' ELSE to_jsonb(NEW.canonical_host) END);
+    END IF;
+
     IF restart AND NEW.status = 'pending_dns' THEN
         -- The DNS deadline counts from here; retry and a new domain reset it.
         NEW.verification_details := coalesce(NEW.verification_details, '{}'::jsonb)
             - 'observation' || jsonb_build_object('dns_check_started_at', now());
-        IF NEW.status_message IS NULL OR TG_OP = 'INSERT' THEN
-            NEW.status_message := 'Waiting for the DNS check to start.';
+        IF NEW.status_message IS NULL THEN
+            NEW.status_message := format('Waiting for the DNS check: point a CNAME record for %s to %s.',
+                NEW.domain, NEW.verification_details ->> 'expected_cname');
         END IF;
     END IF;
-    IF NEW.verification_details IS NULL THEN
-        NEW.verification_details := '{}'::jsonb;
-    END IF;
+
     NEW.status_message := left(NEW.status_message, 1024);
     RETURN NEW;
 END $function$;
