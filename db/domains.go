@@ -282,3 +282,15 @@ func DomainsKeepingObjects(ctx context.Context, q Querier, ids []string, disable
 	}
 	return keep, nil
 }
+
+// DeleteDisabled deletes a row that is still disabled in the given
+// generation (the disable job has removed its objects). False when the row
+// moved on or is gone. The after-delete trigger records the deletion in
+// portal_domain_events.
+func DeleteDisabled(ctx context.Context, q Querier, id string, generation int64) (bool, error) {
+	tag, err := q.Exec(ctx, `DELETE FROM portal_domains WHERE id = $1 AND status = 'disabled' AND pipeline_generation = $2`, id, generation)
+	if err != nil {
+		return false, fmt.Errorf("delete disabled portal domain %s: %w", id, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/domain"
 )
 
 func TestEnqueueMissingStageJobs(t *testing.T) {
@@ -76,5 +77,48 @@ func TestEnqueueMissingStageJobs(t *testing.T) {
 		n, err = db.EnqueueMissingStageJobs(b.ctx, b.pool, 2)
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
+	})
+}
+
+func TestDeleteDisabled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tenant := newTenant()
+	id := sqlInsert(t, b, tenant, "portal.gone.test")
+	_, err := b.app.Exec(b.ctx, `UPDATE portal_domains SET status = 'disabled' WHERE tenant = $1`, string(tenant))
+	require.NoError(t, err)
+	rec, err := db.GetDomain(b.ctx, b.pool, id)
+	require.NoError(t, err)
+
+	t.Run("a row registered again meanwhile is not deleted", func(t *testing.T) {
+		_, err := b.app.Exec(b.ctx, `UPDATE portal_domains SET status = 'pending_dns' WHERE tenant = $1`, string(tenant))
+		require.NoError(t, err)
+		deleted, err := db.DeleteDisabled(b.ctx, b.pool, id, rec.Generation)
+		require.NoError(t, err)
+		require.False(t, deleted)
+		_, err = db.GetDomain(b.ctx, b.pool, id)
+		require.NoError(t, err)
+	})
+
+	t.Run("a disabled row of the generation is deleted, its history kept, its domain free", func(t *testing.T) {
+		_, err := b.app.Exec(b.ctx, `UPDATE portal_domains SET status = 'disabled' WHERE tenant = $1`, string(tenant))
+		require.NoError(t, err)
+		rec, err := db.GetDomain(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		deleted, err := db.DeleteDisabled(b.ctx, b.pool, id, rec.Generation)
+		require.NoError(t, err)
+		require.True(t, deleted)
+		_, err = db.GetDomain(b.ctx, b.pool, id)
+		require.ErrorIs(t, err, db.ErrNotFound)
+		events, err := db.ListEvents(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		last := events[len(events)-1]
+		require.Equal(t, "The portal domain was deleted.", last.Message)
+		require.Equal(t, domain.StatusDisabled, last.To)
+
+		deleted, err = db.DeleteDisabled(b.ctx, b.pool, id, rec.Generation)
+		require.NoError(t, err)
+		require.False(t, deleted, "deleting again finds nothing")
+		sqlInsert(t, b, newTenant(), "portal.gone.test") // the domain is free for anyone
 	})
 }

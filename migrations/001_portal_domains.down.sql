@@ -1,5 +1,6 @@
 -- The triggers and functions that every migrate up installs, then the tables
 -- of portal-domains.
+DROP TRIGGER IF EXISTS portal_domains_after_delete ON portal_domains;
 DROP TRIGGER IF EXISTS portal_domains_after_update ON portal_domains;
 DROP TRIGGER IF EXISTS portal_domains_after_insert ON portal_domains;
 DROP TRIGGER IF EXISTS portal_domains_before_write ON portal_domains;

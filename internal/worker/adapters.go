@@ -95,6 +95,10 @@ func (s Store) WakeStageJob(ctx context.Context, id string) error {
 	return err
 }
 
+func (s Store) DeleteDisabled(ctx context.Context, id string, generation int64) (bool, error) {
+	return db.DeleteDisabled(ctx, s.Pool, id, generation)
+}
+
 // DNS runs the dns package's checks for the verify_dns job.
 type DNS struct {
 	Resolver    *dns.Resolver

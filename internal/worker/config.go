@@ -63,6 +63,9 @@ type Config struct {
 	TransitionGroup int
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
+	// KeepDisabled keeps a disabled row after its objects are removed
+	// instead of deleting it (see jobs.Config.KeepDisabled).
+	KeepDisabled bool
 	// ReconcileInterval: how often domains in a working status without a
 	// live stage job get it.
 	ReconcileInterval time.Duration
@@ -181,6 +184,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if cfg.KubeBurst, err = strconv.Atoi(v); err != nil || cfg.KubeBurst < 1 || cfg.KubeBurst > 100000 {
 			return cfg, fmt.Errorf("PORTAL_DOMAIN_KUBE_BURST: %q is not a number from 1 to 100000", v)
 		}
+	}
+	switch v := strings.TrimSpace(getenv("PORTAL_DOMAIN_KEEP_DISABLED")); v {
+	case "", "false", "0":
+	case "true", "1":
+		cfg.KeepDisabled = true
+	default:
+		return cfg, fmt.Errorf("PORTAL_DOMAIN_KEEP_DISABLED: %q is not true or false", v)
 	}
 	if cfg.Kube, err = k8s.ConfigFromEnv(getenv); err != nil {
 		return cfg, err

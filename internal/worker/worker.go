@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		Observer: observers{metricsObserver{w.metrics}, opts.Observer},
 		Logger:   w.logger,
 		Config: jobs.Config{CanonicalSuffix: cfg.CanonicalSuffix, DNSDeadline: cfg.DNSDeadline,
-			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName,
+			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName, KeepDisabled: cfg.KeepDisabled,
 			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax},
 	}
 	// Periodic jobs run on the elected leader only, so several workers

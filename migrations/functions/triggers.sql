@@ -6,3 +6,5 @@ CREATE OR REPLACE TRIGGER portal_domains_after_insert AFTER INSERT ON portal_dom
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_domains_after_insert();
 CREATE OR REPLACE TRIGGER portal_domains_after_update AFTER UPDATE ON portal_domains
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_domains_after_update();
+CREATE OR REPLACE TRIGGER portal_domains_after_delete AFTER DELETE ON portal_domains
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_domains_after_delete();
