@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-domains/portal-domains/db"
@@ -266,6 +265,27 @@ func TestStuckScanPlanAt100k(t *testing.T) {
 
 	plan = explain(t, b.pool, db.OpenAlertsSQL)
 	requireIndexOnly(t, plan, "portal_domain_alerts", "portal_domain_alerts_one_open")
+
+	// The reconciler reads the working rows through the same index and
+	// probes River's unique-key index once per row. Its EXPLAIN ANALYZE runs
+	// it (2,000 working rows, none with a job: the trigger was off), so it
+	// runs in a transaction that is rolled back.
+	tx, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(b.ctx) }()
+	plan = explain(t, tx, db.MissingStageJobsSQL, 10_000)
+	requireIndexOnly(t, plan, "portal_domains", "portal_domains_working_idx")
+	requireIndexOnly(t, plan, "river_job", "river_job_unique_idx")
+	var enqueued int
+	require.NoError(t, tx.QueryRow(b.ctx, `SELECT count(*) FROM river_job`).Scan(&enqueued))
+	require.Equal(t, 2_000, enqueued, "every working row got its job")
+	// A run in the steady state: every working row has its job.
+	_, err = tx.Exec(b.ctx, `ANALYZE river_job`)
+	require.NoError(t, err)
+	plan = explain(t, tx, db.MissingStageJobsSQL, 10_000)
+	requireIndexOnly(t, plan, "portal_domains", "portal_domains_working_idx")
+	require.NoError(t, tx.QueryRow(b.ctx, `SELECT count(*) FROM river_job`).Scan(&enqueued))
+	require.Equal(t, 2_000, enqueued, "nothing enqueued twice")
 }
 
 type planNode struct {
@@ -279,15 +299,17 @@ type planNode struct {
 }
 
 // explain runs EXPLAIN (ANALYZE, FORMAT JSON) and logs the plan.
-func explain(t *testing.T, pool *pgxpool.Pool, query string, args ...any) planNode {
+func explain(t *testing.T, q db.Querier, query string, args ...any) planNode {
 	t.Helper()
 	var raw []byte
-	require.NoError(t, pool.QueryRow(context.Background(), `EXPLAIN (ANALYZE, FORMAT JSON) `+query, args...).Scan(&raw))
+	require.NoError(t, q.QueryRow(context.Background(), `EXPLAIN (ANALYZE, FORMAT JSON) `+query, args...).Scan(&raw))
 	var out []struct {
-		Plan planNode `json:"Plan"`
+		Plan          planNode `json:"Plan"`
+		ExecutionTime float64  `json:"Execution Time"`
 	}
 	require.NoError(t, json.Unmarshal(raw, &out))
 	require.Len(t, out, 1)
+	t.Logf("execution time %.1f ms", out[0].ExecutionTime)
 	logPlan(t, out[0].Plan, "")
 	return out[0].Plan
 }

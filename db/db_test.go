@@ -27,12 +27,16 @@ import (
 
 type testBundle struct {
 	ctx  context.Context
-	pool *pgxpool.Pool
+	pool *pgxpool.Pool // the schema's owner: the worker's and the CLI's side
+	// app is the SaaS app's side: a role holding only AlgaPSA's grants. SQL
+	// that the app would send runs through it.
+	app *pgxpool.Pool
 }
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
-	return &testBundle{ctx: context.Background(), pool: dbtest.Migrated(t).Pool}
+	s := dbtest.Migrated(t)
+	return &testBundle{ctx: context.Background(), pool: s.Pool, app: s.AppRole(t)}
 }
 
 type jobRow struct {
@@ -66,7 +70,7 @@ func newTenant() domain.TenantID { return domain.TenantID(uuid.NewString()) }
 func sqlInsert(t *testing.T, b *testBundle, tenant domain.TenantID, name string) string {
 	t.Helper()
 	var id string
-	err := b.pool.QueryRow(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, $2, $3) RETURNING id::text`,
+	err := b.app.QueryRow(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, $2, $3) RETURNING id::text`,
 		string(tenant), name, domain.CanonicalHost(tenant, domain.DefaultCanonicalSuffix, 7)).Scan(&id)
 	require.NoError(t, err)
 	return id
@@ -81,46 +85,77 @@ func TestMigrations(t *testing.T) {
 	require.NoError(t, err)
 	all, err := db.MigrationStatus(ctx, s.Pool)
 	require.NoError(t, err)
-	latest := len(all)
-	require.GreaterOrEqual(t, latest, 6)
-	require.Len(t, applied, latest)
+	require.NotEmpty(t, all)
+	require.Len(t, applied, len(all))
+	require.NoError(t, db.CheckSchema(ctx, s.Pool))
+	app := s.AppRole(t)
 
-	t.Run("up again changes nothing", func(t *testing.T) {
+	t.Run("up again applies no migration and changes nothing", func(t *testing.T) {
 		again, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
 		require.NoError(t, err)
 		require.Empty(t, again)
-	})
-
-	t.Run("down one step then up", func(t *testing.T) {
-		reverted, err := db.MigrateDown(ctx, s.Pool, 1)
-		require.NoError(t, err)
-		require.Len(t, reverted, 1)
-		require.Equal(t, latest, reverted[0].Version)
-		status, err := db.MigrationStatus(ctx, s.Pool)
-		require.NoError(t, err)
-		require.False(t, status[latest-1].Applied)
-		require.True(t, status[latest-2].Applied)
-		// The schema one step back still enqueues.
-		b := &testBundle{ctx: ctx, pool: s.Pool}
-		sqlInsert(t, b, newTenant(), "portal.down.com")
+		require.NoError(t, db.CheckSchema(ctx, s.Pool))
+		b := &testBundle{ctx: ctx, pool: s.Pool, app: app}
+		sqlInsert(t, b, newTenant(), "portal.again.com")
 		require.Len(t, listJobs(t, b), 1)
 		_, err = s.Pool.Exec(ctx, `DELETE FROM portal_domains; DELETE FROM river_job`)
 		require.NoError(t, err)
+	})
+
+	t.Run("a function or rule changed by hand is refused until up restores it", func(t *testing.T) {
+		for _, change := range []string{
+			`CREATE OR REPLACE FUNCTION portal_domains_normalize_hostname(name text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT name $$`,
+			`DELETE FROM portal_domain_transitions WHERE from_status = 'deploying' AND to_status = 'active'`,
+			`UPDATE portal_domain_stage_jobs SET max_attempts = 1 WHERE status = 'pending_dns'`,
+			`DROP TRIGGER portal_domains_after_update ON portal_domains`,
+		} {
+			_, err := s.Pool.Exec(ctx, change)
+			require.NoError(t, err)
+			err = db.CheckSchema(ctx, s.Pool)
+			require.ErrorIs(t, err, db.ErrSchemaMismatch, change)
+			require.ErrorContains(t, err, "changed after `migrate up`")
+			_, err = db.MigrateUp(ctx, s.Pool, db.Settings{})
+			require.NoError(t, err)
+			require.NoError(t, db.CheckSchema(ctx, s.Pool), "up restores what %q changed", change)
+		}
+		// Disabling the enqueue triggers is supported (the reconcile job
+		// takes over), so it is not a change.
+		_, err := s.Pool.Exec(ctx, `ALTER TABLE portal_domains DISABLE TRIGGER portal_domains_after_insert`)
+		require.NoError(t, err)
+		require.NoError(t, db.CheckSchema(ctx, s.Pool))
+		_, err = s.Pool.Exec(ctx, `ALTER TABLE portal_domains ENABLE TRIGGER portal_domains_after_insert`)
+		require.NoError(t, err)
+	})
+
+	t.Run("another build's schema is refused", func(t *testing.T) {
+		_, err := s.Pool.Exec(ctx, `UPDATE portal_domain_settings SET value = 'another' WHERE key = 'fingerprint'`)
+		require.NoError(t, err)
+		err = db.CheckSchema(ctx, s.Pool)
+		require.ErrorIs(t, err, db.ErrSchemaMismatch)
+		require.ErrorContains(t, err, "installed by build another")
 		_, err = db.MigrateUp(ctx, s.Pool, db.Settings{})
 		require.NoError(t, err)
+		require.NoError(t, db.CheckSchema(ctx, s.Pool))
 	})
 
 	t.Run("down all removes every table then up restores them", func(t *testing.T) {
 		_, err := db.MigrateDown(ctx, s.Pool, 0)
 		require.NoError(t, err)
-		var tables int
+		var tables, functions int
 		require.NoError(t, s.Pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = $1`, s.Name).Scan(&tables))
 		require.Zero(t, tables)
+		require.NoError(t, s.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_proc WHERE pronamespace = $1::regnamespace`, s.Name).Scan(&functions))
+		require.Zero(t, functions, "River's functions and ours are gone")
+		err = db.CheckSchema(ctx, s.Pool)
+		require.ErrorIs(t, err, db.ErrSchemaMismatch)
+		require.ErrorContains(t, err, "not installed")
+
 		applied, err := db.MigrateUp(ctx, s.Pool, db.Settings{})
 		require.NoError(t, err)
-		require.Len(t, applied, latest)
+		require.Len(t, applied, len(all))
 		tenant := newTenant()
-		b := &testBundle{ctx: ctx, pool: s.Pool}
+		// The table is new: the app role's grant went with the old one.
+		b := &testBundle{ctx: ctx, pool: s.Pool, app: s.Pool}
 		sqlInsert(t, b, tenant, "portal.acme.com")
 		require.Len(t, listJobs(t, b), 1)
 	})
@@ -543,6 +578,36 @@ func TestCanonicalHostCollision(t *testing.T) {
 		rec, err := db.GetDomainByTenant(b.ctx, b.pool, second)
 		require.NoError(t, err)
 		require.Equal(t, "abcdef12.portal.algapsa.com", rec.CanonicalHost)
+	})
+
+	t.Run("AlgaPSA's upsert with the 7-character host gets the host chosen, in expected_cname and its message", func(t *testing.T) {
+		upsert := func(tenant domain.TenantID) domain.Record {
+			t.Helper()
+			host := string(tenant)[:7] + ".portal.algapsa.com"
+			_, err := b.app.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host, status, status_message, verification_details)
+				VALUES ($1, $2, $3, 'pending_dns', $4, $5)
+				ON CONFLICT (tenant) DO UPDATE SET domain = $2, canonical_host = $3, status = 'pending_dns', status_message = $4, verification_details = $5`,
+				string(tenant), "portal."+string(tenant)[:8]+".com", host, "Waiting for DNS verification. Point a CNAME to "+host+".",
+				map[string]string{"expected_cname": host, "requested_domain": "portal." + string(tenant)[:8] + ".com"})
+			require.NoError(t, err)
+			rec, err := db.GetDomainByTenant(b.ctx, b.pool, tenant)
+			require.NoError(t, err)
+			return rec
+		}
+		upsert("c0ffee11-0000-4000-8000-000000000001")
+		for range 2 { // AlgaPSA repeats its upsert on every save
+			rec := upsert("c0ffee12-0000-4000-8000-000000000002")
+			require.Equal(t, "c0ffee12.portal.algapsa.com", rec.CanonicalHost)
+			require.Equal(t, "c0ffee12.portal.algapsa.com", rec.CNAMETarget())
+			require.Equal(t, "Waiting for DNS verification. Point a CNAME to c0ffee12.portal.algapsa.com.", rec.StatusMessage)
+		}
+		// A writer that replaces verification_details keeps the target.
+		_, err := b.app.Exec(b.ctx, `UPDATE portal_domains SET verification_details = '{"requested_domain": "x"}' WHERE tenant = $1`,
+			"c0ffee12-0000-4000-8000-000000000002")
+		require.NoError(t, err)
+		rec, err := db.GetDomainByTenant(b.ctx, b.pool, "c0ffee12-0000-4000-8000-000000000002")
+		require.NoError(t, err)
+		require.Equal(t, "c0ffee12.portal.algapsa.com", rec.CNAMETarget())
 	})
 
 	t.Run("a tenant inserted while another with the same prefix is uncommitted waits and takes a longer one", func(t *testing.T) {

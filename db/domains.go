@@ -27,9 +27,12 @@ var (
 	ErrWrongState = errors.New("not possible in the current status")
 )
 
+// recordColumns reads every row AlgaPSA's schema allows: its created_at and
+// updated_at may be NULL, and then read as the newest time known of the row.
 const recordColumns = `id::text, tenant::text, domain, canonical_host, status::text, coalesce(status_message, ''),
 	last_checked_at, verification_method::text, verification_details, coalesce(certificate_secret_name, ''),
-	coalesce(last_synced_resource_version, ''), pipeline_generation, status_changed_at, created_at, updated_at`
+	coalesce(last_synced_resource_version, ''), pipeline_generation, status_changed_at,
+	coalesce(created_at, status_changed_at), coalesce(updated_at, created_at, status_changed_at)`
 
 // queryRecords runs sql, which selects recordColumns, and reads every row;
 // what names the query in errors.
@@ -287,4 +290,16 @@ func DomainsKeepingObjects(ctx context.Context, q Querier, ids []string, disable
 		keep[id] = true
 	}
 	return keep, nil
+}
+
+// DeleteDisabled deletes a row that is still disabled in the given
+// generation (the disable job has removed its objects). False when the row
+// moved on or is gone. The after-delete trigger records the deletion in
+// portal_domain_events.
+func DeleteDisabled(ctx context.Context, q Querier, id string, generation int64) (bool, error) {
+	tag, err := q.Exec(ctx, `DELETE FROM portal_domains WHERE id = $1 AND status = 'disabled' AND pipeline_generation = $2`, id, generation)
+	if err != nil {
+		return false, fmt.Errorf("delete disabled portal domain %s: %w", id, err)
+	}
+	return tag.RowsAffected() == 1, nil
 }

@@ -2,13 +2,18 @@ package db
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"regexp"
 	"slices"
 	"strconv"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
@@ -116,9 +121,170 @@ func MigrateUp(ctx context.Context, pool *pgxpool.Pool, settings Settings) ([]Mi
 		if err := conn.Conn().DeallocateAll(ctx); err != nil {
 			return fmt.Errorf("reset prepared statements: %w", err)
 		}
-		return InTx(ctx, conn, func(tx pgx.Tx) error { return syncRules(ctx, tx, settings) })
+		return InTx(ctx, conn, func(tx pgx.Tx) error {
+			if err := applyFunctions(ctx, tx); err != nil {
+				return err
+			}
+			if err := syncRules(ctx, tx, settings); err != nil {
+				return err
+			}
+			if err := secureFunctions(ctx, tx); err != nil {
+				return err
+			}
+			return saveFingerprint(ctx, tx)
+		})
 	})
 	return applied, err
+}
+
+// functionFiles are migrations/functions/*.sql, in name order with
+// triggers.sql last (a trigger needs its function).
+func functionFiles() ([]string, error) {
+	names, err := fs.Glob(migrations.FS, "functions/*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("read functions: %w", err)
+	}
+	const triggers = "functions/triggers.sql"
+	names = slices.DeleteFunc(names, func(n string) bool { return n == triggers })
+	return append(names, triggers), nil
+}
+
+// applyFunctions installs the current definition of every function and
+// trigger. Bodies are checked when they run, not when created, so one file
+// may call a function another file defines.
+func applyFunctions(ctx context.Context, tx pgx.Tx) error {
+	names, err := functionFiles()
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL check_function_bodies = off`); err != nil {
+		return fmt.Errorf("apply functions: %w", err)
+	}
+	for _, name := range names {
+		body, err := fs.ReadFile(migrations.FS, name)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if _, err := tx.Exec(ctx, string(body)); err != nil {
+			return fmt.Errorf("apply migrations/%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Fingerprint identifies what this build installs in the database: its
+// functions and triggers and the rule tables copied from domain. A worker
+// whose fingerprint differs from the database's would run against rules it
+// was not built with.
+func Fingerprint() (string, error) {
+	h := sha256.New()
+	names, err := functionFiles()
+	if err != nil {
+		return "", err
+	}
+	for _, name := range names {
+		body, err := fs.ReadFile(migrations.FS, name)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", name, err)
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00%s", name, len(body), body)
+	}
+	for _, t := range domain.Transitions {
+		fmt.Fprintf(h, "transition\x00%s\x00%s\x00%s\x00", t.From, t.To, t.Message)
+	}
+	for _, st := range domain.Stages {
+		fmt.Fprintf(h, "stage\x00%s\x00%s\x00%s\x00%d\x00%s\x00%d\x00", st.Status, st.Kind, st.Queue, st.MaxAttempts, st.FirstRunDelay, st.Priority)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// installedDigestSQL digests what is installed now: every portal-domains
+// function and trigger definition and the rule tables. Whether a trigger is
+// enabled is not part of it: disabling the enqueue triggers is supported.
+const installedDigestSQL = `SELECT md5(coalesce(string_agg(part, E'\n' ORDER BY part), '')) FROM (
+	SELECT pg_get_functiondef(p.oid) AS part FROM pg_proc p
+	WHERE p.pronamespace = current_schema()::regnamespace AND p.proname LIKE 'portal\_domains\_%'
+	UNION ALL
+	SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgrelid = 'portal_domains'::regclass AND NOT t.tgisinternal
+	UNION ALL
+	SELECT format('transition %s %s %s', from_status, to_status, message) FROM portal_domain_transitions
+	UNION ALL
+	SELECT format('stage %s %s %s %s %s %s', status, kind, queue, max_attempts, first_run_delay, priority) FROM portal_domain_stage_jobs
+) installed`
+
+// saveFingerprint records which build migrated the database and a digest of
+// what that left installed, for CheckSchema.
+func saveFingerprint(ctx context.Context, tx pgx.Tx) error {
+	fp, err := Fingerprint()
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO portal_domain_settings (key, value)
+		VALUES ('fingerprint', $1), ('installed_digest', (`+installedDigestSQL+`))
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, fp); err != nil {
+		return fmt.Errorf("save fingerprint: %w", err)
+	}
+	return nil
+}
+
+// ErrSchemaMismatch: the database's functions and rules are not this build's.
+var ErrSchemaMismatch = errors.New("the database's portal-domains schema is not this build's")
+
+// CheckSchema fails with ErrSchemaMismatch, saying what to do, unless this
+// build migrated the database and its functions, triggers and rule tables
+// are still as that left them.
+func CheckSchema(ctx context.Context, q Querier) error {
+	want, err := Fingerprint()
+	if err != nil {
+		return err
+	}
+	var have, recorded, installed string
+	err = q.QueryRow(ctx, `SELECT coalesce((SELECT value FROM portal_domain_settings WHERE key = 'fingerprint'), 'none'),
+		coalesce((SELECT value FROM portal_domain_settings WHERE key = 'installed_digest'), ''), (`+installedDigestSQL+`)`).
+		Scan(&have, &recorded, &installed)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable {
+			return fmt.Errorf("%w: it is not installed; run `portal-domains migrate up` first", ErrSchemaMismatch)
+		}
+		return fmt.Errorf("read the schema fingerprint: %w", err)
+	}
+	if have != want {
+		return fmt.Errorf("%w (installed by build %s, this is build %s): run `portal-domains migrate up` with this build first", ErrSchemaMismatch, have, want)
+	}
+	if installed != recorded {
+		return fmt.Errorf("%w: its functions, triggers or rule tables were changed after `migrate up`; run `portal-domains migrate up` to restore them", ErrSchemaMismatch)
+	}
+	return nil
+}
+
+// secureFunctionsSQL pins every portal-domains function of this schema to
+// the schema itself (so a caller's search_path cannot redirect the tables a
+// function names) and makes the trigger functions run with their owner's
+// rights: the SaaS app's role, granted only portal_domains as AlgaPSA grants
+// it, can then write rows whose triggers record history, claim canonical
+// hosts and enqueue River jobs in tables it has no grant on. Run by every
+// `migrate up`, so a function replaced by a later migration is covered too.
+const secureFunctionsSQL = `DO $$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure AS sig, p.prorettype = 'trigger'::regtype AS is_trigger
+             FROM pg_proc p
+             WHERE p.pronamespace = current_schema()::regnamespace AND p.proname LIKE 'portal\_domains\_%'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f.sig, current_schema());
+        IF f.is_trigger THEN
+            EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', f.sig);
+        END IF;
+    END LOOP;
+END $$`
+
+func secureFunctions(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, secureFunctionsSQL); err != nil {
+		return fmt.Errorf("pin functions to the schema: %w", err)
+	}
+	return nil
 }
 
 // MigrateDown reverts the newest steps of portal-domains' migrations (all of

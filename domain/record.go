@@ -24,6 +24,21 @@ type Record struct {
 	UpdatedAt                 time.Time       `json:"updated_at"`
 }
 
+// CNAMETarget is the host the domain's CNAME must lead to: the
+// expected_cname of verification_details (the trigger keeps it equal to the
+// host it chose; AlgaPSA's app sets it too), else the canonical host.
+func (r Record) CNAMETarget() string {
+	var details struct {
+		ExpectedCNAME string `json:"expected_cname"`
+	}
+	if json.Unmarshal(r.VerificationDetails, &details) == nil {
+		if host, err := NormalizeHostname(details.ExpectedCNAME); err == nil && host != "" {
+			return host
+		}
+	}
+	return r.CanonicalHost
+}
+
 // Change is a guarded status move written by a worker: it applies only while
 // the row still has From and Generation, so a stale or duplicate job can
 // never move a domain backwards.

@@ -79,5 +79,6 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 }
 
 func refOf(rec domain.Record) DomainRef {
-	return DomainRef{ID: rec.ID, Tenant: string(rec.Tenant), Host: rec.Domain, CanonicalHost: rec.CanonicalHost}
+	return DomainRef{ID: rec.ID, Tenant: string(rec.Tenant), Host: rec.Domain, CanonicalHost: rec.CanonicalHost,
+		CNAMETarget: rec.CNAMETarget()}
 }

@@ -11,8 +11,11 @@ import (
 )
 
 // DisableWorker deletes the Certificate, its Secret, the Gateway and the
-// VirtualService (missing is fine) and the snapshots, and clears the secret
-// name. Deleting is idempotent, so a rerun after a crash is harmless.
+// VirtualService (missing is fine) and the snapshots, clears the secret name,
+// then deletes the row (unless Config.KeepDisabled), its history kept in
+// portal_domain_events. Each step is idempotent and guarded by the
+// generation, so a rerun after a crash is harmless and a domain registered
+// again meanwhile is left alone.
 type DisableWorker struct {
 	river.WorkerDefaults[DisableArgs]
 	deps *Deps
@@ -33,9 +36,23 @@ func (w *DisableWorker) Work(ctx context.Context, job *river.Job[DisableArgs]) e
 	if err := w.deps.Kube.Delete(ctx, refOf(rec)); err != nil {
 		return fmt.Errorf("delete objects of %s: %w", rec.Domain, err)
 	}
-	_, _, err = move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
+	_, moved, err := move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
 		From: domain.StatusDisabled, To: domain.StatusDisabled, ClearSecretName: true,
 		Message: fmt.Sprintf("%s is disabled; its certificate, secret, gateway and virtual service were removed.", rec.Domain)})
-	w.deps.Observer.StageFinished(domain.KindDisable, "disabled", w.deps.now().Sub(begun))
-	return err
+	if err != nil || !moved {
+		return err
+	}
+	outcome := "disabled"
+	if !w.deps.Config.KeepDisabled {
+		deleted, err := w.deps.Store.DeleteDisabled(ctx, rec.ID, rec.Generation)
+		if err != nil {
+			return fmt.Errorf("delete the disabled row of %s: %w", rec.Domain, err)
+		}
+		if deleted {
+			outcome = "deleted"
+			logger.Info("disabled domain's row deleted; the domain is free to register again")
+		}
+	}
+	w.deps.Observer.StageFinished(domain.KindDisable, outcome, w.deps.now().Sub(begun))
+	return nil
 }

@@ -26,6 +26,9 @@ type Store interface {
 	// WakeStageJob runs the domain's waiting stage job now (see
 	// db.WakeStageJob).
 	WakeStageJob(ctx context.Context, id string) error
+	// DeleteDisabled deletes the row while it is still disabled in this
+	// generation; false when it moved on (re-registered) or is gone.
+	DeleteDisabled(ctx context.Context, id string, generation int64) (bool, error)
 }
 
 // Sentinel errors the Store implementation maps its own errors to.
@@ -50,6 +53,10 @@ type Config struct {
 	// DNSRecheckMin and DNSRecheckMax bound the re-check schedule while a
 	// CNAME is missing or wrong (default 10s growing to 15m).
 	DNSRecheckMin, DNSRecheckMax time.Duration
+	// KeepDisabled keeps a disabled row once its objects are removed;
+	// otherwise it is deleted, as AlgaPSA's workflow does, and the domain is
+	// free for anyone.
+	KeepDisabled bool
 }
 
 // DefaultConfig returns the documented defaults.
@@ -80,8 +87,10 @@ type Deps struct {
 	Kube   Kube
 	Prober Prober
 	// Sweeper and Owners enable the orphan sweep.
-	Sweeper  Sweeper
-	Owners   OwnerStore
+	Sweeper Sweeper
+	Owners  OwnerStore
+	// Stages enables the reconcile job.
+	Stages   StageJobEnqueuer
 	Observer Observer
 	Logger   *slog.Logger
 	Config   Config
@@ -133,6 +142,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	}
 	if deps.Sweeper != nil && deps.Owners != nil {
 		river.AddWorker(workers, &OrphanSweepWorker{deps: deps})
+	}
+	if deps.Stages != nil {
+		river.AddWorker(workers, &ReconcileWorker{deps: deps})
 	}
 }
 

@@ -5,13 +5,15 @@ import (
 	"time"
 )
 
-// DomainRef is what the Kubernetes side needs to know of a domain: the
-// objects are named from the canonical host's first label.
+// DomainRef is what the outside systems need to know of a domain: the
+// objects are named from the canonical host's first label, and the DNS check
+// follows the CNAME to CNAMETarget.
 type DomainRef struct {
 	ID            string
 	Tenant        string
 	Host          string
 	CanonicalHost string
+	CNAMETarget   string
 }
 
 // Applied is the outcome of a successful apply.

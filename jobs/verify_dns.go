@@ -51,7 +51,7 @@ func decideDNS(v DNSVerdict, rec domain.Record, started, now time.Time, cfg Conf
 	switch v.Outcome {
 	case DNSVerified:
 		return dnsDecision{To: domain.StatusPendingCertificate,
-			Message: fmt.Sprintf("DNS verified: %s points to %s. Requesting a certificate.", rec.Domain, rec.CanonicalHost)}
+			Message: fmt.Sprintf("DNS verified: %s points to %s. Requesting a certificate.", rec.Domain, rec.CNAMETarget())}
 	case DNSResolverError:
 		// Not the tenant's fault: keep checking past the deadline too.
 		return dnsDecision{To: domain.StatusVerifyingDNS, Message: v.Message, Snooze: wait}
@@ -108,7 +108,7 @@ func (w *VerifyDNSWorker) Work(ctx context.Context, job *river.Job[VerifyDNSArgs
 	verdict := w.deps.DNS.CheckDNS(ctx, refOf(rec))
 	w.deps.Observer.DNSChecked(string(verdict.Outcome))
 	decision := decideDNS(verdict, rec, dnsCheckStartedAt(rec), w.deps.now(), w.deps.Config)
-	details := map[string]any{"dns_outcome": verdict.Outcome, "expected_cname": rec.CanonicalHost}
+	details := map[string]any{"dns_outcome": verdict.Outcome, "expected_cname": rec.CNAMETarget()}
 	if len(verdict.Observation) > 0 {
 		details["observation"] = verdict.Observation
 	}

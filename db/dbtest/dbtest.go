@@ -115,3 +115,62 @@ func ensureDatabase(ctx context.Context, base string) error {
 	pool.Close()
 	return nil
 }
+
+// AppRole returns a pool connected as a new role that holds only what
+// AlgaPSA grants its app role: USAGE on the schema and ALL PRIVILEGES on
+// portal_domains. SQL that stands for the SaaS app runs through it, so a
+// write that needs any other grant fails the test as it would fail the app.
+func (s *Schema) AppRole(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	role := s.Name + "_app"
+	return s.newRole(t, role,
+		"GRANT USAGE ON SCHEMA "+s.Name+" TO "+role,
+		"GRANT ALL PRIVILEGES ON TABLE "+s.Name+".portal_domains TO "+role)
+}
+
+// newRole creates a login role with the grants given (statements run by the
+// test database's owner), returns a pool connected as it with the schema's
+// search_path, and drops the role when the test ends.
+func (s *Schema) newRole(t testing.TB, role string, grants ...string) *pgxpool.Pool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	secret := make([]byte, 16)
+	_, _ = rand.Read(secret)
+	password := hex.EncodeToString(secret)
+	admin, err := pgx.Connect(ctx, BaseURL())
+	if err != nil {
+		t.Fatalf("connect to test Postgres: %v", err)
+	}
+	defer admin.Close(ctx)
+	stmts := append([]string{"CREATE ROLE " + role + " LOGIN PASSWORD '" + password + "'"}, grants...)
+	for _, stmt := range stmts {
+		if _, err := admin.Exec(ctx, stmt); err != nil {
+			t.Fatalf("role %s: %s: %v", role, stmt, err)
+		}
+	}
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatalf("parse schema URL: %v", err)
+	}
+	u.User = url.UserPassword(role, password)
+	pool, err := pgxpool.New(ctx, u.String())
+	if err != nil {
+		t.Fatalf("open pool as %s: %v", role, err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, BaseURL())
+		if err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP OWNED BY "+role+"; DROP ROLE "+role); err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+		}
+	})
+	return pool
+}

@@ -168,7 +168,7 @@ func (e *Env) register(args []string) error {
 	default:
 		fmt.Fprintf(e.Stdout, "registered %s (id %s)\n", res.Record.Domain, res.Record.ID)
 	}
-	fmt.Fprintf(e.Stdout, "Ask the tenant to create:  %s.  CNAME  %s.\n", res.Record.Domain, res.Record.CanonicalHost)
+	fmt.Fprintf(e.Stdout, "Ask the tenant to create:  %s.  CNAME  %s.\n", res.Record.Domain, res.Record.CNAMETarget())
 	return nil
 }
 
@@ -364,7 +364,7 @@ func (e *Env) doctor(args []string) error {
 		}
 		host = rec.Domain
 		if expected == "" {
-			expected = rec.CanonicalHost
+			expected = rec.CNAMETarget()
 		}
 	}
 	resolver, err := dns.NewResolver(dns.Config{Servers: cfg.DNSServers, Timeout: cfg.DNSTimeout})

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -94,6 +95,10 @@ func (s Store) WakeStageJob(ctx context.Context, id string) error {
 	return err
 }
 
+func (s Store) DeleteDisabled(ctx context.Context, id string, generation int64) (bool, error) {
+	return db.DeleteDisabled(ctx, s.Pool, id, generation)
+}
+
 // DNS runs the dns package's checks for the verify_dns job.
 type DNS struct {
 	Resolver    *dns.Resolver
@@ -105,8 +110,9 @@ var _ jobs.DNSChecker = DNS{}
 
 // CheckDNS checks the CNAME chain and CAA.
 func (d DNS) CheckDNS(ctx context.Context, ref jobs.DomainRef) jobs.DNSVerdict {
-	ctx, sp := span(ctx, d.Tracer, "dns.check", ref, attribute.String("canonical_host", ref.CanonicalHost))
-	report := d.Resolver.Check(ctx, ref.Host, ref.CanonicalHost, d.CAAIdentity)
+	target := cmp.Or(ref.CNAMETarget, ref.CanonicalHost)
+	ctx, sp := span(ctx, d.Tracer, "dns.check", ref, attribute.String("canonical_host", target))
+	report := d.Resolver.Check(ctx, ref.Host, target, d.CAAIdentity)
 	sp.SetAttributes(attribute.String("dns.outcome", string(report.Outcome)))
 	var reportErr error
 	if report.Outcome == dns.OutcomeResolverError {
@@ -484,4 +490,10 @@ func timePtr(t time.Time) *time.Time {
 		return nil
 	}
 	return &t
+}
+
+var _ jobs.StageJobEnqueuer = Store{}
+
+func (s Store) EnqueueMissingStageJobs(ctx context.Context, limit int) (int, error) {
+	return db.EnqueueMissingStageJobs(ctx, s.Pool, limit)
 }

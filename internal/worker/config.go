@@ -64,7 +64,13 @@ type Config struct {
 	TransitionGroup int
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
-	LogLevel      string
+	// KeepDisabled keeps a disabled row after its objects are removed
+	// instead of deleting it (see jobs.Config.KeepDisabled).
+	KeepDisabled bool
+	// ReconcileInterval: how often domains in a working status without a
+	// live stage job get it.
+	ReconcileInterval time.Duration
+	LogLevel          string
 
 	// Alerts: the stuck scan's schedule, thresholds and webhook.
 	Alerts AlertConfig
@@ -127,6 +133,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"PORTAL_DOMAIN_PROBE_TIMEOUT", &cfg.Probe.Timeout, 10 * time.Second},
 		{"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, 30 * time.Second},
 		{"PORTAL_DOMAIN_SWEEP_INTERVAL", &cfg.SweepInterval, 10 * time.Minute},
+		{"PORTAL_DOMAIN_RECONCILE_INTERVAL", &cfg.ReconcileInterval, time.Minute},
 		{"PORTAL_DOMAIN_JOB_TIMEOUT", &cfg.JobTimeout, 2 * time.Minute},
 		{"PORTAL_DOMAIN_RESCUE_AFTER", &cfg.RescueAfter, 5 * time.Minute},
 		{"PORTAL_DOMAIN_FETCH_COOLDOWN", &cfg.FetchCooldown, DefaultFetchCooldown},
@@ -178,6 +185,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if cfg.KubeBurst, err = strconv.Atoi(v); err != nil || cfg.KubeBurst < 1 || cfg.KubeBurst > 100000 {
 			return cfg, fmt.Errorf("PORTAL_DOMAIN_KUBE_BURST: %q is not a number from 1 to 100000", v)
 		}
+	}
+	switch v := strings.TrimSpace(getenv("PORTAL_DOMAIN_KEEP_DISABLED")); v {
+	case "", "false", "0":
+	case "true", "1":
+		cfg.KeepDisabled = true
+	default:
+		return cfg, fmt.Errorf("PORTAL_DOMAIN_KEEP_DISABLED: %q is not true or false", v)
 	}
 	if cfg.Kube, err = k8s.ConfigFromEnv(getenv); err != nil {
 		return cfg, err

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -54,6 +55,8 @@ type setupOpts struct {
 	certDeadline time.Duration
 	tracer       trace.TracerProvider
 	alerts       worker.AlertConfig
+	// reconcileInterval: how often the reconcile job runs (default 1m).
+	reconcileInterval time.Duration
 }
 
 // setup starts real Postgres (schema), DNS, kube-apiserver and HTTPS
@@ -92,9 +95,10 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		CertDeadline:    max(opts.certDeadline, 0),
 		Probe:           probe.Config{DialAddress: https.Listener.Addr().String(), CAFile: caFile, Timeout: 2 * time.Second},
 		DNSWorkers:      4, KubeWorkers: 4, ProbeWorkers: 4,
-		ShutdownTimeout: 5 * time.Second,
-		SweepInterval:   300 * time.Millisecond,
-		Alerts:          opts.alerts,
+		ShutdownTimeout:   5 * time.Second,
+		SweepInterval:     300 * time.Millisecond,
+		Alerts:            opts.alerts,
+		ReconcileInterval: opts.reconcileInterval,
 	}
 	if b.cfg.DNSDeadline == 0 {
 		b.cfg.DNSDeadline = 48 * time.Hour
@@ -151,6 +155,21 @@ func (b *bundle) waitFor(t *testing.T, id string, what string, cond func(domain.
 	}
 	t.Fatalf("domain never %s; last status %s: %q", what, rec.Status, rec.StatusMessage)
 	return rec
+}
+
+// waitForDeleted polls until the domain's row is gone.
+func (b *bundle) waitForDeleted(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for time.Now().Before(deadline) {
+		_, err := db.GetDomain(b.ctx, b.schema.Pool, id)
+		if errors.Is(err, db.ErrNotFound) {
+			return
+		}
+		require.NoError(t, err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("domain %s was never deleted", id)
 }
 
 // playCertManager marks the domain's Certificate Ready (or not) once it
@@ -235,10 +254,14 @@ func TestPipeline(t *testing.T) {
 			_, err := db.Disable(b.ctx, tx, tenant, rec.ID)
 			return err
 		}))
-		disabled := b.waitFor(t, rec.ID, "was cleaned up", func(r domain.Record) bool {
-			return r.Status == domain.StatusDisabled && r.CertificateSecretName == ""
-		})
-		require.Contains(t, disabled.StatusMessage, "were removed")
+		// Once the objects are gone the row is deleted, as AlgaPSA's
+		// workflow does; its history stays.
+		b.waitForDeleted(t, rec.ID)
+		events, err := db.ListEvents(b.ctx, b.schema.Pool, rec.ID)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, len(events), 2)
+		require.Contains(t, events[len(events)-2].Message, "were removed")
+		require.Equal(t, "The portal domain was deleted.", events[len(events)-1].Message)
 		_, err = b.kube.Dynamic.Resource(k8s.CertificateGVR).Namespace(b.cfg.Kube.CertNamespace).Get(b.ctx, "portal-domain-abc1234", metav1.GetOptions{})
 		require.True(t, apierrors.IsNotFound(err), "certificate deleted: %v", err)
 		_, err = os.Stat(filepath.Join(b.manifestDir, "abc1234", "certificate.json"))

@@ -52,9 +52,6 @@ type Options struct {
 	Observer jobs.Observer
 }
 
-// ErrNotMigrated: the schema is missing or old; run `migrate up`.
-var ErrNotMigrated = errors.New("database schema is not migrated: run `portal-domains migrate up`")
-
 // New connects everything and registers the workers; nothing runs until Run.
 func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	w := &Worker{cfg: cfg, logger: opts.Logger, registry: prometheus.NewRegistry()}
@@ -137,12 +134,15 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		Observer: observers{metricsObserver{w.metrics}, opts.Observer},
 		Logger:   w.logger,
 		Config: jobs.Config{CanonicalSuffix: cfg.CanonicalSuffix, DNSDeadline: cfg.DNSDeadline,
-			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName,
+			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName, KeepDisabled: cfg.KeepDisabled,
 			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax},
 	}
 	// Periodic jobs run on the elected leader only, so several workers
 	// never sweep or scan twice at once.
-	var periodic []*river.PeriodicJob
+	deps.Stages = Store{Pool: w.pool}
+	periodic := []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(cfg.ReconcileInterval, time.Minute)),
+		func() (river.JobArgs, *river.InsertOpts) { return jobs.ReconcileArgs{}, nil },
+		&river.PeriodicJobOpts{RunOnStart: true})}
 	queues := map[string]river.QueueConfig{
 		domain.QueueDNS:         {MaxWorkers: cfg.DNSWorkers},
 		domain.QueueProbe:       {MaxWorkers: cfg.ProbeWorkers},
@@ -206,18 +206,10 @@ func loadRestConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-func (w *Worker) checkSchema(ctx context.Context) error {
-	status, err := db.MigrationStatus(ctx, w.pool)
-	if err != nil {
-		return err
-	}
-	for _, m := range status {
-		if !m.Applied {
-			return fmt.Errorf("%w (missing %03d_%s)", ErrNotMigrated, m.Version, m.Name)
-		}
-	}
-	return nil
-}
+// checkSchema refuses a database this build did not migrate, or whose
+// functions or rule tables were changed since: the worker would run against
+// rules it was not built with.
+func (w *Worker) checkSchema(ctx context.Context) error { return db.CheckSchema(ctx, w.pool) }
 
 // Client is the River client (for the UI and tests).
 func (w *Worker) Client() *river.Client[pgx.Tx] { return w.client }

@@ -1,15 +1,13 @@
--- A stage's jobs carry a River priority (domain.Stage.Priority): apply jobs
--- run after the await_certificate and disable jobs waiting on the same
--- kubernetes queue. In a bulk import thousands of applies queue up; a
--- domain whose certificate turned Ready waited behind all of them for its
--- await job (minutes, at 10,000 domains) instead of going live at once. River fetches by priority, then scheduled_at; the priority is
--- not part of the unique key, so River's InsertTx of the same args is still
--- a duplicate of the trigger's job.
-ALTER TABLE portal_domain_stage_jobs ADD COLUMN IF NOT EXISTS priority smallint NOT NULL DEFAULT 1
-    CHECK (priority BETWEEN 1 AND 4);
-
+-- Inserts the River job of each (domain, status, generation)'s stage exactly
+-- as River's InsertTx does for unique-by-args jobs (same args bytes, unique
+-- key, unique_states, ON CONFLICT; 'scheduled' with a future scheduled_at
+-- for a stage that holds its job back), with the stage's priority, and
+-- notifies each queue once so an idle worker starts within milliseconds.
+-- The after-write triggers and the reconcile job both enqueue through it.
 CREATE OR REPLACE FUNCTION portal_domains_enqueue_stages(domain_ids uuid[], stage_statuses portal_domain_status[], generations bigint[])
-RETURNS integer LANGUAGE plpgsql AS $$
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
 DECLARE
     enqueued integer;
     queues text[];
@@ -39,12 +37,4 @@ BEGIN
         FROM unnest(queues) AS q;
     END IF;
     RETURN enqueued;
-END $$;
-ALTER FUNCTION portal_domains_enqueue_stages(uuid[], portal_domain_status[], bigint[]) SET search_path FROM CURRENT;
-
--- The one-row form (for operators and older callers) is the set-based one.
-CREATE OR REPLACE FUNCTION portal_domains_enqueue_stage(domain_id uuid, stage_status portal_domain_status, generation bigint)
-RETURNS boolean LANGUAGE sql AS $$
-    SELECT coalesce(portal_domains_enqueue_stages(ARRAY[domain_id], ARRAY[stage_status], ARRAY[generation]), 0) > 0
-$$;
-ALTER FUNCTION portal_domains_enqueue_stage(uuid, portal_domain_status, bigint) SET search_path FROM CURRENT;
+END $function$;

@@ -1,11 +1,12 @@
--- The domain name is checked when it is written (INSERT, or an UPDATE that
--- changes it), not on every status move: a status move of a stored name
--- re-ran the label-by-label check for nothing, and for a row older than
--- the check (an AlgaPSA row that 001's NOT VALID constraint leaves alone)
--- it refused even verify_dns moving the row to dns_failed with the reason,
--- so the bad row could never say what was wrong.
+-- Row-level, before every INSERT and UPDATE: normalises and checks what the
+-- writer set (names, the canonical host claim, the status move against
+-- portal_domain_transitions, the generation bump when the pipeline restarts),
+-- so every writer (the SaaS app in plain SQL, the Go API, a worker) meets the
+-- same rules with the same messages.
 CREATE OR REPLACE FUNCTION portal_domains_before_write()
-RETURNS trigger LANGUAGE plpgsql AS $$
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
 DECLARE
     tenant_hex text;
     suffix text;
@@ -13,6 +14,7 @@ DECLARE
     prefix_len int;
     candidate text;
     restart boolean := false;
+    writer_host text;
     default_message text;
 BEGIN
     IF NEW.tenant IS NULL THEN
@@ -36,12 +38,14 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.tenant IS DISTINCT FROM OLD.tenant
        OR NEW.canonical_host IS DISTINCT FROM OLD.canonical_host THEN
         tenant_hex := replace(NEW.tenant::text, '-', '');
+        writer_host := NEW.canonical_host;
         IF NEW.canonical_host IS NULL OR btrim(NEW.canonical_host) = '' THEN
             SELECT value INTO suffix FROM portal_domain_settings WHERE key = 'canonical_suffix';
             suffix := coalesce(suffix, 'portal.algapsa.com');
             prefix_len := 7;
         ELSE
             NEW.canonical_host := portal_domains_normalize_hostname(NEW.canonical_host);
+            writer_host := NEW.canonical_host;
             PERFORM portal_domains_check_hostname(NEW.canonical_host, 'canonical_host');
             prefix := split_part(NEW.canonical_host, '.', 1);
             suffix := substr(NEW.canonical_host, length(prefix) + 2);
@@ -69,6 +73,15 @@ BEGIN
             END IF;
         END LOOP;
         NEW.canonical_host := candidate;
+        -- The CNAME target the worker checks and the tenant is told is the
+        -- host chosen here. A writer that computed the 7-character host
+        -- itself (AlgaPSA does, and says so in its message) is corrected
+        -- where a longer prefix was needed.
+        NEW.verification_details := coalesce(NEW.verification_details, '{}'::jsonb)
+            || jsonb_build_object('expected_cname', candidate);
+        IF writer_host IS DISTINCT FROM candidate AND writer_host IS NOT NULL AND NEW.status_message IS NOT NULL THEN
+            NEW.status_message := replace(NEW.status_message, writer_host, candidate);
+        END IF;
     END IF;
 
     IF TG_OP = 'INSERT' THEN
@@ -133,28 +146,26 @@ BEGIN
         NEW.updated_at := now();
     END IF;
 
+    IF NEW.verification_details IS NULL THEN
+        NEW.verification_details := '{}'::jsonb;
+    END IF;
+    -- A writer that replaces verification_details keeps the CNAME target.
+    IF NOT (NEW.verification_details ? 'expected_cname') THEN
+        NEW.verification_details := NEW.verification_details || jsonb_build_object('expected_cname',
+            CASE WHEN TG_OP = 'UPDATE' AND OLD.verification_details ? 'expected_cname'
+                 THEN OLD.verification_details -> 'expected_cname' ELSE to_jsonb(NEW.canonical_host) END);
+    END IF;
+
     IF restart AND NEW.status = 'pending_dns' THEN
         -- The DNS deadline counts from here; retry and a new domain reset it.
         NEW.verification_details := coalesce(NEW.verification_details, '{}'::jsonb)
             - 'observation' || jsonb_build_object('dns_check_started_at', now());
-        IF NEW.status_message IS NULL OR TG_OP = 'INSERT' THEN
-            NEW.status_message := 'Waiting for the DNS check to start.';
+        IF NEW.status_message IS NULL THEN
+            NEW.status_message := format('Waiting for the DNS check: point a CNAME record for %s to %s.',
+                NEW.domain, NEW.verification_details ->> 'expected_cname');
         END IF;
     END IF;
-    IF NEW.verification_details IS NULL THEN
-        NEW.verification_details := '{}'::jsonb;
-    END IF;
+
     NEW.status_message := left(NEW.status_message, 1024);
     RETURN NEW;
-END $$;
-ALTER FUNCTION portal_domains_before_write() SET search_path FROM CURRENT;
-
--- The same holds for 001's backstop constraint, which Postgres checks on
--- every UPDATE of a row even though NOT VALID spared the rows it found: a
--- legacy row with a bad name may now be written when it is failed or
--- disabled (verify_dns failing it with the reason, the tenant removing
--- it), and still never go back into the pipeline with that name.
-ALTER TABLE portal_domains DROP CONSTRAINT IF EXISTS portal_domains_domain_is_hostname;
-ALTER TABLE portal_domains ADD CONSTRAINT portal_domains_domain_is_hostname
-    CHECK (status IN ('dns_failed', 'disabled')
-           OR (length(domain) <= 253 AND domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')) NOT VALID;
+END $function$;

@@ -1,0 +1,124 @@
+package db_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/domain"
+)
+
+func TestEnqueueMissingStageJobs(t *testing.T) {
+	t.Parallel()
+
+	t.Run("a working row whose job is lost gets the job the trigger made, once", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		id := sqlInsert(t, b, newTenant(), "portal.lost.test")
+		made := listJobs(t, b)
+		require.Len(t, made, 1)
+		_, err := b.pool.Exec(b.ctx, `DELETE FROM river_job`)
+		require.NoError(t, err)
+
+		n, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, 100)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		again := listJobs(t, b)
+		require.Len(t, again, 1)
+		require.Equal(t, id, again[0].Args.DomainID)
+		made[0].ID, again[0].ID = 0, 0
+		require.Equal(t, made[0], again[0], "the same kind, queue, args, attempts and unique key as the trigger's")
+
+		n, err = db.EnqueueMissingStageJobs(b.ctx, b.pool, 100)
+		require.NoError(t, err)
+		require.Zero(t, n, "a live job is not enqueued twice")
+	})
+
+	t.Run("a discarded or cancelled job is replaced; terminal and disabled rows get nothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		sqlInsert(t, b, newTenant(), "portal.discarded.test")
+		sqlInsert(t, b, newTenant(), "portal.cancelled.test")
+		_, err := b.pool.Exec(b.ctx, `UPDATE river_job SET state = 'discarded', finalized_at = now()
+			WHERE args->>'domain_id' = (SELECT id::text FROM portal_domains WHERE domain = 'portal.discarded.test')`)
+		require.NoError(t, err)
+		_, err = b.pool.Exec(b.ctx, `UPDATE river_job SET state = 'cancelled', finalized_at = now()
+			WHERE args->>'domain_id' = (SELECT id::text FROM portal_domains WHERE domain = 'portal.cancelled.test')`)
+		require.NoError(t, err)
+		// Rows AlgaPSA left in every other status, with no job at all.
+		_, err = b.pool.Exec(b.ctx, `
+			ALTER TABLE portal_domains DISABLE TRIGGER USER;
+			INSERT INTO portal_domains (tenant, domain, canonical_host, status)
+			SELECT gen_random_uuid(), 'd' || i || '.terminal.test', 'h' || i || '.portal.test', s::portal_domain_status
+			FROM unnest(ARRAY['active', 'disabled', 'dns_failed', 'certificate_failed']) WITH ORDINALITY AS t(s, i);
+			ALTER TABLE portal_domains ENABLE TRIGGER USER;`)
+		require.NoError(t, err)
+
+		n, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, 100)
+		require.NoError(t, err)
+		require.Equal(t, 2, n, "the discarded and the cancelled job are made again, and nothing else")
+		var live int
+		require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM river_job WHERE state = 'available'`).Scan(&live))
+		require.Equal(t, 2, live)
+	})
+
+	t.Run("at most limit rows a run, oldest status first", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		for _, name := range []string{"portal.one.test", "portal.two.test", "portal.three.test"} {
+			sqlInsert(t, b, newTenant(), name)
+		}
+		_, err := b.pool.Exec(b.ctx, `DELETE FROM river_job`)
+		require.NoError(t, err)
+		n, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, 2)
+		require.NoError(t, err)
+		require.Equal(t, 2, n)
+		n, err = db.EnqueueMissingStageJobs(b.ctx, b.pool, 2)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+	})
+}
+
+func TestDeleteDisabled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tenant := newTenant()
+	id := sqlInsert(t, b, tenant, "portal.gone.test")
+	_, err := b.app.Exec(b.ctx, `UPDATE portal_domains SET status = 'disabled' WHERE tenant = $1`, string(tenant))
+	require.NoError(t, err)
+	rec, err := db.GetDomain(b.ctx, b.pool, id)
+	require.NoError(t, err)
+
+	t.Run("a row registered again meanwhile is not deleted", func(t *testing.T) {
+		_, err := b.app.Exec(b.ctx, `UPDATE portal_domains SET status = 'pending_dns' WHERE tenant = $1`, string(tenant))
+		require.NoError(t, err)
+		deleted, err := db.DeleteDisabled(b.ctx, b.pool, id, rec.Generation)
+		require.NoError(t, err)
+		require.False(t, deleted)
+		_, err = db.GetDomain(b.ctx, b.pool, id)
+		require.NoError(t, err)
+	})
+
+	t.Run("a disabled row of the generation is deleted, its history kept, its domain free", func(t *testing.T) {
+		_, err := b.app.Exec(b.ctx, `UPDATE portal_domains SET status = 'disabled' WHERE tenant = $1`, string(tenant))
+		require.NoError(t, err)
+		rec, err := db.GetDomain(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		deleted, err := db.DeleteDisabled(b.ctx, b.pool, id, rec.Generation)
+		require.NoError(t, err)
+		require.True(t, deleted)
+		_, err = db.GetDomain(b.ctx, b.pool, id)
+		require.ErrorIs(t, err, db.ErrNotFound)
+		events, err := db.ListEvents(b.ctx, b.pool, id)
+		require.NoError(t, err)
+		last := events[len(events)-1]
+		require.Equal(t, "The portal domain was deleted.", last.Message)
+		require.Equal(t, domain.StatusDisabled, last.To)
+
+		deleted, err = db.DeleteDisabled(b.ctx, b.pool, id, rec.Generation)
+		require.NoError(t, err)
+		require.False(t, deleted, "deleting again finds nothing")
+		sqlInsert(t, b, newTenant(), "portal.gone.test") // the domain is free for anyone
+	})
+}

@@ -1,1 +1,0 @@
-DROP TABLE IF EXISTS portal_domain_alerts;
