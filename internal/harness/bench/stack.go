@@ -91,6 +91,8 @@ type bench struct {
 	// failed keeps the work directory (worker and API server logs) for a
 	// look at what went wrong.
 	failed bool
+
+	processes processes // what it started, for Result.Processes
 }
 
 // Phases, which are also the first label's prefix of their domains.
@@ -359,6 +361,7 @@ func (b *bench) startAPIServer(ctx context.Context) error {
 		return err
 	}
 	b.api = api
+	b.processes.startedAPIServer(api)
 	b.progress("kube-apiserver (pid %d) and etcd (pid %d) up in %s", api.APIServerPID, api.EtcdPID, time.Since(begin).Round(100*time.Millisecond))
 	// The baseline's client gets the worker's defaults (envtest's config
 	// sets a rate limit of its own), so both sides are limited alike.
