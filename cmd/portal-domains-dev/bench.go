@@ -24,20 +24,24 @@ import (
 // binary, portal-domains, found beside this one (make bench builds both) and
 // run as a child process.
 func benchCommand(e *cli.Env, args []string) error {
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find this executable: %w", err)
-	}
-	workerBin := filepath.Join(filepath.Dir(self), "portal-domains")
-	if _, err := os.Stat(workerBin); err != nil {
-		return fmt.Errorf("bench runs the worker binary %s, built beside this one by make bench: %w", workerBin, err)
-	}
-	return runBench(e, args, func(o *bench.Options) { o.WorkerCommand = []string{workerBin, "worker"} })
+	return runBench(e, args, func(o *bench.Options) error {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find this executable: %w", err)
+		}
+		workerBin := filepath.Join(filepath.Dir(self), "portal-domains")
+		if _, err := os.Stat(workerBin); err != nil {
+			return fmt.Errorf("bench runs the worker binary %s, built beside this one by make bench: %w", workerBin, err)
+		}
+		o.WorkerCommand = []string{workerBin, "worker"}
+		return nil
+	})
 }
 
-// runBench parses the flags and runs the bench; adjust sets what flags do
-// not (the worker command, and a test's smaller sizes).
-func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
+// runBench parses the flags and runs the bench; adjust, called once the
+// flags are good, sets what flags do not (the worker command, and a test's
+// smaller sizes).
+func runBench(e *cli.Env, args []string, adjust func(*bench.Options) error) error {
 	fs := e.Flags("bench")
 	n := fs.Int("n", bench.DefaultN, fmt.Sprintf("domains per throughput row, 1 to %d", bench.MaxN))
 	workers := fs.Int("workers", 0, fmt.Sprintf("workers per queue (dns, kubernetes, probe) for the worker and its baselines; 0 keeps the worker's defaults (%d, %d, %d)",
@@ -82,7 +86,9 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 		Progress: e.Stderr,
 	}
 	if adjust != nil {
-		adjust(&opts)
+		if err := adjust(&opts); err != nil {
+			return err
+		}
 	}
 	// client-go and envtest log through process-wide loggers; the bench's
 	// output is its table and progress lines.

@@ -32,6 +32,29 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+func TestBenchUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown row", []string{"bench", "-rows", "2,7"}, `"7" is not a row`},
+		{"too many domains", []string{"bench", "-n", "20001"}, "is not from 1 to 20000"},
+		{"no rounds", []string{"bench", "-rounds", "0"}, "-rounds 0 is not from 1 to 20"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// No database is configured that exists: usage errors must not need one.
+			env := map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/nothing"}
+			var stdout, stderr bytes.Buffer
+			err := cli.Run(t.Context(), tc.args, func(k string) string { return env[k] }, strings.NewReader(""), &stdout, &stderr, devCommands()...)
+			require.Equal(t, 2, cli.ExitCode(err, &stderr), stderr.String())
+			require.Contains(t, stderr.String(), tc.want)
+		})
+	}
+}
+
 // TestBenchCommand runs the whole bench at a tiny size, so it cannot rot:
 // every row must come out with a positive result, baseline and ratio, and
 // nothing it started may be left behind. The numbers themselves are not
@@ -48,13 +71,14 @@ func TestBenchCommand(t *testing.T) {
 			}
 			return ""
 		}}
-	err := runBench(env, []string{"-n", "5", "-workers", "4", "-rounds", "2", "-json"}, func(o *bench.Options) {
+	err := runBench(env, []string{"-n", "5", "-workers", "4", "-rounds", "2", "-json"}, func(o *bench.Options) error {
 		o.WorkerCommand = []string{os.Args[0], "worker"}
 		o.WorkerEnv = []string{benchHelperEnv + "=worker"}
 		o.LatencySamples = 3
 		o.LatencySpacing = 20 * time.Millisecond
 		o.ScanRows = 2_000
 		o.SettleMax = 2 * time.Second
+		return nil
 	})
 	require.NoError(t, err, "progress:\n%s", stderr.String())
 
