@@ -618,6 +618,8 @@ func TestCanonicalHostCollision(t *testing.T) {
 		defer tx.Rollback(b.ctx) //nolint:errcheck // committed below
 		_, err = tx.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain, canonical_host) VALUES ($1, 'portal.first.com', '')`, string(waiting))
 		require.NoError(t, err)
+		var holder int
+		require.NoError(t, tx.QueryRow(b.ctx, `SELECT pg_backend_pid()`).Scan(&holder))
 		racerHost := make(chan string, 1)
 		go func() {
 			var host string
@@ -628,10 +630,15 @@ func TestCanonicalHostCollision(t *testing.T) {
 			}
 			racerHost <- host
 		}()
-		select {
-		case host := <-racerHost:
-			t.Fatalf("the racer did not wait for the uncommitted claim of its prefix: %s", host)
-		case <-time.After(300 * time.Millisecond):
+		// The racer waits: Postgres shows its insert blocked by the
+		// uncommitted transaction.
+		for blocked := 0; blocked == 0; {
+			select {
+			case host := <-racerHost:
+				t.Fatalf("the racer did not wait for the uncommitted claim of its prefix: %s", host)
+			case <-time.After(20 * time.Millisecond):
+			}
+			require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid))`, holder).Scan(&blocked))
 		}
 		require.NoError(t, tx.Commit(b.ctx))
 		require.Equal(t, "fedcba98.portal.algapsa.com", <-racerHost)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,9 +75,10 @@ func TestBenchCommand(t *testing.T) {
 	require.Equal(t, bench.RowIDs(), ids)
 	for _, r := range res.Rows {
 		if r.ID == "2" || r.ID == "3" {
-			// Where the CPU went, for the stage and for its baseline.
+			// Medians of two rounds, and where the CPU went, for the stage
+			// and for its baseline.
+			require.Len(t, r.RoundRatios, 2, "row %s", r.ID)
 			require.Regexp(t, `CPU used [^;]*: [^;]*\d s[^;]*; by the baseline: `, r.Note, "row %s", r.ID)
-			require.Regexp(t, `^medians of 2 rounds, each side on a fresh API server \(ratio per round: \d+\.\d\d, \d+\.\d\d\)`, r.Note, "row %s", r.ID)
 		}
 	}
 
@@ -89,27 +89,42 @@ func TestBenchCommand(t *testing.T) {
 	}
 
 	// Nothing left behind: the schema is dropped, the processes are gone.
-	schema := regexp.MustCompile(`schema (bench_[0-9a-f]+)`).FindStringSubmatch(stderr.String())
-	require.Len(t, schema, 2, stderr.String())
+	require.Regexp(t, `^bench_[0-9a-f]+$`, res.Schema)
 	conn, err := pgx.Connect(ctx, dbtest.BaseURL())
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	var exists bool
-	require.NoError(t, conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema[1]).Scan(&exists))
-	require.False(t, exists, "schema %s was not dropped", schema[1])
-	// Each measured phase of rows 2 and 3 had its own API server: row 2 two
-	// per round, row 3 two per round, one for the watch floor and one for
-	// the latency samples; workers: row 1's, one per round for rows 2 and
-	// 3, and the latency samples'.
-	apiServers := regexp.MustCompile(`kube-apiserver \(pid \d+\) and etcd \(pid \d+\)`).FindAllString(stderr.String(), -1)
-	require.Len(t, apiServers, 1+2*2+2*2+1, stderr.String())
-	workers := regexp.MustCompile(`worker "[a-z-]+" running \(pid \d+`).FindAllString(stderr.String(), -1)
-	require.Len(t, workers, 1+2+2+1, stderr.String())
-	pids := regexp.MustCompile(`\(pid (\d+)`).FindAllStringSubmatch(stderr.String(), -1)
-	require.Len(t, pids, 2*len(apiServers)+len(workers), stderr.String())
-	for _, m := range pids {
-		pid, err := strconv.Atoi(m[1])
-		require.NoError(t, err)
-		require.False(t, localapi.Alive(pid), "process %d is still running", pid)
+	require.NoError(t, conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, res.Schema).Scan(&exists))
+	require.False(t, exists, "schema %s was not dropped", res.Schema)
+	for _, p := range res.Processes {
+		require.Positive(t, p.PID, "%+v", p)
+		require.False(t, localapi.Alive(p.PID), "%s %s (pid %d) is still running", p.Role, p.Name, p.PID)
 	}
+
+	// Each measured phase of rows 2 and 3 had its own API server: row 2
+	// two per round (baseline and stage), row 3 two per round (baseline
+	// and end to end), one for the watch floor and one for the latency
+	// samples; workers: row 1's, one per round for rows 2 and 3, and the
+	// latency samples'. Every API server is a kube-apiserver and an etcd.
+	type started struct{ apiServers, etcds, workers int }
+	byStep := map[string]started{}
+	for _, p := range res.Processes {
+		step := byStep[strings.Join(p.Rows, ",")]
+		switch p.Role {
+		case bench.RoleAPIServer:
+			step.apiServers++
+		case bench.RoleEtcd:
+			step.etcds++
+		case bench.RoleWorker:
+			step.workers++
+		default:
+			t.Fatalf("process %+v has no known role", p)
+		}
+		byStep[strings.Join(p.Rows, ",")] = step
+	}
+	require.Equal(t, map[string]started{
+		"1":         {workers: 1},
+		"2":         {apiServers: 2 * 2, etcds: 2 * 2, workers: 2},
+		"3,4a,4b,6": {apiServers: 2*2 + 2, etcds: 2*2 + 2, workers: 2 + 1},
+	}, byStep, "progress:\n%s", stderr.String())
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -249,18 +250,28 @@ func TestWorkerCommandStopsOnSignal(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var stderr bytes.Buffer
+	// The worker writes its log while the test reads it for the failure
+	// message.
+	var stderr lockedBuffer
 	go func() {
 		done <- Run(ctx, []string{"worker"}, func(k string) string { return env[k] }, strings.NewReader(""), &bytes.Buffer{}, &stderr)
 	}()
-	require.Eventually(t, func() bool {
+	ready := func() bool {
 		resp, err := http.Get(fmt.Sprintf("http://%s/readyz", addr))
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 50*time.Millisecond, "worker never became ready: %s", stderr.String())
+	}
+	for deadline := time.Now().Add(30 * time.Second); !ready(); {
+		select {
+		case err := <-done:
+			t.Fatalf("worker exited before it was ready (%v): %s", err, stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		require.True(t, time.Now().Before(deadline), "worker never became ready: %s", stderr.String())
+	}
 	cancel() // what SIGTERM does through signal.NotifyContext
 	select {
 	case err := <-done:
@@ -269,4 +280,23 @@ func TestWorkerCommandStopsOnSignal(t *testing.T) {
 		t.Fatal("worker did not stop")
 	}
 	require.Contains(t, stderr.String(), "worker stopped")
+}
+
+// lockedBuffer is a bytes.Buffer that one goroutine may write while another
+// reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -27,6 +27,8 @@ import (
 	"runtime"
 	"slices"
 	"time"
+
+	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 )
 
 // Defaults of Options.
@@ -144,9 +146,12 @@ type Row struct {
 	Percentiles         *Percentiles `json:"percentiles,omitempty"`
 	BaselinePercentiles *Percentiles `json:"baseline_percentiles,omitempty"`
 	Samples             int          `json:"samples,omitempty"`
-	Target              string       `json:"target"`
-	Pass                bool         `json:"pass"`
-	Note                string       `json:"note,omitempty"`
+	// RoundRatios are each round's ratio when the row took several rounds
+	// (Value and Baseline are then medians).
+	RoundRatios []float64 `json:"round_ratios,omitempty"`
+	Target      string    `json:"target"`
+	Pass        bool      `json:"pass"`
+	Note        string    `json:"note,omitempty"`
 }
 
 // Percentiles of a latency distribution, in milliseconds.
@@ -185,6 +190,44 @@ type Result struct {
 	Rows    []Row         `json:"rows"`
 	Started time.Time     `json:"started"`
 	Took    time.Duration `json:"took_ns"`
+	// Schema is the schema the run created in DATABASE_URL's database (and
+	// dropped at the end).
+	Schema string `json:"schema"`
+	// Processes are the processes the run started (and stopped), in order.
+	Processes []Process `json:"processes"`
+}
+
+// Roles of the processes a run starts.
+const (
+	RoleWorker    = "worker"
+	RoleAPIServer = "kube-apiserver"
+	RoleEtcd      = "etcd"
+)
+
+// Process is a process a run started: a worker, or the kube-apiserver or
+// etcd of an API server.
+type Process struct {
+	Role string `json:"role"`
+	// Name is a worker's name (its log is worker-<name>.log).
+	Name string `json:"name,omitempty"`
+	PID  int    `json:"pid"`
+	// Rows are the row IDs of the step that started it.
+	Rows []string `json:"rows"`
+}
+
+// processes records what a run starts, for Result.Processes.
+type processes struct {
+	rows []string // the running step's
+	list []Process
+}
+
+func (p *processes) started(role, name string, pid int) {
+	p.list = append(p.list, Process{Role: role, Name: name, PID: pid, Rows: p.rows})
+}
+
+func (p *processes) startedAPIServer(api *localapi.Server) {
+	p.started(RoleAPIServer, "", api.APIServerPID)
+	p.started(RoleEtcd, "", api.EtcdPID)
 }
 
 // Run takes every measurement and returns the table. It stops everything it
@@ -207,6 +250,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if err := b.start(ctx); err != nil {
 		return nil, err
 	}
+	res.Schema = b.schema
 	res.Machine.Postgres = b.postgresVersion(ctx)
 
 	steps := []struct {
@@ -224,6 +268,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			continue
 		}
 		b.progress("%s", s.what)
+		b.processes.rows = s.ids
 		rows, err := s.fn(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.what, err)
@@ -231,6 +276,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		res.Rows = append(res.Rows, rows...)
 	}
 	sortRows(res.Rows)
+	res.Processes = b.processes.list
 	res.Machine.LoadAfter = loadAverage()
 	res.Took = time.Since(res.Started)
 	return res, nil

@@ -122,6 +122,7 @@ func TestRoundsRowSaysEachRoundsRatio(t *testing.T) {
 	if want := "medians of 2 rounds, each side on a fresh API server (ratio per round: 0.80, 0.90); details"; row.Note != want {
 		t.Fatalf("note %q, want %q", row.Note, want)
 	}
+	require.Equal(t, []float64{0.8, 0.9}, row.RoundRatios)
 	if one := roundsRow(Row{Note: "details"}, []float64{80}, []float64{100}); one.Note != "details" {
 		t.Fatalf("one round changed the note: %q", one.Note)
 	}

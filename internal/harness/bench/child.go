@@ -107,6 +107,7 @@ func (b *bench) startWorker(ctx context.Context, name string, w workerEnv) (*chi
 	if err := c.waitReady(ctx); err != nil {
 		return nil, errors.Join(err, c.stop())
 	}
+	b.processes.started(RoleWorker, name, c.cmd.Process.Pid)
 	b.progress("  worker %q running (pid %d, log %s)", name, c.cmd.Process.Pid, c.logPath)
 	select {
 	case <-ctx.Done():

@@ -368,6 +368,7 @@ func roundsRow(r Row, rates, bases []float64) Row {
 	}
 	ratios := make([]string, len(rates))
 	for i := range rates {
+		r.RoundRatios = append(r.RoundRatios, rates[i]/bases[i])
 		ratios[i] = fmt.Sprintf("%.2f", rates[i]/bases[i])
 	}
 	r.Note = fmt.Sprintf("medians of %d rounds, each side on a fresh API server (ratio per round: %s); %s",

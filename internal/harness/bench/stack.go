@@ -88,6 +88,8 @@ type bench struct {
 	// failed keeps the work directory (worker and API server logs) for a
 	// look at what went wrong.
 	failed bool
+
+	processes processes // what it started, for Result.Processes
 }
 
 // Phases, which are also the first label's prefix of their domains.
@@ -294,6 +296,7 @@ func (b *bench) startAPIServer(ctx context.Context) error {
 		return err
 	}
 	b.api = api
+	b.processes.startedAPIServer(api)
 	// The baseline's client gets the worker's defaults (envtest's config
 	// sets a rate limit of its own), so both sides are limited alike.
 	baseCfg := rest.CopyConfig(api.Config)

@@ -187,12 +187,25 @@ func testPostgresRestart(t *testing.T, bin string, sz size) {
 	})
 
 	pg.Crash(t)
-	t.Logf("Postgres crashed; down for %s", sz.PGOutage)
-	time.Sleep(sz.PGOutage)
+	crashed := time.Now()
+	// Down until every worker has failed to reach it: only then does a
+	// worker still running prove it rode the outage out.
+	w.waitUntil("every worker saw Postgres go away", sz.Converge, func(context.Context) (bool, string, error) {
+		var felt []string
+		for _, p := range workers {
+			if strings.Contains(p.log(), "connection refused") {
+				felt = append(felt, p.name)
+			}
+		}
+		return len(felt) == len(workers), fmt.Sprintf("workers that saw it: %v", felt), nil
+	})
+	// Then the rest of the outage the size asks for (longer when soaking).
+	time.Sleep(time.Until(crashed.Add(sz.PGOutage)))
 	for _, p := range workers {
 		require.True(t, p.running(), "worker %s exited while Postgres was down:\n%s", p.name, p.tail(20))
 	}
 	pg.Start(t)
+	t.Logf("Postgres back after %s", time.Since(crashed).Round(time.Second))
 
 	after := w.register(sz.Domains/2, sz.Domains-sz.Domains/2)
 	fx := append(before, after...)
@@ -202,11 +215,6 @@ func testPostgresRestart(t *testing.T, bin string, sz size) {
 	for _, p := range workers {
 		require.True(t, p.running(), "worker %s is still running", p.name)
 	}
-	felt := false
-	for _, p := range workers {
-		felt = felt || strings.Contains(p.log(), "connection refused")
-	}
-	require.True(t, felt, "the workers saw Postgres go away")
 }
 
 // testAPIServerOutage: kube-apiserver stops for about half a minute. Domains
@@ -232,6 +240,17 @@ func testAPIServerOutage(t *testing.T, bin string, sz size) {
 				AND to_status = 'pending_certificate' AND message LIKE 'Creating the certificate and gateway failed (attempt %retrying%'`,
 				ids(second)).Scan(&n)
 			return n == len(second), fmt.Sprintf("%d of %d retrying", n, len(second)), err
+		})
+	// Down until every one of them has failed a third attempt, so the
+	// check below covers retries, not one failure; then the rest of the
+	// outage the size asks for.
+	const attempts = 3
+	w.waitUntil(fmt.Sprintf("every domain registered during the outage failing attempt %d", attempts), sz.APIOutage+sz.Converge,
+		func(ctx context.Context) (bool, string, error) {
+			var n int
+			err := w.pool.QueryRow(ctx, `SELECT count(DISTINCT domain_id) FROM portal_domain_events WHERE domain_id = ANY($1::uuid[])
+				AND message LIKE $2`, ids(second), fmt.Sprintf("Creating the certificate and gateway failed (attempt %d of %%", attempts)).Scan(&n)
+			return n == len(second), fmt.Sprintf("%d of %d", n, len(second)), err
 		})
 	time.Sleep(time.Until(stopped.Add(sz.APIOutage)))
 	kube.StartAPIServer(t)
@@ -274,11 +293,11 @@ func testDNSChaos(t *testing.T, bin string, sz size) {
 	w.serveDNS(wrongIdx, 1)
 	w.dns.Set(fmt.Sprintf("p%d.acme.test. 300 IN CNAME www.acme.test.", wrongIdx))
 	wrong := w.enroll(wrongIdx, 1)
-	registered := time.Now()
 
 	w.waitStatus(ids(wrong), sz.Converge, domain.StatusDNSFailed)
-	// Keep the trouble on well past the deadline of every domain.
-	time.Sleep(time.Until(registered.Add(5 * deadline)))
+	// Keep the trouble on until every SERVFAIL domain has had a check
+	// decided past its deadline.
+	w.waitCheckedPastDeadline(ids(servfail), deadline, sz.Converge)
 	all := append(append(slices.Clone(good), servfail...), wrong...)
 	var falseFailures int
 	require.NoError(t, w.pool.QueryRow(t.Context(), `SELECT count(*) FROM portal_domain_events WHERE domain_id = ANY($1::uuid[])
@@ -309,4 +328,41 @@ func testDNSChaos(t *testing.T, bin string, sz size) {
 	rec, err := db.GetDomain(t.Context(), w.pool, wrong[0].ID)
 	require.NoError(t, err)
 	require.Contains(t, rec.StatusMessage, "www.acme.test")
+}
+
+// waitCheckedPastDeadline waits until every domain of ids has had a DNS check
+// decided past its deadline (dns_check_started_at plus deadline) and
+// written. A check is decided before its write (last_checked_at), and a
+// domain's next check starts only after that write: so once a write is
+// past the deadline, the write after it is of a check decided past it.
+// Both times are the database's clock.
+func (w *world) waitCheckedPastDeadline(ids []string, deadline, timeout time.Duration) {
+	w.t.Helper()
+	pastDeadline := map[string]time.Time{} // a write past the deadline, by domain
+	w.waitUntil(fmt.Sprintf("%d domains checked past their DNS deadline", len(ids)), timeout, func(ctx context.Context) (bool, string, error) {
+		rows, err := w.pool.Query(ctx, `SELECT id::text, last_checked_at,
+			last_checked_at > (verification_details->>'dns_check_started_at')::timestamptz + $2::bigint * interval '1 millisecond'
+			FROM portal_domains WHERE id = ANY($1::uuid[]) AND last_checked_at IS NOT NULL`, ids, deadline.Milliseconds())
+		if err != nil {
+			return false, "", err
+		}
+		defer rows.Close()
+		done := 0
+		for rows.Next() {
+			var id string
+			var checked time.Time
+			var past bool
+			if err := rows.Scan(&id, &checked, &past); err != nil {
+				return false, "", err
+			}
+			first, seen := pastDeadline[id]
+			switch {
+			case seen && checked.After(first):
+				done++
+			case !seen && past:
+				pastDeadline[id] = checked
+			}
+		}
+		return done == len(ids), fmt.Sprintf("%d of %d checked past the deadline twice", done, len(ids)), rows.Err()
+	})
 }
