@@ -167,15 +167,8 @@ func TestAlgaPSASQLAsItsAppRole(t *testing.T) {
 		n, err := db.EnqueueMissingStageJobs(ctx, s.Pool, 100)
 		require.NoError(t, err)
 		require.Equal(t, 5, n, "pending_dns, verifying_dns, pending_certificate, certificate_issuing and deploying")
-		var kinds []string
-		rows, err := s.Pool.Query(ctx, `SELECT d.status::text || ' ' || j.kind FROM river_job j
+		kinds := names(t, ctx, s.Pool, `SELECT d.status::text || ' ' || j.kind FROM river_job j
 			JOIN portal_domains d ON d.id::text = j.args->>'domain_id' ORDER BY d.status`)
-		require.NoError(t, err)
-		for rows.Next() {
-			var k string
-			require.NoError(t, rows.Scan(&k))
-			kinds = append(kinds, k)
-		}
 		require.Equal(t, []string{"pending_dns verify_dns", "verifying_dns verify_dns", "pending_certificate apply",
 			"certificate_issuing await_certificate", "deploying probe"}, kinds)
 
@@ -189,26 +182,12 @@ func TestAlgaPSASQLAsItsAppRole(t *testing.T) {
 			require.Equal(t, []string{"portal_domains_canonical_unique_idx", "portal_domains_domain_unique_idx", "portal_domains_tenant_unique"},
 				uniqueIndexes(t, ctx, s.Pool))
 			require.Equal(t, []string{"portal_domains_tenant_foreign"}, foreignKeys(t, ctx, s.Pool))
-			var columns []string
-			rows, err := s.Pool.Query(ctx, `SELECT column_name::text FROM information_schema.columns
+			columns := names(t, ctx, s.Pool, `SELECT column_name::text FROM information_schema.columns
 				WHERE table_schema = current_schema() AND table_name = 'portal_domains' ORDER BY ordinal_position`)
-			require.NoError(t, err)
-			for rows.Next() {
-				var c string
-				require.NoError(t, rows.Scan(&c))
-				columns = append(columns, c)
-			}
 			require.Equal(t, []string{"id", "tenant", "domain", "canonical_host", "status", "status_message", "last_checked_at",
 				"verification_method", "verification_details", "certificate_secret_name", "last_synced_resource_version",
 				"created_at", "updated_at"}, columns, "only AlgaPSA's columns are left")
-			var tables []string
-			rows, err = s.Pool.Query(ctx, `SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1`)
-			require.NoError(t, err)
-			for rows.Next() {
-				var name string
-				require.NoError(t, rows.Scan(&name))
-				tables = append(tables, name)
-			}
+			tables := names(t, ctx, s.Pool, `SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1`)
 			require.Equal(t, []string{"portal_domains", "tenants"}, tables, "everything portal-domains added is gone")
 			var types int
 			require.NoError(t, s.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_type WHERE typnamespace = current_schema()::regnamespace
@@ -226,18 +205,9 @@ func TestAlgaPSASQLAsItsAppRole(t *testing.T) {
 // algapsaRows is what AlgaPSA's columns hold, row by row.
 func algapsaRows(t *testing.T, ctx context.Context, pool *pgxpool.Pool) []string {
 	t.Helper()
-	rows, err := pool.Query(ctx, `SELECT concat_ws('|', id, tenant, domain, canonical_host, status, status_message, last_checked_at,
+	return names(t, ctx, pool, `SELECT concat_ws('|', id, tenant, domain, canonical_host, status, status_message, last_checked_at,
 		verification_method, verification_details, certificate_secret_name, last_synced_resource_version, created_at, updated_at)
 		FROM portal_domains ORDER BY domain`)
-	require.NoError(t, err)
-	var out []string
-	for rows.Next() {
-		var row string
-		require.NoError(t, rows.Scan(&row))
-		out = append(out, row)
-	}
-	require.NoError(t, rows.Err())
-	return out
 }
 
 func uniqueIndexes(t *testing.T, ctx context.Context, pool *pgxpool.Pool) []string {
@@ -251,6 +221,7 @@ func foreignKeys(t *testing.T, ctx context.Context, pool *pgxpool.Pool) []string
 	return names(t, ctx, pool, `SELECT conname::text FROM pg_constraint WHERE conrelid = 'portal_domains'::regclass AND contype = 'f' ORDER BY 1`)
 }
 
+// names runs a query of one text column and returns its rows.
 func names(t *testing.T, ctx context.Context, pool *pgxpool.Pool, query string) []string {
 	t.Helper()
 	rows, err := pool.Query(ctx, query)

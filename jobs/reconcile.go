@@ -4,9 +4,6 @@ import (
 	"context"
 
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
-
-	"github.com/portal-domains/portal-domains/domain"
 )
 
 // KindReconcile is the periodic job that gives every domain in a working
@@ -19,11 +16,7 @@ type ReconcileArgs struct{}
 func (ReconcileArgs) Kind() string { return KindReconcile }
 
 // InsertOpts: the maintenance queue, one run at a time.
-func (ReconcileArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: domain.QueueMaintenance, MaxAttempts: 3,
-		UniqueOpts: river.UniqueOpts{ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
-			rivertype.JobStateRunning, rivertype.JobStateRetryable, rivertype.JobStateScheduled}}}
-}
+func (ReconcileArgs) InsertOpts() river.InsertOpts { return maintenanceOnce() }
 
 // StageJobEnqueuer finds domains in a working status whose current
 // generation has no live stage job and enqueues it, at most limit at once.
