@@ -21,6 +21,8 @@ import (
 // create_portal_domains migration (knex's own names for the key, the unique
 // constraint and the foreign key; nullable timestamps).
 const algapsaSchema = `
+CREATE TABLE knex_migrations (id serial PRIMARY KEY, name varchar(255), batch integer, migration_time timestamptz);
+INSERT INTO knex_migrations (name, batch, migration_time) VALUES ('20250919120000_create_portal_domains.cjs', 1, now());
 CREATE TABLE tenants (tenant uuid PRIMARY KEY DEFAULT gen_random_uuid(), company_name text NOT NULL);
 CREATE TYPE portal_domain_status AS ENUM ('pending_dns', 'verifying_dns', 'dns_failed', 'pending_certificate',
     'certificate_issuing', 'certificate_failed', 'deploying', 'active', 'disabled');
@@ -188,7 +190,7 @@ func TestAlgaPSASQLAsItsAppRole(t *testing.T) {
 				"verification_method", "verification_details", "certificate_secret_name", "last_synced_resource_version",
 				"created_at", "updated_at"}, columns, "only AlgaPSA's columns are left")
 			tables := names(t, ctx, s.Pool, `SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1`)
-			require.Equal(t, []string{"portal_domains", "tenants"}, tables, "everything portal-domains added is gone")
+			require.Equal(t, []string{"knex_migrations", "portal_domains", "tenants"}, tables, "everything portal-domains added is gone")
 			var types int
 			require.NoError(t, s.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_type WHERE typnamespace = current_schema()::regnamespace
 				AND typname IN ('portal_domain_status', 'portal_domain_verification_method')`).Scan(&types))
@@ -234,4 +236,68 @@ func names(t *testing.T, ctx context.Context, pool *pgxpool.Pool, query string) 
 	}
 	require.NoError(t, rows.Err())
 	return out
+}
+
+func TestInstallOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// An AlgaPSA database whose knex migrations have not created
+	// portal_domains yet: installing first would break AlgaPSA's own
+	// migration, so nothing is written and the error says what to do.
+	s := dbtest.New(t)
+	_, err := s.Pool.Exec(ctx, `CREATE TABLE knex_migrations (id serial PRIMARY KEY, name varchar(255), batch integer, migration_time timestamptz)`)
+	require.NoError(t, err)
+	_, err = db.MigrateUp(ctx, s.Pool, db.Settings{})
+	require.ErrorIs(t, err, db.ErrAlgaPSAMigrationsFirst)
+	require.ErrorContains(t, err, "run AlgaPSA's migrations first")
+	require.Equal(t, []string{"knex_migrations"}, names(t, ctx, s.Pool,
+		`SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1`), "nothing was created")
+}
+
+// TestApplianceMode: AlgaPSA's appliance edition inserts rows active and
+// deletes them to disable, with no pipeline; refused by default, with the
+// setting named, and accepted with PORTAL_DOMAIN_APPLIANCE.
+func TestApplianceMode(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	upsertActive := func(app *pgxpool.Pool, tenant, name string) error {
+		_, err := app.Exec(ctx, `insert into "portal_domains" ("canonical_host", "domain", "status", "status_message", "tenant", "verification_details")
+			values ($1, $2, 'active', $3, $4, $5) on conflict ("tenant") do update set "domain" = $2, "status" = 'active', "status_message" = $3
+			returning *`, tenant[:7]+"."+domain.DefaultCanonicalSuffix, name,
+			"Active. Ensure "+name+" resolves to this appliance and that your reverse proxy terminates TLS.", tenant,
+			map[string]any{"requested_domain": name, "forward_host_header": true})
+		return err
+	}
+
+	t.Run("refused by default, naming the setting", func(t *testing.T) {
+		t.Parallel()
+		s := dbtest.Migrated(t)
+		err := upsertActive(s.AppRole(t), uuid.NewString(), "portal.appliance.test")
+		require.ErrorContains(t, err, "PORTAL_DOMAIN_APPLIANCE=true")
+	})
+
+	t.Run("accepted in appliance mode, with no pipeline", func(t *testing.T) {
+		t.Parallel()
+		s := dbtest.New(t)
+		_, err := db.MigrateUp(ctx, s.Pool, db.Settings{Appliance: true})
+		require.NoError(t, err)
+		app := s.AppRole(t)
+		tenant := uuid.NewString()
+		require.NoError(t, upsertActive(app, tenant, "portal.appliance.test"))
+		require.NoError(t, upsertActive(app, tenant, "portal.renamed.test"), "a changed domain stays active")
+		rec, err := db.GetDomainByTenant(ctx, s.Pool, domain.TenantID(tenant))
+		require.NoError(t, err)
+		require.Equal(t, domain.StatusActive, rec.Status)
+		require.Equal(t, "portal.renamed.test", rec.Domain)
+		n, err := db.EnqueueMissingStageJobs(ctx, s.Pool, 100)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.Empty(t, names(t, ctx, s.Pool, `SELECT kind FROM river_job`), "no pipeline runs")
+
+		_, err = app.Exec(ctx, `delete from "portal_domains" where "tenant" = $1`, tenant)
+		require.NoError(t, err)
+		events, err := db.ListEvents(ctx, s.Pool, rec.ID)
+		require.NoError(t, err)
+		require.Equal(t, "The portal domain was deleted.", events[len(events)-1].Message)
+	})
 }

@@ -88,6 +88,9 @@ const createMigrationTable = `CREATE TABLE IF NOT EXISTS portal_domain_migration
 func MigrateUp(ctx context.Context, pool *pgxpool.Pool, settings Settings) ([]Migration, error) {
 	var applied []Migration
 	err := withMigrateLock(ctx, pool, func(conn *pgxpool.Conn) error {
+		if err := checkInstallOrder(ctx, conn); err != nil {
+			return err
+		}
 		migrator, err := rivermigrate.New(riverpgxv5.New(pool), nil)
 		if err != nil {
 			return fmt.Errorf("river migrator: %w", err)
@@ -287,6 +290,28 @@ func secureFunctions(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
+// ErrAlgaPSAMigrationsFirst: an AlgaPSA database whose own migrations have
+// not created portal_domains yet. Installed first, portal-domains would
+// create the table and its types, and AlgaPSA's migration would then stop
+// its whole `knex migrate:latest` on "type portal_domain_status already
+// exists".
+var ErrAlgaPSAMigrationsFirst = errors.New("this is an AlgaPSA database (it has knex_migrations) whose own migrations have not created portal_domains yet: " +
+	"run AlgaPSA's migrations first (knex migrate:latest), then `portal-domains migrate up`; see docs/algapsa.md")
+
+// checkInstallOrder refuses, before anything is written, the install order
+// that would break AlgaPSA's own migrations.
+func checkInstallOrder(ctx context.Context, q Querier) error {
+	var knex, table bool
+	if err := q.QueryRow(ctx, `SELECT to_regclass('knex_migrations') IS NOT NULL, to_regclass('portal_domains') IS NOT NULL`).
+		Scan(&knex, &table); err != nil {
+		return fmt.Errorf("check the install order: %w", err)
+	}
+	if knex && !table {
+		return ErrAlgaPSAMigrationsFirst
+	}
+	return nil
+}
+
 // MigrateDown reverts the newest steps of portal-domains' migrations (all of
 // them when steps <= 0, then River's tables too).
 func MigrateDown(ctx context.Context, pool *pgxpool.Pool, steps int) ([]Migration, error) {
@@ -382,6 +407,9 @@ func withMigrateLock(ctx context.Context, pool *pgxpool.Pool, fn func(conn *pgxp
 // Settings are configuration values the SQL side needs.
 type Settings struct {
 	CanonicalSuffix string
+	// Appliance accepts AlgaPSA's appliance edition's writes (rows inserted
+	// active, deleted to disable) and runs no pipeline.
+	Appliance bool
 }
 
 // syncRules makes the database's copies of domain.Transitions and
@@ -416,8 +444,8 @@ func SaveSettings(ctx context.Context, q Querier, settings Settings) error {
 	if suffix == "" {
 		suffix = domain.DefaultCanonicalSuffix
 	}
-	_, err := q.Exec(ctx, `INSERT INTO portal_domain_settings (key, value) VALUES ('canonical_suffix', $1)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, suffix)
+	_, err := q.Exec(ctx, `INSERT INTO portal_domain_settings (key, value) VALUES ('canonical_suffix', $1), ('appliance', $2)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, suffix, strconv.FormatBool(settings.Appliance))
 	if err != nil {
 		return fmt.Errorf("save settings: %w", err)
 	}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver and etcd from the Go module proxy into .cache/kube-bin,
-# for envtest (KUBEBUILDER_ASSETS). No prebuilt download is reachable here, so the
-# binaries come from source; a cold build takes minutes, a warm one seconds. While
+# for the local API server (internal/harness/localapi). No prebuilt download is
+# reachable here, so the binaries come from source; a cold build takes
+# minutes, a warm one seconds. While
 # it builds, a line every 30 seconds says how far it got, so it never looks hung.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

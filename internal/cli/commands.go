@@ -93,7 +93,7 @@ func (e *Env) migrate(args []string) error {
 	defer pool.Close()
 	switch args[0] {
 	case "up":
-		applied, err := db.MigrateUp(e.Ctx, pool, db.Settings{CanonicalSuffix: cfg.CanonicalSuffix})
+		applied, err := db.MigrateUp(e.Ctx, pool, cfg.DBSettings())
 		if err != nil {
 			return err
 		}

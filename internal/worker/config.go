@@ -64,6 +64,9 @@ type Config struct {
 	TransitionGroup int
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
+	// Appliance accepts AlgaPSA's appliance edition's writes (rows inserted
+	// active, deleted to disable) and runs no pipeline (db.Settings).
+	Appliance bool
 	// KeepDisabled keeps a disabled row after its objects are removed
 	// instead of deleting it (see jobs.Config.KeepDisabled).
 	KeepDisabled bool
@@ -92,6 +95,11 @@ const DefaultTransitionGroup = 64
 // let one group fill while the other flushes; more only split the groups
 // and compete for the same WAL flush.
 const transitionCommits = 2
+
+// DBSettings are the settings the SQL side reads.
+func (c Config) DBSettings() db.Settings {
+	return db.Settings{CanonicalSuffix: c.CanonicalSuffix, Appliance: c.Appliance}
+}
 
 // ConfigFromEnv reads and validates the configuration; every error names
 // the variable.
@@ -186,12 +194,20 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return cfg, fmt.Errorf("PORTAL_DOMAIN_KUBE_BURST: %q is not a number from 1 to 100000", v)
 		}
 	}
-	switch v := strings.TrimSpace(getenv("PORTAL_DOMAIN_KEEP_DISABLED")); v {
-	case "", "false", "0":
-	case "true", "1":
-		cfg.KeepDisabled = true
-	default:
-		return cfg, fmt.Errorf("PORTAL_DOMAIN_KEEP_DISABLED: %q is not true or false", v)
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{
+		{"PORTAL_DOMAIN_KEEP_DISABLED", &cfg.KeepDisabled},
+		{"PORTAL_DOMAIN_APPLIANCE", &cfg.Appliance},
+	} {
+		switch v := strings.TrimSpace(getenv(b.name)); v {
+		case "", "false", "0":
+		case "true", "1":
+			*b.dst = true
+		default:
+			return cfg, fmt.Errorf("%s: %q is not true or false", b.name, v)
+		}
 	}
 	if cfg.Kube, err = k8s.ConfigFromEnv(getenv); err != nil {
 		return cfg, err

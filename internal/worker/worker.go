@@ -69,7 +69,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	if err := w.checkSchema(ctx); err != nil {
 		return nil, err
 	}
-	if err := db.SaveSettings(ctx, w.pool, db.Settings{CanonicalSuffix: cfg.CanonicalSuffix}); err != nil {
+	if err := db.SaveSettings(ctx, w.pool, cfg.DBSettings()); err != nil {
 		return nil, err
 	}
 

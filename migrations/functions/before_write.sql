@@ -15,6 +15,7 @@ DECLARE
     candidate text;
     restart boolean := false;
     writer_host text;
+    appliance boolean;
     default_message text;
 BEGIN
     IF NEW.tenant IS NULL THEN
@@ -84,9 +85,26 @@ BEGIN
         END IF;
     END IF;
 
+    -- AlgaPSA's appliance edition provisions nothing: it inserts rows active
+    -- and deletes them to disable. In appliance mode its statuses stand as
+    -- written and no pipeline runs (portal_domains_enqueue_stages enqueues
+    -- nothing).
+    SELECT value = 'true' INTO appliance FROM portal_domain_settings WHERE key = 'appliance';
+    IF coalesce(appliance, false) THEN
+        IF TG_OP = 'UPDATE' THEN
+            IF NEW.status IS DISTINCT FROM OLD.status THEN
+                NEW.status_changed_at := now();
+            END IF;
+            NEW.updated_at := now();
+        END IF;
+        NEW.verification_details := coalesce(NEW.verification_details, '{}'::jsonb);
+        NEW.status_message := left(NEW.status_message, 1024);
+        RETURN NEW;
+    END IF;
+
     IF TG_OP = 'INSERT' THEN
         IF NEW.status NOT IN ('pending_dns', 'disabled') THEN
-            RAISE EXCEPTION 'portal_domains: a new domain starts in pending_dns (or disabled), not %', NEW.status
+            RAISE EXCEPTION 'portal_domains: a new domain starts in pending_dns (or disabled), not %; AlgaPSA''s appliance edition, which inserts active rows and runs no pipeline, needs PORTAL_DOMAIN_APPLIANCE=true', NEW.status
                 USING ERRCODE = 'check_violation';
         END IF;
         NEW.pipeline_generation := 1;

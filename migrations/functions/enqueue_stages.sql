@@ -3,7 +3,8 @@
 -- key, unique_states, ON CONFLICT; 'scheduled' with a future scheduled_at
 -- for a stage that holds its job back), with the stage's priority, and
 -- notifies each queue once so an idle worker starts within milliseconds.
--- The after-write triggers and the reconcile job both enqueue through it.
+-- The after-write triggers and the reconcile job both enqueue through it;
+-- in appliance mode it enqueues nothing.
 CREATE OR REPLACE FUNCTION portal_domains_enqueue_stages(domain_ids uuid[], stage_statuses portal_domain_status[], generations bigint[])
  RETURNS integer
  LANGUAGE plpgsql
@@ -12,6 +13,10 @@ DECLARE
     enqueued integer;
     queues text[];
 BEGIN
+    -- In appliance mode no pipeline runs.
+    IF EXISTS (SELECT 1 FROM portal_domain_settings WHERE key = 'appliance' AND value = 'true') THEN
+        RETURN 0;
+    END IF;
     WITH due AS (
         SELECT s.kind, s.max_attempts, s.queue, s.first_run_delay, s.priority,
                -- Compact JSON with sorted keys: the bytes River hashes.
