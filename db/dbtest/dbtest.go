@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -173,4 +174,17 @@ func (s *Schema) newRole(t testing.TB, role string, grants ...string) *pgxpool.P
 		}
 	})
 	return pool
+}
+
+// WorkerRole returns a pool connected as a new role holding only the grants
+// deploy/postgres/worker-grants.sql gives a worker, run as psql would run it.
+func (s *Schema) WorkerRole(t testing.TB, grantsFile string) *pgxpool.Pool {
+	t.Helper()
+	body, err := os.ReadFile(grantsFile)
+	if err != nil {
+		t.Fatalf("read %s: %v", grantsFile, err)
+	}
+	role := s.Name + "_worker"
+	sql := strings.NewReplacer(`:"schema"`, s.Name, `:"worker_role"`, role).Replace(string(body))
+	return s.newRole(t, role, sql)
 }

@@ -57,6 +57,9 @@ type setupOpts struct {
 	alerts       worker.AlertConfig
 	// reconcileInterval: how often the reconcile job runs (default 1m).
 	reconcileInterval time.Duration
+	// asWorkerRole runs the worker as a role holding only the grants of
+	// deploy/postgres/worker-grants.sql, not as the schema's owner.
+	asWorkerRole bool
 }
 
 // setup starts real Postgres (schema), DNS, kube-apiserver and HTTPS
@@ -106,7 +109,11 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 	if b.cfg.CertDeadline == 0 {
 		b.cfg.CertDeadline = 6 * time.Hour
 	}
-	w, err := worker.New(ctx, b.cfg, worker.Options{Pool: b.schema.Pool, RestConfig: b.kube.Config, Logger: testLogger(t), TracerProvider: opts.tracer})
+	pool := b.schema.Pool
+	if opts.asWorkerRole {
+		pool = b.schema.WorkerRole(t, filepath.Join("..", "..", "deploy", "postgres", "worker-grants.sql"))
+	}
+	w, err := worker.New(ctx, b.cfg, worker.Options{Pool: pool, RestConfig: b.kube.Config, Logger: testLogger(t), TracerProvider: opts.tracer})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
