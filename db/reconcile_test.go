@@ -3,10 +3,13 @@ package db_test
 import (
 	"testing"
 
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/jobs"
 )
 
 func TestEnqueueMissingStageJobs(t *testing.T) {
@@ -121,4 +124,41 @@ func TestDeleteDisabled(t *testing.T) {
 		require.False(t, deleted, "deleting again finds nothing")
 		sqlInsert(t, b, newTenant(), "portal.gone.test") // the domain is free for anyone
 	})
+}
+
+// TestStageJobsCarryDomainAndTenantTags: every stage job, however it was
+// enqueued, carries the tags River UI filters by; the tags are not part of
+// River's unique key, so River's own insert of the same stage with them is
+// still a duplicate of the trigger's job.
+func TestStageJobsCarryDomainAndTenantTags(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tenant := newTenant()
+	id := sqlInsert(t, b, tenant, "portal.tagged.test")
+	var tags []string
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT tags FROM river_job WHERE args->>'domain_id' = $1`, id).Scan(&tags))
+	require.Equal(t, domain.JobTags("portal.tagged.test", tenant), tags)
+
+	client, err := river.NewClient(riverpgxv5.New(b.pool), &river.Config{})
+	require.NoError(t, err)
+	res, err := client.Insert(b.ctx, jobs.VerifyDNSArgs{DomainArgs: jobs.DomainArgs{DomainID: id, Generation: 1}},
+		&river.InsertOpts{Tags: domain.JobTags("portal.tagged.test", tenant)})
+	require.NoError(t, err)
+	require.True(t, res.UniqueSkippedAsDuplicate, "tags are not in the unique key")
+	require.Len(t, listJobs(t, b), 1)
+
+	// A new domain name is a new generation, whose job carries the new name.
+	_, err = b.app.Exec(b.ctx, `UPDATE portal_domains SET domain = 'portal.renamed.test' WHERE id = $1`, id)
+	require.NoError(t, err)
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT tags FROM river_job WHERE args->>'domain_id' = $1 ORDER BY id DESC LIMIT 1`, id).Scan(&tags))
+	require.Equal(t, domain.JobTags("portal.renamed.test", tenant), tags)
+
+	// The reconcile job makes the same job, tags included.
+	_, err = b.pool.Exec(b.ctx, `DELETE FROM river_job`)
+	require.NoError(t, err)
+	n, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT tags FROM river_job WHERE args->>'domain_id' = $1`, id).Scan(&tags))
+	require.Equal(t, domain.JobTags("portal.renamed.test", tenant), tags)
 }

@@ -56,9 +56,10 @@ func NewAlertWebhookArgs(event string, a Alert) AlertWebhookArgs {
 // (Slack ignores the other fields) plus the structured alert for anything
 // that wants to route or deduplicate on it.
 type webhookPayload struct {
-	Text  string `json:"text"`
-	Event string `json:"event"`
-	Alert Alert  `json:"alert"`
+	Text    string `json:"text"`
+	Event   string `json:"event"`
+	Alert   Alert  `json:"alert"`
+	JobsURL string `json:"jobs_url,omitempty"`
 }
 
 // alertText is the one-line human message of an event.
@@ -96,7 +97,12 @@ func (w *AlertWebhookWorker) Work(ctx context.Context, job *river.Job[AlertWebho
 		logger.Warn("alert webhook no longer configured (PORTAL_DOMAIN_ALERT_WEBHOOK_URL unset); event not sent")
 		return nil
 	}
-	body, err := json.Marshal(webhookPayload{Text: alertText(job.Args.Event, a), Event: job.Args.Event, Alert: a})
+	payload := webhookPayload{Text: alertText(job.Args.Event, a), Event: job.Args.Event, Alert: a,
+		JobsURL: domain.JobsURL(w.deps.UIURL, a.Domain, domain.TenantID(a.Tenant))}
+	if payload.JobsURL != "" {
+		payload.Text += " Jobs: " + payload.JobsURL
+	}
+	body, err := json.Marshal(payload)
 	if err != nil {
 		return river.JobCancel(fmt.Errorf("encode alert webhook payload: %w", err))
 	}

@@ -154,6 +154,9 @@ type AlertDeps struct {
 	// WebhookURL, when set, receives every new and resolved alert. It may
 	// carry a secret (Slack puts one in the path): it is never logged.
 	WebhookURL string
+	// UIURL, when set, is the River UI's public address: each event links
+	// to the domain's jobs there.
+	UIURL string
 	// HTTPClient posts to the webhook; nil: a client with a 10s timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger

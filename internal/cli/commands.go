@@ -256,7 +256,7 @@ func (e *Env) status(args []string) error {
 			return err
 		}
 	}
-	_, pool, err := e.connect()
+	cfg, pool, err := e.connect()
 	if err != nil {
 		return err
 	}
@@ -270,10 +270,18 @@ func (e *Env) status(args []string) error {
 		if err != nil {
 			return err
 		}
+		jobsURL := domain.JobsURL(cfg.UIURL, rec.Domain, rec.Tenant)
 		if *asJSON {
-			return writeJSON(e.Stdout, map[string]any{"domain": rec, "events": events})
+			out := map[string]any{"domain": rec, "events": events}
+			if jobsURL != "" {
+				out["jobs_url"] = jobsURL
+			}
+			return writeJSON(e.Stdout, out)
 		}
 		writeTable(e.Stdout, []domain.Record{rec})
+		if jobsURL != "" {
+			fmt.Fprintf(e.Stdout, "\nJobs in River UI: %s\n", jobsURL)
+		}
 		fmt.Fprintln(e.Stdout, "\nHistory:")
 		tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TIME\tGEN\tFROM\tTO\tMESSAGE")
@@ -339,6 +347,7 @@ func (e *Env) doctor(args []string) error {
 		return err
 	}
 	host, expected := *name, *canonical
+	var jobsURL string
 	if host != "" {
 		if host, err = domain.ValidatePortalDomain(host, cfg.CanonicalSuffix); err != nil {
 			return err
@@ -366,6 +375,7 @@ func (e *Env) doctor(args []string) error {
 		if expected == "" {
 			expected = rec.CNAMETarget()
 		}
+		jobsURL = domain.JobsURL(cfg.UIURL, rec.Domain, rec.Tenant)
 	}
 	resolver, err := dns.NewResolver(dns.Config{Servers: cfg.DNSServers, Timeout: cfg.DNSTimeout})
 	if err != nil {
@@ -373,7 +383,11 @@ func (e *Env) doctor(args []string) error {
 	}
 	report := resolver.Check(e.Ctx, host, expected, cfg.CAAIdentity)
 	if *asJSON {
-		if err := writeJSON(e.Stdout, report); err != nil {
+		out := struct {
+			dns.Report
+			JobsURL string `json:"jobs_url,omitempty"`
+		}{report, jobsURL}
+		if err := writeJSON(e.Stdout, out); err != nil {
 			return err
 		}
 	} else {
@@ -394,6 +408,9 @@ func (e *Env) doctor(args []string) error {
 			}
 		}
 		fmt.Fprintln(e.Stdout, report.Message)
+		if jobsURL != "" {
+			fmt.Fprintf(e.Stdout, "Jobs in River UI: %s\n", jobsURL)
+		}
 	}
 	if report.Outcome != dns.OutcomeVerified {
 		return errSilent

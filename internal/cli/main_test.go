@@ -212,6 +212,41 @@ func TestDoctor(t *testing.T) {
 	require.Equal(t, 0, res.code, res.stderr)
 	res = cli(t, b.env, "doctor", "--domain", "portal.acme.test")
 	require.Equal(t, 0, res.code, "the registered canonical host is used: %s", res.stdout)
+	require.NotContains(t, res.stdout, "River UI", "no link without PORTAL_DOMAIN_UI_URL")
+
+	// With the UI's public address, doctor and status link to the domain's
+	// jobs there.
+	withUI := map[string]string{"PORTAL_DOMAIN_UI_URL": "https://ops.example.com/riverui/"}
+	for k, v := range b.env {
+		withUI[k] = v
+	}
+	const link = "https://ops.example.com/riverui/jobs?tags=domain_portal_acme_test"
+	res = cli(t, withUI, "doctor", "--domain", "portal.acme.test")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "Jobs in River UI: "+link)
+	res = cli(t, withUI, "doctor", "--domain", "portal.acme.test", "--json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var withLink struct {
+		Outcome string `json:"outcome"`
+		JobsURL string `json:"jobs_url"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &withLink))
+	require.Equal(t, "verified", withLink.Outcome)
+	require.Equal(t, link, withLink.JobsURL)
+	res = cli(t, b.env, "status", "--tenant", tenantA, "--json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var recs []domain.Record
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &recs))
+	require.Len(t, recs, 1)
+	res = cli(t, withUI, "status", "--domain-id", recs[0].ID)
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "Jobs in River UI: "+link)
+
+	withUI["PORTAL_DOMAIN_UI_URL"] = "https://user:secret@ops.example.com/riverui"
+	res = cli(t, withUI, "status")
+	require.Equal(t, 2, res.code)
+	require.Contains(t, res.stderr, "PORTAL_DOMAIN_UI_URL")
+	require.NotContains(t, res.stderr, "secret", "a rejected address is not echoed with its credentials")
 }
 
 func TestMigrateCommand(t *testing.T) {

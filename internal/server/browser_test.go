@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/websocket"
 
+	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/server"
 )
 
@@ -38,51 +39,62 @@ func TestBrowserRiverUI(t *testing.T) {
 		&river.InsertOpts{Queue: "dns"})
 	require.NoError(t, err)
 
+	// Two tenants' jobs, tagged as the trigger tags them.
+	const initechID, globexID = "1ec7ec41-0000-4000-8000-0000000000a1", "9b0bec51-0000-4000-8000-0000000000b2"
+	for _, j := range []struct{ id, name, tenant string }{
+		{initechID, "portal.initech.test", "1ec7ec41-4a5b-4c6d-9e7f-8a9b0c1d2e03"},
+		{globexID, "clients.globex.test", "9b0bec51-2d3e-4f40-8a51-6c7d8e9f0a02"},
+	} {
+		_, err := b.riverClient.Insert(t.Context(), testJobArgs{kind: "verify_dns", DomainID: j.id},
+			&river.InsertOpts{Queue: "dns", Tags: domain.JobTags(j.name, domain.TenantID(j.tenant))})
+		require.NoError(t, err)
+	}
+
 	browser := startChromium(t)
 
 	t.Run("LogsInAndSeesTheInsertedJob", func(t *testing.T) {
 		t.Parallel()
 		page := browser.newPage(t)
-		var challenges int
-		page.onEvent("Fetch.requestPaused", func(params json.RawMessage) {
-			var p struct {
-				RequestID string `json:"requestId"`
-			}
-			_ = json.Unmarshal(params, &p)
-			page.sendAsync("Fetch.continueRequest", map[string]any{"requestId": p.RequestID})
-		})
-		page.onEvent("Fetch.authRequired", func(params json.RawMessage) {
-			var p struct {
-				RequestID     string `json:"requestId"`
-				AuthChallenge struct {
-					Scheme string `json:"scheme"`
-					Realm  string `json:"realm"`
-				} `json:"authChallenge"`
-			}
-			_ = json.Unmarshal(params, &p)
-			challenges++
-			page.sendAsync("Fetch.continueWithAuth", map[string]any{
-				"requestId": p.RequestID,
-				"authChallengeResponse": map[string]any{
-					"response": "ProvideCredentials",
-					"username": "ops",
-					"password": "s3cret",
-				},
-			})
-		})
-		page.call(t, "Fetch.enable", map[string]any{"handleAuthRequests": true, "patterns": []map[string]any{{"urlPattern": "*"}}})
-
+		challenges := page.answerBasicAuth(t, "ops", "s3cret")
 		page.call(t, "Page.navigate", map[string]any{"url": b.baseURL + "/riverui/jobs?state=available"})
 		text := page.waitForText(t, func(text string) bool {
 			return strings.Contains(text, "verify_dns") && strings.Contains(text, domainID)
 		})
 		require.Contains(t, text, "Available")
-		page.mu.Lock()
-		require.Positive(t, challenges, "the browser was challenged for basic auth")
-		page.mu.Unlock()
+		require.Positive(t, challenges(), "the browser was challenged for basic auth")
 
 		if dir := os.Getenv("BROWSER_SCREENSHOT_DIR"); dir != "" {
 			page.screenshot(t, dir+"/riverui-jobs.png")
+		}
+	})
+
+	// An operator who knows only the domain name types its tag into the
+	// job filter and sees that domain's jobs and no other's.
+	t.Run("FindsADomainsJobsByItsTag", func(t *testing.T) {
+		t.Parallel()
+		page := browser.newPage(t)
+		page.answerBasicAuth(t, "ops", "s3cret")
+		page.call(t, "Page.navigate", map[string]any{"url": b.baseURL + "/riverui/jobs?state=available"})
+		page.waitForText(t, func(text string) bool {
+			return strings.Contains(text, initechID) && strings.Contains(text, globexID)
+		})
+		page.call(t, "Runtime.evaluate", map[string]any{"expression": `document.querySelector('[data-testid="job-search-input"]').focus()`})
+		page.call(t, "Input.insertText", map[string]any{"text": "tags:" + domain.DomainTag("portal.initech.test")})
+		page.pressEnter(t)
+		page.waitForText(t, func(text string) bool {
+			return strings.Contains(text, initechID) && !strings.Contains(text, globexID)
+		})
+		// The filter is in the page's address, so it is a link an operator
+		// can share (what PORTAL_DOMAIN_UI_URL's links use).
+		var location struct {
+			Result struct {
+				Value string `json:"value"`
+			} `json:"result"`
+		}
+		page.callInto(t, "Runtime.evaluate", map[string]any{"expression": "location.search", "returnByValue": true}, &location)
+		require.Contains(t, location.Result.Value, "tags="+domain.DomainTag("portal.initech.test"))
+		if dir := os.Getenv("BROWSER_SCREENSHOT_DIR"); dir != "" {
+			page.screenshot(t, dir+"/riverui-jobs-by-domain.png")
 		}
 	})
 
@@ -135,7 +147,7 @@ func TestBrowserRiverUI(t *testing.T) {
 	})
 }
 
-const chromiumInstallHint = "install it with `apt-get update && apt-get install -y chromium` (.ci/run does this), or set CHROMIUM to its path"
+const chromiumInstallHint = "install it with `apt-get update && apt-get install -y chromium` (make test does this: scripts/ensure-chromium.sh), or set CHROMIUM to its path"
 
 type chromium struct {
 	conn *cdpConn
@@ -439,6 +451,50 @@ func (s *cdpSession) waitForText(t *testing.T, ok func(string) bool) string {
 			t.Fatalf("page text never matched within 60s; last text:\n%s", text)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// answerBasicAuth answers the page's basic-auth challenges as a person at
+// the login prompt would, and returns how many it answered so far.
+func (s *cdpSession) answerBasicAuth(t *testing.T, user, password string) func() int {
+	t.Helper()
+	var challenges int
+	s.onEvent("Fetch.requestPaused", func(params json.RawMessage) {
+		var p struct {
+			RequestID string `json:"requestId"`
+		}
+		_ = json.Unmarshal(params, &p)
+		s.sendAsync("Fetch.continueRequest", map[string]any{"requestId": p.RequestID})
+	})
+	s.onEvent("Fetch.authRequired", func(params json.RawMessage) {
+		var p struct {
+			RequestID string `json:"requestId"`
+		}
+		_ = json.Unmarshal(params, &p)
+		challenges++
+		s.sendAsync("Fetch.continueWithAuth", map[string]any{
+			"requestId": p.RequestID,
+			"authChallengeResponse": map[string]any{
+				"response": "ProvideCredentials",
+				"username": user,
+				"password": password,
+			},
+		})
+	})
+	s.call(t, "Fetch.enable", map[string]any{"handleAuthRequests": true, "patterns": []map[string]any{{"urlPattern": "*"}}})
+	return func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return challenges
+	}
+}
+
+// pressEnter types the Enter key into the focused element.
+func (s *cdpSession) pressEnter(t *testing.T) {
+	t.Helper()
+	for _, typ := range []string{"keyDown", "keyUp"} {
+		s.call(t, "Input.dispatchKeyEvent", map[string]any{"type": typ, "key": "Enter", "code": "Enter",
+			"windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13, "text": map[string]string{"keyDown": "\r"}[typ]})
 	}
 }
 

@@ -79,7 +79,7 @@ func (w *Worker) addAlerts(workers *river.Workers, cfg Config) (*river.PeriodicJ
 	if err != nil {
 		return nil, err
 	}
-	deps := &jobs.AlertDeps{Store: store, WebhookURL: alerts.WebhookURL, Logger: w.logger,
+	deps := &jobs.AlertDeps{Store: store, WebhookURL: alerts.WebhookURL, UIURL: cfg.UIURL, Logger: w.logger,
 		Config: jobs.AlertConfig{CertificateAfter: alerts.StuckAfter, StatusAfter: alerts.StatusAfter,
 			DNSDeadline: cfg.DNSDeadline, CertDeadline: cfg.CertDeadline}}
 	if w.kube != nil {

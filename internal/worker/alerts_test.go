@@ -101,7 +101,8 @@ func TestStuckCertificateAlert(t *testing.T) {
 	hook := newWebhookReceiver(t)
 	// The schedule is far away: scans run when the test says, except the
 	// one River runs when the worker becomes leader.
-	b := setup(t, setupOpts{alerts: worker.AlertConfig{Cron: "@every 24h", WebhookURL: hook.srv.URL + "/services/T0/B0/s3cret"}})
+	b := setup(t, setupOpts{alerts: worker.AlertConfig{Cron: "@every 24h", WebhookURL: hook.srv.URL + "/services/T0/B0/s3cret"},
+		uiURL: "https://ops.example.com/riverui"})
 	insertOnly, err := river.NewClient(riverpgxv5.New(b.schema.Pool), &river.Config{})
 	require.NoError(t, err)
 
@@ -174,6 +175,10 @@ func TestStuckCertificateAlert(t *testing.T) {
 	require.Contains(t, text, "cert-manager reports Failed: The ACME server refused the HTTP-01 challenge (404)")
 	require.Contains(t, text, "2 failed issuance attempts")
 	require.Contains(t, text, "tenant "+string(tenant))
+	// The operator goes from the alert to the domain's jobs in River UI.
+	const jobsURL = "https://ops.example.com/riverui/jobs?tags=domain_portal_acme_test"
+	require.Equal(t, jobsURL, opened[0]["jobs_url"])
+	require.Contains(t, text, "Jobs: "+jobsURL)
 	fields, _ := opened[0]["alert"].(map[string]any)
 	require.Equal(t, rec.ID, fields["portal_domain_id"])
 	require.Equal(t, string(tenant), fields["tenant_id"])

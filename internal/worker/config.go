@@ -7,7 +7,9 @@ package worker
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -64,6 +66,9 @@ type Config struct {
 	TransitionGroup int
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
+	// UIURL (PORTAL_DOMAIN_UI_URL) is the River UI's public address, ending
+	// in /riverui: status, doctor and alerts link to a domain's jobs there.
+	UIURL string
 	// Appliance accepts AlgaPSA's appliance edition's writes (rows inserted
 	// active, deleted to disable) and runs no pipeline (db.Settings).
 	Appliance bool
@@ -208,6 +213,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		default:
 			return cfg, fmt.Errorf("%s: %q is not true or false", b.name, v)
 		}
+	}
+	if v := strings.TrimSpace(getenv("PORTAL_DOMAIN_UI_URL")); v != "" {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			// Not echoed: it may carry credentials.
+			return cfg, errors.New("PORTAL_DOMAIN_UI_URL is not an http(s) address without credentials, such as https://ops.example.com/riverui")
+		}
+		cfg.UIURL = strings.TrimRight(v, "/")
 	}
 	if cfg.Kube, err = k8s.ConfigFromEnv(getenv); err != nil {
 		return cfg, err

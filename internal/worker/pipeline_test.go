@@ -57,6 +57,8 @@ type setupOpts struct {
 	alerts       worker.AlertConfig
 	// reconcileInterval: how often the reconcile job runs (default 1m).
 	reconcileInterval time.Duration
+	// uiURL is PORTAL_DOMAIN_UI_URL.
+	uiURL string
 	// asWorkerRole runs the worker as a role holding only the grants of
 	// deploy/postgres/worker-grants.sql, not as the schema's owner.
 	asWorkerRole bool
@@ -102,6 +104,7 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		SweepInterval:     300 * time.Millisecond,
 		Alerts:            opts.alerts,
 		ReconcileInterval: opts.reconcileInterval,
+		UIURL:             opts.uiURL,
 	}
 	if b.cfg.DNSDeadline == 0 {
 		b.cfg.DNSDeadline = 48 * time.Hour

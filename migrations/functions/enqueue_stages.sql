@@ -20,13 +20,19 @@ BEGIN
     WITH due AS (
         SELECT s.kind, s.max_attempts, s.queue, s.first_run_delay, s.priority,
                -- Compact JSON with sorted keys: the bytes River hashes.
-               '{"domain_id":"' || r.domain_id::text || '","generation":' || r.generation::text || '}' AS args
+               '{"domain_id":"' || r.domain_id::text || '","generation":' || r.generation::text || '}' AS args,
+               -- domain.JobTags: River UI finds a domain's jobs by these. Not
+               -- part of the unique key.
+               array_remove(ARRAY[
+                   CASE WHEN length(d.domain) <= 248 THEN 'domain_' || replace(d.domain, '.', '_') END,
+                   'tenant_' || d.tenant::text], NULL)::varchar(255)[] AS tags
         FROM unnest(domain_ids, stage_statuses, generations) AS r(domain_id, status, generation)
         JOIN portal_domain_stage_jobs s ON s.status = r.status
+        JOIN portal_domains d ON d.id = r.domain_id
     ), inserted AS (
-        INSERT INTO river_job (args, kind, max_attempts, priority, queue, scheduled_at, state, unique_key, unique_states)
+        INSERT INTO river_job (args, kind, max_attempts, priority, queue, scheduled_at, state, tags, unique_key, unique_states)
         SELECT args::jsonb, kind, max_attempts, priority, queue, now() + first_run_delay,
-               CASE WHEN first_run_delay > interval '0' THEN 'scheduled' ELSE 'available' END::river_job_state,
+               CASE WHEN first_run_delay > interval '0' THEN 'scheduled' ELSE 'available' END::river_job_state, tags,
                sha256(convert_to('&kind=' || kind || '&args=' || args, 'UTF8')), B'11110101'
         FROM due
         ON CONFLICT (unique_key)
