@@ -346,7 +346,8 @@ func (s *dev) writeEnvFile(cfg worker.Config, env func(string) string) error {
 	if kubeconfig == "" {
 		kubeconfig = s.getenv("KUBECONFIG")
 	}
-	vars := [][2]string{{"DATABASE_URL", cfg.DatabaseURL}, {"KUBECONFIG", kubeconfig}}
+	vars := [][2]string{{"DATABASE_URL", cfg.DatabaseURL}, {"KUBECONFIG", kubeconfig},
+		{"PORTAL_DOMAIN_UI_URL", strings.TrimSuffix(s.info.RiverUI, "/")}}
 	for _, k := range []string{"PORTAL_DOMAIN_CANONICAL_SUFFIX", "PORTAL_DOMAIN_DNS_SERVERS", "PORTAL_DOMAIN_ISSUER_NAME",
 		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS", "PORTAL_DOMAIN_PROBE_CA_FILE", "PORTAL_DOMAIN_MANIFEST_DIR"} {
 		vars = append(vars, [2]string{k, env(k)})
@@ -357,6 +358,10 @@ func (s *dev) writeEnvFile(cfg worker.Config, env func(string) string) error {
 		if v[1] != "" {
 			fmt.Fprintf(&sb, "export %s='%s'\n", v[0], strings.ReplaceAll(v[1], "'", `'\''`))
 		}
+	}
+	if s.opts.Root != "" {
+		// bin/portal-domains first on PATH, so the tour's commands run as typed.
+		fmt.Fprintf(&sb, "export PATH='%s':\"$PATH\"\n", strings.ReplaceAll(filepath.Join(s.opts.Root, "bin"), "'", `'\''`))
 	}
 	s.info.EnvFile = filepath.Join(s.info.StateDir, "env")
 	if err := os.WriteFile(s.info.EnvFile, []byte(sb.String()), 0o600); err != nil {
