@@ -116,24 +116,7 @@ func TestBrowserRiverUI(t *testing.T) {
 		})
 		// A person dismissing the login prompt: the browser then shows the
 		// 401 response itself.
-		page.onEvent("Fetch.requestPaused", func(params json.RawMessage) {
-			var p struct {
-				RequestID string `json:"requestId"`
-			}
-			_ = json.Unmarshal(params, &p)
-			page.sendAsync("Fetch.continueRequest", map[string]any{"requestId": p.RequestID})
-		})
-		page.onEvent("Fetch.authRequired", func(params json.RawMessage) {
-			var p struct {
-				RequestID string `json:"requestId"`
-			}
-			_ = json.Unmarshal(params, &p)
-			page.sendAsync("Fetch.continueWithAuth", map[string]any{
-				"requestId":             p.RequestID,
-				"authChallengeResponse": map[string]any{"response": "CancelAuth"},
-			})
-		})
-		page.call(t, "Fetch.enable", map[string]any{"handleAuthRequests": true, "patterns": []map[string]any{{"urlPattern": "*"}}})
+		page.answerAuth(t, map[string]any{"response": "CancelAuth"})
 		page.call(t, "Network.enable", nil)
 		page.call(t, "Page.navigate", map[string]any{"url": b.baseURL + "/riverui/jobs?state=available"})
 		select {
@@ -458,6 +441,14 @@ func (s *cdpSession) waitForText(t *testing.T, ok func(string) bool) string {
 // the login prompt would, and returns how many it answered so far.
 func (s *cdpSession) answerBasicAuth(t *testing.T, user, password string) func() int {
 	t.Helper()
+	return s.answerAuth(t, map[string]any{"response": "ProvideCredentials", "username": user, "password": password})
+}
+
+// answerAuth lets every request through and answers each auth challenge
+// with response (DevTools' AuthChallengeResponse); it returns how many
+// challenges it answered so far.
+func (s *cdpSession) answerAuth(t *testing.T, response map[string]any) func() int {
+	t.Helper()
 	var challenges int
 	s.onEvent("Fetch.requestPaused", func(params json.RawMessage) {
 		var p struct {
@@ -472,14 +463,7 @@ func (s *cdpSession) answerBasicAuth(t *testing.T, user, password string) func()
 		}
 		_ = json.Unmarshal(params, &p)
 		challenges++
-		s.sendAsync("Fetch.continueWithAuth", map[string]any{
-			"requestId": p.RequestID,
-			"authChallengeResponse": map[string]any{
-				"response": "ProvideCredentials",
-				"username": user,
-				"password": password,
-			},
-		})
+		s.sendAsync("Fetch.continueWithAuth", map[string]any{"requestId": p.RequestID, "authChallengeResponse": response})
 	})
 	s.call(t, "Fetch.enable", map[string]any{"handleAuthRequests": true, "patterns": []map[string]any{{"urlPattern": "*"}}})
 	return func() int {
