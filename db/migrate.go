@@ -423,3 +423,26 @@ func SaveSettings(ctx context.Context, q Querier, settings Settings) error {
 	}
 	return nil
 }
+
+// ErrNoInstallationID: the schema has no installation id (migrate up has
+// not run with this build).
+var ErrNoInstallationID = errors.New("the database has no installation id; run `portal-domains migrate up`")
+
+// InstallationID is this installation's identity, created by `migrate up`
+// with the schema. Every object the worker applies carries it, and nothing
+// without it is ever deleted.
+func InstallationID(ctx context.Context, q Querier) (string, error) {
+	var id string
+	err := q.QueryRow(ctx, `SELECT value FROM portal_domain_settings WHERE key = 'installation_id'`).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && id == "") {
+		return "", ErrNoInstallationID
+	}
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable {
+			return "", ErrNoInstallationID
+		}
+		return "", fmt.Errorf("read the installation id: %w", err)
+	}
+	return id, nil
+}
