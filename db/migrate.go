@@ -406,6 +406,12 @@ func syncRules(ctx context.Context, tx pgx.Tx, settings Settings) error {
 			return fmt.Errorf("sync stage %s: %w", s.Status, err)
 		}
 	}
+	// The installation's identity is made once, with the schema, and never
+	// changed: objects in the cluster carry it.
+	if _, err := tx.Exec(ctx, `INSERT INTO portal_domain_settings (key, value)
+		VALUES ('installation_id', gen_random_uuid()::text) ON CONFLICT (key) DO NOTHING`); err != nil {
+		return fmt.Errorf("create the installation id: %w", err)
+	}
 	return SaveSettings(ctx, tx, settings)
 }
 

@@ -166,11 +166,8 @@ CREATE TABLE portal_domain_settings (
     key text PRIMARY KEY,
     value text NOT NULL
 );
--- This installation's identity: put on every object it applies as the
--- portal.alga-psa.com/installation label, and required on every object it
--- deletes. Another database (staging beside production, a second
--- installation in one cluster) has another id and never touches these.
-INSERT INTO portal_domain_settings (key, value) VALUES ('installation_id', gen_random_uuid()::text);
+-- It also holds this installation's identity (key installation_id), made
+-- once by `migrate up` (db.InstallationID).
 
 -- Stuck-certificate and stuck-domain alerts: one row per incident, opened by
 -- the scan job and resolved when the certificate recovers or the domain is

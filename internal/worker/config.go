@@ -17,6 +17,7 @@ import (
 	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/probe"
+	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
 )
 
@@ -64,6 +65,9 @@ type Config struct {
 	TransitionGroup int
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
+	// Sweep bounds each sweep: least object age, most deletes per run, dry
+	// run.
+	Sweep jobs.SweepConfig
 	// KeepDisabled keeps a disabled row after its objects are removed
 	// instead of deleting it (see jobs.Config.KeepDisabled).
 	KeepDisabled bool
@@ -133,6 +137,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"PORTAL_DOMAIN_PROBE_TIMEOUT", &cfg.Probe.Timeout, 10 * time.Second},
 		{"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, 30 * time.Second},
 		{"PORTAL_DOMAIN_SWEEP_INTERVAL", &cfg.SweepInterval, 10 * time.Minute},
+		{"PORTAL_DOMAIN_SWEEP_MIN_AGE", &cfg.Sweep.MinAge, jobs.DefaultSweepMinAge},
 		{"PORTAL_DOMAIN_RECONCILE_INTERVAL", &cfg.ReconcileInterval, time.Minute},
 		{"PORTAL_DOMAIN_JOB_TIMEOUT", &cfg.JobTimeout, 2 * time.Minute},
 		{"PORTAL_DOMAIN_RESCUE_AFTER", &cfg.RescueAfter, 5 * time.Minute},
@@ -185,6 +190,19 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if cfg.KubeBurst, err = strconv.Atoi(v); err != nil || cfg.KubeBurst < 1 || cfg.KubeBurst > 100000 {
 			return cfg, fmt.Errorf("PORTAL_DOMAIN_KUBE_BURST: %q is not a number from 1 to 100000", v)
 		}
+	}
+	cfg.Sweep.MaxDeletes = jobs.DefaultSweepMaxDeletes
+	if v := strings.TrimSpace(getenv("PORTAL_DOMAIN_SWEEP_MAX_DELETES")); v != "" {
+		if cfg.Sweep.MaxDeletes, err = strconv.Atoi(v); err != nil || cfg.Sweep.MaxDeletes < 0 || cfg.Sweep.MaxDeletes > 100000 {
+			return cfg, fmt.Errorf("PORTAL_DOMAIN_SWEEP_MAX_DELETES: %q is not a number from 0 to 100000", v)
+		}
+	}
+	switch v := strings.TrimSpace(getenv("PORTAL_DOMAIN_SWEEP_DRY_RUN")); v {
+	case "", "false", "0":
+	case "true", "1":
+		cfg.Sweep.DryRun = true
+	default:
+		return cfg, fmt.Errorf("PORTAL_DOMAIN_SWEEP_DRY_RUN: %q is not true or false", v)
 	}
 	switch v := strings.TrimSpace(getenv("PORTAL_DOMAIN_KEEP_DISABLED")); v {
 	case "", "false", "0":
