@@ -30,9 +30,9 @@ import (
 
 // Worker is one worker process.
 type Worker struct {
-	cfg      Config
-	logger   *slog.Logger
-	pool     *pgxpool.Pool
+	cfg    Config
+	logger *slog.Logger
+	pool   *pgxpool.Pool
 	// ownsPool: New opened the pool, so Close closes it; a caller's pool
 	// is the caller's to close.
 	ownsPool bool
@@ -207,6 +207,14 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 	return w, nil
 }
 
+// RestConfig is the cluster the worker would use: KUBECONFIG, or the
+// in-cluster config; nil when there is neither.
+func RestConfig(cfg Config) (*rest.Config, error) { return loadRestConfig(cfg.Kubeconfig) }
+
+// ManagedNamespaces are the namespaces the worker's objects live in, the
+// only ones its sweep looks at.
+func ManagedNamespaces(cfg Config) []string { return managedNamespaces(cfg.Kube) }
+
 // loadRestConfig reads KUBECONFIG, or the in-cluster config, or neither.
 func loadRestConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig != "" {
@@ -240,13 +248,25 @@ func (w *Worker) Pool() *pgxpool.Pool { return w.pool }
 // Registry holds the Prometheus metrics served on /metrics.
 func (w *Worker) Registry() *prometheus.Registry { return w.registry }
 
-// Ready reports whether the worker can do its work.
+// Ready reports whether the worker can do its work. Its error names the
+// component (Component), which /readyz shows without credentials; the
+// error itself may hold users and hosts.
 func (w *Worker) Ready(ctx context.Context) error {
 	if err := w.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("database: %w", err)
+		return unavailable{"database", err}
 	}
 	return nil
 }
+
+// unavailable names the component that is not ready.
+type unavailable struct {
+	component string
+	err       error
+}
+
+func (u unavailable) Error() string     { return u.component + ": " + u.err.Error() }
+func (u unavailable) Unwrap() error     { return u.err }
+func (u unavailable) Component() string { return u.component }
 
 // Run works jobs until ctx is cancelled, then stops gracefully: no new jobs
 // are fetched, running jobs get ShutdownTimeout to finish, and whatever is
