@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -147,7 +148,8 @@ func Render(d Domain, cfg Config) (Objects, error) {
 		return Objects{}, err
 	}
 	host := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d.Host)), ".")
-	if errs := validation.IsDNS1123Subdomain(host); len(errs) > 0 || !strings.Contains(host, ".") {
+	if errs := validation.IsDNS1123Subdomain(host); len(errs) > 0 || !strings.Contains(host, ".") ||
+		slices.ContainsFunc(strings.Split(host, "."), func(l string) bool { return len(l) > 63 }) {
 		return Objects{}, fmt.Errorf("%w: host %q is not a fully qualified domain name", ErrBadDomain, d.Host)
 	}
 	for _, l := range []struct{ what, v string }{{"domain id", d.ID}, {"tenant", d.Tenant}} {
