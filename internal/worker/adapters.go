@@ -420,6 +420,9 @@ var _ jobs.CertificateLister = Certificates{}
 
 // ManagedCertificates lists Certificates carrying this installation's id.
 func (c Certificates) ManagedCertificates(ctx context.Context) ([]jobs.Certificate, error) {
+	if c.Installation == "" {
+		return nil, errors.New("list managed certificates: no installation id")
+	}
 	objs, err := c.Client.ListManaged(ctx, k8s.InstallationSelector(c.Installation))
 	if err != nil {
 		return nil, err

@@ -122,6 +122,14 @@ func TestTwoInstallationsShareACluster(t *testing.T) {
 		require.Contains(t, failed.StatusMessage, "does not manage")
 		requirePlain(t, failed.StatusMessage)
 		require.Equal(t, aBefore, a.versions(t, aObjs), "A's objects unchanged")
+
+		// Disabling it in B deletes nothing of A's: B's disable job leaves
+		// the objects, says so in B's history, and removes B's row.
+		_, err := b.schema.Pool.Exec(b.ctx, `UPDATE portal_domains SET status = 'disabled' WHERE id = $1`, rec.ID)
+		require.NoError(t, err)
+		b.waitForDeleted(t, rec.ID)
+		require.Equal(t, aBefore, a.versions(t, aObjs), "A's objects neither deleted nor changed by B's disable")
+		require.Contains(t, b.eventDetails(t, rec.ID), "left_in_place")
 	})
 
 	// Tenant deletion in each database: each sweep deletes its own orphans.
