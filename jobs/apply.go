@@ -48,7 +48,7 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 			change.Message = fmt.Sprintf("Could not create the certificate and gateway for %s. %s", rec.Domain, reason)
 		} else {
 			change.To = domain.StatusPendingCertificate
-			change.Message = fmt.Sprintf("Creating the certificate and gateway for %s failed (attempt %d of %d) and is being retried. %s", rec.Domain, job.Attempt, job.MaxAttempts, reason)
+			change.Message = fmt.Sprintf("Creating the certificate and gateway failed (attempt %d of %d), retrying. %s", job.Attempt, job.MaxAttempts, reason)
 		}
 		if err := w.deps.Store.RecordDetail(ctx, rec, map[string]any{"stage": domain.KindApply, "attempt": job.Attempt, "error": applyErr.Error()}); err != nil {
 			logger.Warn("could not record the apply error in the domain's history", "error", err)

@@ -261,7 +261,7 @@ func TestTenantMessagesArePlain(t *testing.T) {
 		b := setup(t, setupOpts{shareCluster: probe, restConfig: gone})
 		rec := b.register(t, tenant, "portal.acme.test")
 		retrying := b.waitFor(t, rec.ID, "retrying", func(r domain.Record) bool {
-			return r.Status == domain.StatusPendingCertificate && strings.Contains(r.StatusMessage, "being retried")
+			return r.Status == domain.StatusPendingCertificate && strings.Contains(r.StatusMessage, "retrying")
 		})
 		require.Contains(t, retrying.StatusMessage, "temporarily unavailable")
 		requirePlain(t, retrying.StatusMessage)
