@@ -93,19 +93,155 @@ func OpenCreating(ctx context.Context, databaseURL string) (pool *pgxpool.Pool, 
 	return pool, err == nil, err
 }
 
-// RedactURL hides the password of a connection URL so it can be logged.
+// redacted replaces every secret RedactURL finds.
+const redacted = "xxxxx"
+
+// secretKeys are the connection parameters whose values RedactURL hides.
+var secretKeys = map[string]bool{"password": true, "sslpassword": true}
+
+// RedactURL hides the secrets of a Postgres connection string so it can go
+// into a log, an error or an HTTP answer: the password of a URL's user
+// info, password (and sslpassword) query parameters, and password values of
+// a keyword/value string (host=… password='…'), quoted or not. Whatever it
+// cannot read whole is replaced entirely rather than guessed at.
 func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		if err != nil {
-			return "(unparsable database URL)"
+	if scheme, rest, ok := strings.Cut(raw, "://"); ok && isScheme(scheme) {
+		return scheme + "://" + redactURLRest(rest)
+	}
+	out, ok := redactKeywordValue(raw)
+	if !ok {
+		return "(unparsable connection string)"
+	}
+	return out
+}
+
+func isScheme(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !letter && (i == 0 || !(r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return false
 		}
-		return raw
 	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	return true
+}
+
+// redactURLRest redacts what follows "scheme://": the user info up to the
+// last '@' before the path, query or fragment keeps only its user name,
+// and secret query parameters lose their values.
+func redactURLRest(rest string) string {
+	authEnd := len(rest)
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		authEnd = i
 	}
-	return u.String()
+	head, tail := rest[:authEnd], rest[authEnd:]
+	if at := strings.LastIndex(head, "@"); at >= 0 {
+		user, _, hasPassword := strings.Cut(head[:at], ":")
+		if hasPassword {
+			user += ":" + redacted
+		}
+		head = user + head[at:]
+	}
+	query, _, hasFragment := strings.Cut(tail, "#")
+	if strings.HasPrefix(query, "?") {
+		params := strings.Split(query[1:], "&")
+		for i, p := range params {
+			key, _, _ := strings.Cut(p, "=")
+			if k, err := url.QueryUnescape(key); err != nil || secretKeys[strings.ToLower(strings.TrimSpace(k))] || strings.Contains(strings.ToLower(key), "password") {
+				params[i] = key + "=" + redacted
+			}
+		}
+		query = "?" + strings.Join(params, "&")
+	}
+	if hasFragment {
+		// Nothing reads a fragment; it can only hold something pasted by
+		// mistake.
+		query += "#" + redacted
+	}
+	return head + query
+}
+
+// redactKeywordValue parses libpq's keyword/value form (key = value pairs
+// separated by spaces, values single-quoted or bare, backslash escaping the
+// next character) and rewrites it with secret values replaced. False when
+// the string is not in that form.
+func redactKeywordValue(s string) (string, bool) {
+	var out []string
+	i := 0
+	skipSpace := func() {
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+	}
+	for {
+		skipSpace()
+		if i >= len(s) {
+			break
+		}
+		start := i
+		for i < len(s) && s[i] != '=' && !isSpace(s[i]) {
+			i++
+		}
+		key := s[start:i]
+		skipSpace()
+		if key == "" || i >= len(s) || s[i] != '=' {
+			return "", false
+		}
+		i++
+		skipSpace()
+		var value strings.Builder
+		if i < len(s) && s[i] == '\'' {
+			i++
+			closed := false
+			for i < len(s) {
+				c := s[i]
+				if c == '\\' && i+1 < len(s) {
+					value.WriteByte(s[i+1])
+					i += 2
+					continue
+				}
+				i++
+				if c == '\'' {
+					closed = true
+					break
+				}
+				value.WriteByte(c)
+			}
+			if !closed {
+				return "", false
+			}
+		} else {
+			for i < len(s) && !isSpace(s[i]) {
+				if s[i] == '\\' && i+1 < len(s) {
+					value.WriteByte(s[i+1])
+					i += 2
+					continue
+				}
+				value.WriteByte(s[i])
+				i++
+			}
+		}
+		v := value.String()
+		if secretKeys[strings.ToLower(key)] || strings.Contains(strings.ToLower(key), "password") {
+			v = redacted
+		}
+		out = append(out, key+"="+quoteValue(v))
+	}
+	return strings.Join(out, " "), true
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
+
+// quoteValue writes a keyword/value value back, quoted when it must be.
+func quoteValue(v string) string {
+	if v != "" && !strings.ContainsAny(v, " \t\n\r\f\v'\\") {
+		return v
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 }
 
 // Beginner is what InTx needs: a pool, a connection or a transaction.

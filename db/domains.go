@@ -303,3 +303,16 @@ func DeleteDisabled(ctx context.Context, q Querier, id string, generation int64)
 	}
 	return tag.RowsAffected() == 1, nil
 }
+
+// RecordDetail adds a history row for operators to portal_domain_events:
+// the domain's current status, no message, and detail (an API server's own
+// error) in details. The tenant-facing status_message never holds it.
+func RecordDetail(ctx context.Context, q Querier, rec domain.Record, detail map[string]any) error {
+	_, err := q.Exec(ctx, `INSERT INTO portal_domain_events (domain_id, tenant, generation, from_status, to_status, message, details)
+		VALUES ($1, $2, $3, $4::text::portal_domain_status, $4::text::portal_domain_status, NULL, $5)`,
+		rec.ID, string(rec.Tenant), rec.Generation, string(rec.Status), detail)
+	if err != nil {
+		return fmt.Errorf("record detail for portal domain %s: %w", rec.ID, err)
+	}
+	return nil
+}

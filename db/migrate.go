@@ -434,6 +434,12 @@ func syncRules(ctx context.Context, tx pgx.Tx, settings Settings) error {
 			return fmt.Errorf("sync stage %s: %w", s.Status, err)
 		}
 	}
+	// The installation's identity is made once, with the schema, and never
+	// changed: objects in the cluster carry it.
+	if _, err := tx.Exec(ctx, `INSERT INTO portal_domain_settings (key, value)
+		VALUES ('installation_id', gen_random_uuid()::text) ON CONFLICT (key) DO NOTHING`); err != nil {
+		return fmt.Errorf("create the installation id: %w", err)
+	}
 	return SaveSettings(ctx, tx, settings)
 }
 
@@ -450,4 +456,27 @@ func SaveSettings(ctx context.Context, q Querier, settings Settings) error {
 		return fmt.Errorf("save settings: %w", err)
 	}
 	return nil
+}
+
+// ErrNoInstallationID: the schema has no installation id (migrate up has
+// not run with this build).
+var ErrNoInstallationID = errors.New("the database has no installation id; run `portal-domains migrate up`")
+
+// InstallationID is this installation's identity, created by `migrate up`
+// with the schema. Every object the worker applies carries it, and nothing
+// without it is ever deleted.
+func InstallationID(ctx context.Context, q Querier) (string, error) {
+	var id string
+	err := q.QueryRow(ctx, `SELECT value FROM portal_domain_settings WHERE key = 'installation_id'`).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && id == "") {
+		return "", ErrNoInstallationID
+	}
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable {
+			return "", ErrNoInstallationID
+		}
+		return "", fmt.Errorf("read the installation id: %w", err)
+	}
+	return id, nil
 }

@@ -41,16 +41,23 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 	if applyErr != nil {
 		lastAttempt := job.Attempt >= job.MaxAttempts || errors.Is(applyErr, ErrPermanent)
 		logger.Warn("apply failed", "error", applyErr, "attempt", job.Attempt, "max_attempts", job.MaxAttempts, "giving_up", lastAttempt)
+		reason := tenantKubeReason(applyErr)
 		change := domain.Change{DomainID: rec.ID, Generation: rec.Generation, From: domain.StatusPendingCertificate}
 		if lastAttempt {
 			change.To = domain.StatusCertificateFailed
-			change.Message = fmt.Sprintf("Could not create the certificate and gateway for %s: %v", rec.Domain, applyErr)
+			change.Message = fmt.Sprintf("Could not create the certificate and gateway for %s. %s", rec.Domain, reason)
+		} else {
+			change.To = domain.StatusPendingCertificate
+			change.Message = fmt.Sprintf("Creating the certificate and gateway failed (attempt %d of %d), retrying. %s", job.Attempt, job.MaxAttempts, reason)
+		}
+		if err := w.deps.Store.RecordDetail(ctx, rec, map[string]any{"stage": domain.KindApply, "attempt": job.Attempt, "error": applyErr.Error()}); err != nil {
+			logger.Warn("could not record the apply error in the domain's history", "error", err)
+		}
+		if lastAttempt {
 			_, _, err := move(ctx, w.deps, logger, change)
 			w.deps.Observer.StageFinished(domain.KindApply, "failed", w.deps.now().Sub(begun))
 			return err
 		}
-		change.To = domain.StatusPendingCertificate
-		change.Message = fmt.Sprintf("Creating the certificate and gateway failed (attempt %d of %d), retrying: %v", job.Attempt, job.MaxAttempts, applyErr)
 		if _, _, err := move(ctx, w.deps, logger, change); err != nil {
 			return errors.Join(applyErr, err)
 		}

@@ -90,16 +90,46 @@ func TestDecideProbe(t *testing.T) {
 	require.Equal(t, domain.StatusCertificateFailed, failed.To)
 }
 
-func TestOrphans(t *testing.T) {
+func TestPlanSweep(t *testing.T) {
 	t.Parallel()
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	old, older, oldest := now.Add(-2*time.Hour), now.Add(-3*time.Hour), now.Add(-4*time.Hour)
 	objs := []ManagedObject{
-		{Kind: "Certificate", Name: "a", DomainID: "live"},
-		{Kind: "Certificate", Name: "b", DomainID: "gone"},
-		{Kind: "Gateway", Name: "c", DomainID: ""},
+		{Kind: "Certificate", Name: "live", DomainID: "live", CreatedAt: oldest},
+		{Kind: "Certificate", Name: "b", DomainID: "gone", CreatedAt: old},
+		{Kind: "Gateway", Name: "unlabelled", DomainID: "", CreatedAt: oldest},
+		{Kind: "Gateway", Name: "young", DomainID: "gone", CreatedAt: now.Add(-time.Minute)},
+		{Kind: "Gateway", Name: "no-timestamp", DomainID: "gone"},
+		{Kind: "VirtualService", Name: "c", DomainID: "gone", CreatedAt: oldest},
+		{Kind: "VirtualService", Name: "d", DomainID: "gone", CreatedAt: older},
 	}
-	got := orphans(objs, map[string]bool{"live": true})
-	require.Len(t, got, 1)
-	require.Equal(t, "b", got[0].Name, "only objects of domains that no longer keep them; unlabelled ones are left alone")
+	keep := map[string]bool{"live": true}
+
+	t.Run("OnlyOrphansOldEnough", func(t *testing.T) {
+		plan := planSweep(objs, keep, now, SweepConfig{MinAge: time.Hour, MaxDeletes: 10})
+		require.Equal(t, 7, plan.Listed)
+		require.Equal(t, []string{"c", "d", "b"}, names(plan.Delete), "oldest first; live domains and unlabelled objects left alone")
+		require.Equal(t, []string{"young", "no-timestamp"}, names(plan.TooYoung))
+		require.Empty(t, plan.Deferred)
+	})
+	t.Run("CapPerRun", func(t *testing.T) {
+		plan := planSweep(objs, keep, now, SweepConfig{MinAge: time.Hour, MaxDeletes: 2})
+		require.Equal(t, []string{"c", "d"}, names(plan.Delete))
+		require.Equal(t, []string{"b"}, names(plan.Deferred))
+	})
+	t.Run("ZeroCapDeletesNothing", func(t *testing.T) {
+		plan := planSweep(objs, keep, now, SweepConfig{MinAge: time.Hour})
+		require.Empty(t, plan.Delete)
+		require.Len(t, plan.Deferred, 3)
+	})
+}
+
+func names(objs []ManagedObject) []string {
+	out := []string{}
+	for _, o := range objs {
+		out = append(out, o.Name)
+	}
+	return out
 }
 
 func TestRetryDelay(t *testing.T) {

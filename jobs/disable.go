@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -34,7 +35,16 @@ func (w *DisableWorker) Work(ctx context.Context, job *river.Job[DisableArgs]) e
 		return err
 	}
 	if err := w.deps.Kube.Delete(ctx, refOf(rec)); err != nil {
-		return fmt.Errorf("delete objects of %s: %w", rec.Domain, err)
+		if !errors.Is(err, ErrKubeNotOurs) {
+			return fmt.Errorf("delete objects of %s: %w", rec.Domain, err)
+		}
+		// Objects of these names that another installation applied (or
+		// that nobody adopted) are not this domain's to delete: they are
+		// left as they are, and the operator is told which.
+		logger.Warn("objects not carrying this installation's identity were left in place", "error", err)
+		if rerr := w.deps.Store.RecordDetail(ctx, rec, map[string]any{"stage": domain.KindDisable, "left_in_place": err.Error()}); rerr != nil {
+			logger.Warn("could not record the objects left in place in the domain's history", "error", rerr)
+		}
 	}
 	_, moved, err := move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
 		From: domain.StatusDisabled, To: domain.StatusDisabled, ClearSecretName: true,

@@ -29,6 +29,9 @@ type Store interface {
 	// DeleteDisabled deletes the row while it is still disabled in this
 	// generation; false when it moved on (re-registered) or is gone.
 	DeleteDisabled(ctx context.Context, id string, generation int64) (bool, error)
+	// RecordDetail adds detail for operators (an API server's own error) to
+	// the domain's event history, where tenants do not read it.
+	RecordDetail(ctx context.Context, rec domain.Record, detail map[string]any) error
 }
 
 // Sentinel errors the Store implementation maps its own errors to.
@@ -57,6 +60,8 @@ type Config struct {
 	// otherwise it is deleted, as AlgaPSA's workflow does, and the domain is
 	// free for anyone.
 	KeepDisabled bool
+	// Sweep bounds the orphan sweep (see SweepConfig).
+	Sweep SweepConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -67,6 +72,7 @@ func DefaultConfig() Config {
 		CertDeadline:    6 * time.Hour,
 		DNSRecheckMin:   10 * time.Second,
 		DNSRecheckMax:   15 * time.Minute,
+		Sweep:           SweepConfig{MinAge: DefaultSweepMinAge, MaxDeletes: DefaultSweepMaxDeletes},
 	}
 }
 
@@ -89,6 +95,9 @@ type Deps struct {
 	// Sweeper and Owners enable the orphan sweep.
 	Sweeper Sweeper
 	Owners  OwnerStore
+	// SweepCounted, when set, counts the sweep's objects by action
+	// (deleted, would_delete, too_young, deferred, failed).
+	SweepCounted func(action string, n int)
 	// Stages enables the reconcile job.
 	Stages   StageJobEnqueuer
 	Observer Observer
@@ -125,6 +134,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	}
 	if deps.Config.CertDeadline <= 0 {
 		deps.Config.CertDeadline = defaults.CertDeadline
+	}
+	if deps.Config.Sweep.MinAge <= 0 {
+		deps.Config.Sweep.MinAge = defaults.Sweep.MinAge
 	}
 	if deps.Config.CanonicalSuffix == "" {
 		deps.Config.CanonicalSuffix = defaults.CanonicalSuffix

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -66,4 +67,41 @@ type ProbeResult struct {
 // served covers it.
 type Prober interface {
 	Probe(ctx context.Context, d DomainRef) ProbeResult
+}
+
+// Kinds of Kube failure. The Kube implementation wraps its errors with one
+// of these, so the tenant is told a plain sentence (tenantKubeReason) while
+// the operator gets the API server's own words in the logs and the domain's
+// event history.
+var (
+	ErrKubeForbidden   = errors.New("the cluster refused the request as forbidden")
+	ErrKubeInvalid     = errors.New("the cluster rejected the objects as invalid")
+	ErrKubeConflict    = errors.New("the objects were changed by another writer")
+	ErrKubeUnavailable = errors.New("the cluster was unavailable")
+	ErrKubeTimeout     = errors.New("the cluster did not answer in time")
+	// ErrKubeNotOurs: objects of the same names exist and carry another
+	// installation's identity, or none.
+	ErrKubeNotOurs = errors.New("the objects belong to another installation")
+)
+
+// tenantKubeReason is the sentence a tenant reads about a failed apply or
+// delete: what happened in plain words and what to do, never the API
+// server's message (which names service accounts, namespaces and
+// addresses).
+func tenantKubeReason(err error) string {
+	switch {
+	case errors.Is(err, ErrKubeNotOurs):
+		return "The platform found existing routing for this domain that it does not manage, and left it untouched. Contact support to have it released."
+	case errors.Is(err, ErrKubeForbidden):
+		return "The platform is not permitted to set up routing for this domain. Contact support."
+	case errors.Is(err, ErrKubeInvalid):
+		return "The platform could not produce a valid configuration for this domain. Contact support."
+	case errors.Is(err, ErrKubeConflict):
+		return "The routing for this domain was changed outside the platform. Contact support."
+	case errors.Is(err, ErrKubeTimeout):
+		return "The platform did not answer in time."
+	case errors.Is(err, ErrKubeUnavailable):
+		return "The platform was temporarily unavailable."
+	}
+	return "The platform could not set up routing for this domain."
 }

@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -129,6 +131,11 @@ func (c *Client) apply(ctx context.Context, objs Objects, force bool) (ApplyResu
 			return res, fmt.Errorf("apply: %w", err)
 		}
 		op := fmt.Sprintf("apply %s %s/%s", obj.GetKind(), obj.GetNamespace(), obj.GetName())
+		if installation := obj.GetLabels()[LabelInstallation]; installation != "" {
+			if err := c.checkOwner(ctx, gvr, obj.GetNamespace(), obj.GetName(), installation, op); err != nil {
+				return res, err
+			}
+		}
 		applied, err := c.dyn.Resource(gvr).Namespace(obj.GetNamespace()).Apply(ctx, obj.GetName(), obj,
 			metav1.ApplyOptions{FieldManager: FieldManager, Force: force})
 		if err != nil {
@@ -374,32 +381,87 @@ func (c *Client) routingPresent(ctx context.Context, namespace, certName string)
 // re-issue into it. Objects already gone are fine, so Delete can be rerun.
 // Every deletion is attempted; the errors are joined.
 //
-// The Secret is only deleted when it is this domain's: it carries the
-// managed label or cert-manager's certificate-name annotation for the
-// Certificate. A same-named Secret someone else made is left alone and
-// reported.
+// Only objects carrying cfg.Installation are deleted: each is read first and
+// deleted with a precondition on the UID read, so an object re-created in
+// between is left alone. One without this installation's identity is left
+// and reported as ErrNotOurs; with cfg.Installation empty nothing is
+// deleted. The Secret is deleted when it carries this installation's
+// identity, or carries none and cert-manager issued it for the Certificate
+// just deleted.
 func (c *Client) Delete(ctx context.Context, d Domain, cfg Config) error {
 	n, err := NamesFor(d, cfg)
 	if err != nil {
 		return fmt.Errorf("delete portal domain objects: %w", err)
 	}
-	return errors.Join(
-		c.deleteObject(ctx, VirtualServiceGVR, n.CertNamespace, n.VirtualService),
-		c.deleteObject(ctx, GatewayGVR, n.GatewayNamespace, n.Gateway),
-		c.deleteObject(ctx, CertificateGVR, n.CertNamespace, n.Certificate),
-		c.deleteSecret(ctx, n.CertNamespace, n.Secret, n.Certificate),
-	)
+	if cfg.Installation == "" {
+		return fmt.Errorf("delete portal domain objects: %w: no installation id configured, so none is ours", ErrNotOurs)
+	}
+	vsErr := c.deleteOwned(ctx, VirtualServiceGVR, n.CertNamespace, n.VirtualService, cfg.Installation)
+	gwErr := c.deleteOwned(ctx, GatewayGVR, n.GatewayNamespace, n.Gateway, cfg.Installation)
+	certErr := c.deleteOwned(ctx, CertificateGVR, n.CertNamespace, n.Certificate, cfg.Installation)
+	var secretErr error
+	if !errors.Is(certErr, ErrNotOurs) {
+		secretErr = c.deleteSecret(ctx, n.CertNamespace, n.Secret, n.Certificate, cfg.Installation)
+	}
+	return errors.Join(vsErr, gwErr, certErr, secretErr)
 }
 
-func (c *Client) deleteObject(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) error {
-	err := c.dyn.Resource(gvr).Namespace(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+// deleteOwned deletes the object when it carries installation, on the
+// condition that its UID is still the one read.
+func (c *Client) deleteOwned(ctx context.Context, gvr schema.GroupVersionResource, namespace, name, installation string) error {
+	op := fmt.Sprintf("delete %s %s/%s", kindOf(gvr), namespace, name)
+	res := c.dyn.Resource(gvr).Namespace(namespace)
+	obj, err := res.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) && !isMissingResource(err) {
 		return nil
 	}
-	return classify(ctx, fmt.Sprintf("delete %s %s/%s", kindOf(gvr), namespace, name), err)
+	if err != nil {
+		return classify(ctx, op, err)
+	}
+	if err := ownedBy(obj, installation, op); err != nil {
+		return err
+	}
+	uid := obj.GetUID()
+	err = res.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if apierrors.IsNotFound(err) && !isMissingResource(err) {
+		return nil
+	}
+	if apierrors.IsConflict(err) {
+		return fmt.Errorf("%s: re-created since it was read, not deleted: %w", op, err)
+	}
+	return classify(ctx, op, err)
 }
 
-func (c *Client) deleteSecret(ctx context.Context, namespace, name, certName string) error {
+// ownedBy is nil when obj carries installation's identity, else ErrNotOurs
+// saying whose it is.
+func ownedBy(obj *unstructured.Unstructured, installation, op string) error {
+	switch have := obj.GetLabels()[LabelInstallation]; {
+	case installation != "" && have == installation:
+		return nil
+	case have == "":
+		return fmt.Errorf("%s: %w: it carries no %s label (made before installation ids, or by AlgaPSA); `portal-domains adopt` claims such objects", op, ErrNotOurs, LabelInstallation)
+	default:
+		return fmt.Errorf("%s: %w: it carries %s=%s, this installation is %s", op, ErrNotOurs, LabelInstallation, have, installation)
+	}
+}
+
+// checkOwner lets an apply go ahead when the object does not exist yet or
+// carries installation's identity.
+func (c *Client) checkOwner(ctx context.Context, gvr schema.GroupVersionResource, namespace, name, installation, op string) error {
+	// The watch cache is enough: an object another installation created in
+	// the milliseconds it trails etcd is the one race this leaves, and
+	// confirming every miss would double the requests of a first apply.
+	obj, err := c.dyn.Resource(gvr).Namespace(namespace).Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
+	if apierrors.IsNotFound(err) && !isMissingResource(err) {
+		return nil
+	}
+	if err != nil {
+		return classify(ctx, op, err)
+	}
+	return ownedBy(obj, installation, op)
+}
+
+func (c *Client) deleteSecret(ctx context.Context, namespace, name, certName, installation string) error {
 	op := fmt.Sprintf("delete Secret %s/%s", namespace, name)
 	sec, err := c.dyn.Resource(SecretGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -408,8 +470,13 @@ func (c *Client) deleteSecret(ctx context.Context, namespace, name, certName str
 	if err != nil {
 		return classify(ctx, op, err)
 	}
-	if sec.GetLabels()[LabelManaged] != "true" && sec.GetAnnotations()["cert-manager.io/certificate-name"] != certName {
-		return fmt.Errorf("%s: not deleted: it is neither labelled %s nor issued for Certificate %s", op, ManagedSelector, certName)
+	have := sec.GetLabels()[LabelInstallation]
+	issuedForCert := sec.GetAnnotations()["cert-manager.io/certificate-name"] == certName
+	switch {
+	case have != "" && have != installation:
+		return ownedBy(sec, installation, op)
+	case have == "" && !issuedForCert:
+		return fmt.Errorf("%s: %w: not deleted: it is neither labelled %s=%s nor issued for Certificate %s", op, ErrNotOurs, LabelInstallation, installation, certName)
 	}
 	uid := sec.GetUID()
 	err = c.dyn.Resource(SecretGVR).Namespace(namespace).Delete(ctx, name, metav1.DeleteOptions{
@@ -443,24 +510,28 @@ type ManagedObject struct {
 	Name      string
 	DomainID  string
 	Tenant    string
+	// Installation is the LabelInstallation value; "" when it has none.
+	Installation string
 	// Host is the full domain, from the annotation (the label may be
 	// shortened).
 	Host            string
+	UID             string
 	ResourceVersion string
 	CreatedAt       time.Time
 	// Certificate is the status of a Certificate; zero for other kinds.
 	Certificate CertStatus
 }
 
-// ListManaged lists every Certificate, Gateway and VirtualService labelled
-// portal.alga-psa.com/managed=true in all namespaces, for the orphan sweep
-// (objects whose domain-id has no live row) and the stuck-certificate scan.
-// Secrets are not listed (the worker may not list Secrets); a Certificate's
-// Secret is its Certificate.SecretName.
-func (c *Client) ListManaged(ctx context.Context) ([]ManagedObject, error) {
+// ListManaged lists every Certificate, Gateway and VirtualService matching
+// selector (InstallationSelector for one installation's objects,
+// UnownedSelector for those nobody claimed) in all namespaces, for the
+// orphan sweep, the stuck-certificate scan and adoption. Secrets are not
+// listed (the worker may not list Secrets); a Certificate's Secret is its
+// Certificate.SecretName.
+func (c *Client) ListManaged(ctx context.Context, selector string) ([]ManagedObject, error) {
 	var out []ManagedObject
 	for _, gvr := range []schema.GroupVersionResource{CertificateGVR, GatewayGVR, VirtualServiceGVR} {
-		opts := metav1.ListOptions{LabelSelector: ManagedSelector, Limit: 500}
+		opts := metav1.ListOptions{LabelSelector: selector, Limit: 500}
 		for {
 			list, err := c.dyn.Resource(gvr).Namespace(metav1.NamespaceAll).List(ctx, opts)
 			if err != nil {
@@ -474,7 +545,9 @@ func (c *Client) ListManaged(ctx context.Context) ([]ManagedObject, error) {
 					Name:            obj.GetName(),
 					DomainID:        obj.GetLabels()[LabelDomainID],
 					Tenant:          obj.GetLabels()[LabelTenant],
+					Installation:    obj.GetLabels()[LabelInstallation],
 					Host:            obj.GetAnnotations()[AnnotationDomainHost],
+					UID:             string(obj.GetUID()),
 					ResourceVersion: obj.GetResourceVersion(),
 					CreatedAt:       obj.GetCreationTimestamp().Time,
 				}
@@ -495,29 +568,39 @@ func (c *Client) ListManaged(ctx context.Context) ([]ManagedObject, error) {
 	return out, nil
 }
 
-// DeleteManaged deletes one object found by ListManaged (the orphan sweep's
-// delete), and for a Certificate its Secret too. The delete is conditional
-// on the UID and resourceVersion ListManaged saw, so an object re-created
-// or re-applied since the list is left alone; that race is reported as an
-// apierrors Conflict, which is not ErrConflict.
-func (c *Client) DeleteManaged(ctx context.Context, m ManagedObject) error {
-	var gvr schema.GroupVersionResource
-	switch m.Kind {
+func gvrOfKind(kind string) (schema.GroupVersionResource, error) {
+	switch kind {
 	case "Certificate":
-		gvr = CertificateGVR
+		return CertificateGVR, nil
 	case "Gateway":
-		gvr = GatewayGVR
+		return GatewayGVR, nil
 	case "VirtualService":
-		gvr = VirtualServiceGVR
-	default:
-		return fmt.Errorf("delete managed object: unknown kind %q", m.Kind)
+		return VirtualServiceGVR, nil
+	}
+	return schema.GroupVersionResource{}, fmt.Errorf("unknown kind %q", kind)
+}
+
+// DeleteManaged deletes one object found by ListManaged (the orphan sweep's
+// delete), and for a Certificate its Secret too. It refuses an object not
+// carrying installation (ErrNotOurs), and the delete is conditional on the
+// UID and resourceVersion ListManaged saw, so an object re-created or
+// re-applied since the list is left alone; that race is reported as an
+// apierrors Conflict, which is not ErrConflict.
+func (c *Client) DeleteManaged(ctx context.Context, m ManagedObject, installation string) error {
+	gvr, err := gvrOfKind(m.Kind)
+	if err != nil {
+		return fmt.Errorf("delete managed object: %w", err)
 	}
 	op := fmt.Sprintf("delete %s %s/%s", m.Kind, m.Namespace, m.Name)
-	opts := metav1.DeleteOptions{}
-	if m.ResourceVersion != "" {
-		opts.Preconditions = &metav1.Preconditions{ResourceVersion: &m.ResourceVersion}
+	if installation == "" || m.Installation != installation {
+		return fmt.Errorf("%s: %w: it carries %s=%q, this installation is %q", op, ErrNotOurs, LabelInstallation, m.Installation, installation)
 	}
-	err := c.dyn.Resource(gvr).Namespace(m.Namespace).Delete(ctx, m.Name, opts)
+	if m.UID == "" || m.ResourceVersion == "" {
+		return fmt.Errorf("%s: not deleted: no UID and resourceVersion to make the delete conditional on", op)
+	}
+	uid := types.UID(m.UID)
+	opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &m.ResourceVersion}}
+	err = c.dyn.Resource(gvr).Namespace(m.Namespace).Delete(ctx, m.Name, opts)
 	if apierrors.IsNotFound(err) && !isMissingResource(err) {
 		err = nil
 	}
@@ -528,7 +611,37 @@ func (c *Client) DeleteManaged(ctx context.Context, m ManagedObject) error {
 		return classify(ctx, op, err)
 	}
 	if gvr == CertificateGVR && m.Certificate.SecretName != "" {
-		return c.deleteSecret(ctx, m.Namespace, m.Certificate.SecretName, m.Name)
+		return c.deleteSecret(ctx, m.Namespace, m.Certificate.SecretName, m.Name, installation)
 	}
 	return nil
+}
+
+// Adopt claims an object ListManaged found without an installation id (made
+// by AlgaPSA, or before installation ids) for installation, by adding
+// LabelInstallation. The patch is conditional on the resourceVersion
+// listed, so an object changed since is left alone (an apierrors Conflict).
+// A Certificate's Secret gets the label from the Certificate's
+// secretTemplate when the worker next applies it.
+func (c *Client) Adopt(ctx context.Context, m ManagedObject, installation string) error {
+	gvr, err := gvrOfKind(m.Kind)
+	if err != nil {
+		return fmt.Errorf("adopt managed object: %w", err)
+	}
+	op := fmt.Sprintf("adopt %s %s/%s", m.Kind, m.Namespace, m.Name)
+	if installation == "" || m.Installation != "" {
+		return fmt.Errorf("%s: it carries %s=%q; only objects without one are adopted", op, LabelInstallation, m.Installation)
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": m.ResourceVersion,
+		"labels":          map[string]string{LabelInstallation: installation},
+	}})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	_, err = c.dyn.Resource(gvr).Namespace(m.Namespace).Patch(ctx, m.Name, types.MergePatchType, patch,
+		metav1.PatchOptions{FieldManager: FieldManager + "-adopt"})
+	if apierrors.IsConflict(err) {
+		return fmt.Errorf("%s: changed since it was listed, not adopted: %w", op, err)
+	}
+	return classify(ctx, op, err)
 }

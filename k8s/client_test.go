@@ -59,6 +59,7 @@ func setupOn(t *testing.T, env *kubetest.Env, restCfg *rest.Config) *bundle {
 	cfg := k8s.Config{
 		CertNamespace:    env.Namespace(t, "msp"),
 		GatewayNamespace: env.Namespace(t, "gw"),
+		Installation:     randomUUID(t),
 	}
 	if restCfg == nil {
 		restCfg = env.Config
@@ -487,7 +488,7 @@ func TestListManaged(t *testing.T) {
 	_, err = b.env.CreateTLSSecret(ctx, b.cfg.CertNamespace, b.names.Certificate)
 	require.NoError(t, err)
 
-	all, err := b.client.ListManaged(ctx)
+	all, err := b.client.ListManaged(ctx, k8s.InstallationSelector(b.cfg.Installation))
 	require.NoError(t, err)
 	mine := map[string]k8s.ManagedObject{}
 	for _, m := range all {
@@ -507,16 +508,16 @@ func TestListManaged(t *testing.T) {
 	t.Run("DeleteManaged", func(t *testing.T) {
 		stale := cert
 		stale.ResourceVersion = "1"
-		err := b.client.DeleteManaged(ctx, stale)
+		err := b.client.DeleteManaged(ctx, stale, b.cfg.Installation)
 		require.ErrorContains(t, err, "changed since it was listed")
 
-		require.NoError(t, b.client.DeleteManaged(ctx, cert))
+		require.NoError(t, b.client.DeleteManaged(ctx, cert, b.cfg.Installation))
 		_, err = b.get(t, k8s.CertificateGVR, b.cfg.CertNamespace, b.names.Certificate)
 		require.True(t, apierrors.IsNotFound(err))
 		_, err = b.get(t, k8s.SecretGVR, b.cfg.CertNamespace, b.names.Secret)
 		require.True(t, apierrors.IsNotFound(err), "the Certificate's Secret goes with it")
-		require.NoError(t, b.client.DeleteManaged(ctx, mine[b.d.ID+"/Gateway"]))
-		require.NoError(t, b.client.DeleteManaged(ctx, cert), "already gone is fine")
+		require.NoError(t, b.client.DeleteManaged(ctx, mine[b.d.ID+"/Gateway"], b.cfg.Installation))
+		require.NoError(t, b.client.DeleteManaged(ctx, cert, b.cfg.Installation), "already gone is fine")
 	})
 }
 
@@ -538,7 +539,7 @@ func TestUnreachable(t *testing.T) {
 	t.Log(err)
 	_, err = b.client.GetCertificateStatus(ctx, b.cfg.CertNamespace, b.names.Certificate)
 	require.ErrorIs(t, err, k8s.ErrUnreachable)
-	_, err = b.client.ListManaged(ctx)
+	_, err = b.client.ListManaged(ctx, k8s.InstallationSelector(b.cfg.Installation))
 	require.ErrorIs(t, err, k8s.ErrUnreachable)
 	require.ErrorIs(t, b.client.Delete(ctx, b.d, b.cfg), k8s.ErrUnreachable)
 
@@ -664,4 +665,112 @@ func TestCertificateReadsUseTheWatch(t *testing.T) {
 	st, err = b.client.GetCertificateStatus(ctx, b.cfg.CertNamespace, b.names.Certificate)
 	require.NoError(t, err)
 	require.False(t, st.Exists)
+}
+
+// TestOwnership: objects carry their installation's id, and a client
+// configured with another id neither writes over them nor deletes them;
+// objects without an id are left alone until adopted.
+func TestOwnership(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	b.apply(t)
+	cert, err := b.get(t, k8s.CertificateGVR, b.cfg.CertNamespace, b.names.Certificate)
+	require.NoError(t, err)
+	require.Equal(t, b.cfg.Installation, cert.GetLabels()[k8s.LabelInstallation])
+
+	other := b.cfg
+	other.Installation = randomUUID(t)
+	objs, err := k8s.Render(b.d, other)
+	require.NoError(t, err)
+
+	t.Run("AnotherInstallationNeitherAppliesNorDeletes", func(t *testing.T) {
+		_, err := b.client.Apply(ctx, objs)
+		require.ErrorIs(t, err, k8s.ErrNotOurs)
+		_, err = b.client.Reclaim(ctx, objs)
+		require.ErrorIs(t, err, k8s.ErrNotOurs)
+		require.ErrorIs(t, b.client.Delete(ctx, b.d, other), k8s.ErrNotOurs)
+		require.ErrorIs(t, b.client.Delete(ctx, b.d, k8s.Config{CertNamespace: b.cfg.CertNamespace, GatewayNamespace: b.cfg.GatewayNamespace}), k8s.ErrNotOurs,
+			"no installation id: nothing is ours")
+		listed, err := b.client.ListManaged(ctx, k8s.InstallationSelector(b.cfg.Installation))
+		require.NoError(t, err)
+		require.NotEmpty(t, listed)
+		for _, m := range listed {
+			require.ErrorIs(t, b.client.DeleteManaged(ctx, m, other.Installation), k8s.ErrNotOurs)
+		}
+		none, err := b.client.ListManaged(ctx, k8s.InstallationSelector(other.Installation))
+		require.NoError(t, err)
+		require.Empty(t, none)
+
+		after, err := b.get(t, k8s.CertificateGVR, b.cfg.CertNamespace, b.names.Certificate)
+		require.NoError(t, err)
+		require.Equal(t, cert.GetResourceVersion(), after.GetResourceVersion(), "unchanged")
+		for _, o := range []struct {
+			gvr      schema.GroupVersionResource
+			ns, name string
+		}{
+			{k8s.GatewayGVR, b.cfg.GatewayNamespace, b.names.Gateway},
+			{k8s.VirtualServiceGVR, b.cfg.CertNamespace, b.names.VirtualService},
+		} {
+			_, err := b.get(t, o.gvr, o.ns, o.name)
+			require.NoError(t, err, "%s still there", o.name)
+		}
+	})
+
+	t.Run("DeleteManagedIsConditionalOnTheUID", func(t *testing.T) {
+		d := newDomain(t)
+		objs, err := k8s.Render(d, b.cfg)
+		require.NoError(t, err)
+		_, err = b.client.Apply(ctx, objs)
+		require.NoError(t, err)
+		listed, err := b.client.ListManaged(ctx, k8s.InstallationSelector(b.cfg.Installation))
+		require.NoError(t, err)
+		var gw k8s.ManagedObject
+		for _, m := range listed {
+			if m.DomainID == d.ID && m.Kind == "Gateway" {
+				gw = m
+			}
+		}
+		require.NotEmpty(t, gw.UID)
+		// Deleted and re-created under the same name since the list.
+		require.NoError(t, b.env.Dynamic.Resource(k8s.GatewayGVR).Namespace(gw.Namespace).Delete(ctx, gw.Name, metav1.DeleteOptions{}))
+		_, err = b.client.Apply(ctx, objs)
+		require.NoError(t, err)
+		err = b.client.DeleteManaged(ctx, gw, b.cfg.Installation)
+		require.ErrorContains(t, err, "changed since it was listed")
+		again, err := b.get(t, k8s.GatewayGVR, gw.Namespace, gw.Name)
+		require.NoError(t, err)
+		require.NotEqual(t, gw.UID, string(again.GetUID()), "the new object is still there")
+	})
+
+	t.Run("UnlabelledObjectsWaitForAdoption", func(t *testing.T) {
+		d := newDomain(t)
+		unowned := b.cfg
+		unowned.Installation = ""
+		legacy, err := k8s.Render(d, unowned)
+		require.NoError(t, err)
+		_, err = b.client.Apply(ctx, legacy)
+		require.NoError(t, err)
+		mine, err := k8s.Render(d, b.cfg)
+		require.NoError(t, err)
+		_, err = b.client.Apply(ctx, mine)
+		require.ErrorIs(t, err, k8s.ErrNotOurs)
+		require.ErrorContains(t, err, "portal-domains adopt")
+		require.ErrorIs(t, b.client.Delete(ctx, d, b.cfg), k8s.ErrNotOurs)
+
+		listed, err := b.client.ListManaged(ctx, k8s.UnownedSelector)
+		require.NoError(t, err)
+		n := 0
+		for _, m := range listed {
+			if m.DomainID != d.ID {
+				continue
+			}
+			n++
+			require.NoError(t, b.client.Adopt(ctx, m, b.cfg.Installation))
+		}
+		require.Equal(t, 3, n)
+		_, err = b.client.Apply(ctx, mine)
+		require.NoError(t, err)
+		require.NoError(t, b.client.Delete(ctx, d, b.cfg))
+	})
 }

@@ -71,6 +71,11 @@ type Config struct {
 	// Gateway serves HTTPS only.
 	ChallengeHost string
 	ChallengePort int
+	// Installation is this installation's identity (db.InstallationID):
+	// Render puts it on every object as LabelInstallation, Apply refuses to
+	// write over an object carrying another (or none), and Delete removes
+	// only objects carrying it. Empty renders no label and deletes nothing.
+	Installation string
 }
 
 // DefaultConfig is the configuration Render uses for every field left empty.
@@ -124,6 +129,9 @@ func (c Config) withDefaults() Config {
 // server accepts. Empty fields are valid (they take defaults).
 func (c Config) Validate() error {
 	c = c.withDefaults()
+	if errs := validation.IsValidLabelValue(c.Installation); len(errs) > 0 {
+		return fmt.Errorf("installation id %q cannot be a label value: %s", c.Installation, strings.Join(errs, "; "))
+	}
 	for _, ns := range []struct{ env, v string }{
 		{EnvCertNamespace, c.CertNamespace},
 		{EnvGatewayNamespace, c.GatewayNamespace},

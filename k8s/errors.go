@@ -29,6 +29,11 @@ var (
 	// owned by another field manager with a different value. The message
 	// names the manager(s) and fields.
 	ErrConflict = errors.New("field manager conflict")
+	// ErrNotOurs: the object exists but does not carry this installation's
+	// identity (LabelInstallation), so it is neither written over nor
+	// deleted. Another installation applied it, or it predates
+	// installation ids and has not been adopted.
+	ErrNotOurs = errors.New("object belongs to another installation")
 )
 
 // classify wraps err from an API call with what was being done and, where

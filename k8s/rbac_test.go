@@ -66,7 +66,7 @@ func loadRBAC(t *testing.T, env *kubetest.Env, cfg k8s.Config) *bundle {
 func TestRBAC(t *testing.T) {
 	t.Parallel()
 	env := kubetest.Start(t)
-	cfg := k8s.Config{CertNamespace: env.Namespace(t, "msp"), GatewayNamespace: env.Namespace(t, "gw")}
+	cfg := k8s.Config{CertNamespace: env.Namespace(t, "msp"), GatewayNamespace: env.Namespace(t, "gw"), Installation: randomUUID(t)}
 	b := loadRBAC(t, env, cfg)
 	ctx := t.Context()
 
@@ -102,7 +102,7 @@ func TestRBAC(t *testing.T) {
 		require.True(t, st.IsReady())
 		require.True(t, st.ObjectsPresent)
 
-		all, err := b.client.ListManaged(ctx)
+		all, err := b.client.ListManaged(ctx, k8s.InstallationSelector(b.cfg.Installation))
 		require.NoError(t, err)
 		n := 0
 		for _, m := range all {
@@ -121,11 +121,11 @@ func TestRBAC(t *testing.T) {
 		// Orphan sweep path.
 		_, err = b.client.Apply(ctx, b.render(t))
 		require.NoError(t, err)
-		all, err = b.client.ListManaged(ctx)
+		all, err = b.client.ListManaged(ctx, k8s.InstallationSelector(b.cfg.Installation))
 		require.NoError(t, err)
 		for _, m := range all {
 			if m.DomainID == b.d.ID {
-				require.NoError(t, b.client.DeleteManaged(ctx, m))
+				require.NoError(t, b.client.DeleteManaged(ctx, m, b.cfg.Installation))
 			}
 		}
 	})

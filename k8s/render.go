@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,13 +23,27 @@ const (
 	LabelDomainID   = "portal.alga-psa.com/domain-id"
 	LabelDomainHost = "portal.alga-psa.com/domain-host"
 
+	// LabelInstallation carries the identity of the installation (its
+	// database) that applied the object; only that installation deletes it.
+	LabelInstallation = "portal.alga-psa.com/installation"
+
 	// AnnotationDomainHost always holds the full host; the label of the same
 	// name is shortened when the host does not fit a label value.
 	AnnotationDomainHost = "portal.alga-psa.com/domain-host"
 
-	// ManagedSelector selects every object this package manages.
+	// ManagedSelector selects every object carrying the managed label, this
+	// installation's or not; InstallationSelector narrows it to one.
 	ManagedSelector = LabelManaged + "=true"
 )
+
+// InstallationSelector selects the managed objects of one installation.
+func InstallationSelector(installation string) string {
+	return ManagedSelector + "," + LabelInstallation + "=" + installation
+}
+
+// UnownedSelector selects managed objects no installation has claimed
+// (applied before installations had an identity, or by AlgaPSA itself).
+const UnownedSelector = ManagedSelector + ",!" + LabelInstallation
 
 // Group/version/resources of the objects this package manages.
 var (
@@ -133,7 +148,8 @@ func Render(d Domain, cfg Config) (Objects, error) {
 		return Objects{}, err
 	}
 	host := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d.Host)), ".")
-	if errs := validation.IsDNS1123Subdomain(host); len(errs) > 0 || !strings.Contains(host, ".") {
+	if errs := validation.IsDNS1123Subdomain(host); len(errs) > 0 || !strings.Contains(host, ".") ||
+		slices.ContainsFunc(strings.Split(host, "."), func(l string) bool { return len(l) > 63 }) {
 		return Objects{}, fmt.Errorf("%w: host %q is not a fully qualified domain name", ErrBadDomain, d.Host)
 	}
 	for _, l := range []struct{ what, v string }{{"domain id", d.ID}, {"tenant", d.Tenant}} {
@@ -147,6 +163,9 @@ func Render(d Domain, cfg Config) (Objects, error) {
 		LabelTenant:     d.Tenant,
 		LabelDomainID:   d.ID,
 		LabelDomainHost: hostLabelValue(host),
+	}
+	if cfg.Installation != "" {
+		labels[LabelInstallation] = cfg.Installation
 	}
 	meta := func(name, namespace string) map[string]any {
 		return map[string]any{

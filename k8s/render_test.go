@@ -180,3 +180,40 @@ func TestRender(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderRefusesHostsThatEscapeAField: a domain name is written into
+// dnsNames, hosts, a label and an annotation; anything but a plain DNS name
+// (quotes, newlines, paths, lists, wildcards, another label) is refused
+// before any object exists, and a tenant or installation id that is not a
+// label value is refused too.
+func TestRenderRefusesHostsThatEscapeAField(t *testing.T) {
+	t.Parallel()
+	for _, host := range []string{
+		"portal.acme.com\"\n  evil: true",
+		"portal.acme.com\nkind: ClusterRole",
+		"portal.acme.com/../../istio-system",
+		"portal.acme.com,other.example",
+		"portal.acme.com other.example",
+		"*.acme.com",
+		"portal.acme.com:443",
+		"localhost",
+		"",
+		strings.Repeat("a", 64) + ".acme.com",
+	} {
+		d := testDomain()
+		d.Host = host
+		_, err := Render(d, Config{})
+		require.ErrorIs(t, err, ErrBadDomain, "%q", host)
+	}
+	d := testDomain()
+	d.Tenant = "abc\nlabels: x"
+	_, err := Render(d, Config{})
+	require.ErrorIs(t, err, ErrBadDomain)
+	_, err = Render(testDomain(), Config{Installation: "not a label value"})
+	require.ErrorContains(t, err, "installation id")
+	objs, err := Render(testDomain(), Config{Installation: "5b0c3d0e-8a53-4c65-9f0e-2f3c1d9a7e41"})
+	require.NoError(t, err)
+	for _, o := range objs.All() {
+		require.Equal(t, "5b0c3d0e-8a53-4c65-9f0e-2f3c1d9a7e41", o.GetLabels()[LabelInstallation])
+	}
+}

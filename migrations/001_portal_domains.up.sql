@@ -166,6 +166,8 @@ CREATE TABLE portal_domain_settings (
     key text PRIMARY KEY,
     value text NOT NULL
 );
+-- It also holds this installation's identity (key installation_id), made
+-- once by `migrate up` (db.InstallationID).
 
 -- Stuck-certificate and stuck-domain alerts: one row per incident, opened by
 -- the scan job and resolved when the certificate recovers or the domain is

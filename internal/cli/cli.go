@@ -82,6 +82,8 @@ Commands:
   render     --domain-id ID: print the Kubernetes objects of a domain without applying them
   ui         serve the River UI alone
   alerts     [--all] [--json]: open stuck-certificate alerts
+  sweep      [--dry-run] [--json]: delete (or list) this installation's orphaned objects once
+  adopt      [--dry-run] [--json]: claim objects without an installation id whose domain is in this database
 %[2]s
 Configuration is read from the environment; see README.md.
 `
@@ -117,6 +119,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return env.ui(rest)
 	case "alerts":
 		return env.alerts(rest)
+	case "sweep":
+		return env.sweep(rest)
+	case "adopt":
+		return env.adopt(rest)
 	}
 	for _, c := range extra {
 		if c.Name == cmd {

@@ -439,6 +439,10 @@ func (e *Env) render(args []string) error {
 	if err != nil {
 		return err
 	}
+	// The apply stage labels every object with the installation id.
+	if cfg.Kube.Installation, err = db.InstallationID(e.Ctx, pool); err != nil {
+		return err
+	}
 	objs, err := k8s.Render(k8s.Domain{ID: rec.ID, Tenant: string(rec.Tenant), Host: rec.Domain, CanonicalHost: rec.CanonicalHost}, cfg.Kube)
 	if err != nil {
 		return err

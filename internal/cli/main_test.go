@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/db/dbtest"
 	"github.com/portal-domains/portal-domains/dns/dnstest"
 	"github.com/portal-domains/portal-domains/domain"
@@ -166,6 +167,9 @@ func TestDomainCommands(t *testing.T) {
 	require.Contains(t, res.stdout, `"kind": "Gateway"`)
 	require.Contains(t, res.stdout, `"kind": "VirtualService"`)
 	require.Contains(t, res.stdout, "portal-domain-abc1234")
+	installation, err := db.InstallationID(context.Background(), b.schema.Pool)
+	require.NoError(t, err)
+	require.Contains(t, res.stdout, `"portal.alga-psa.com/installation": "`+installation+`"`, "labelled as the apply stage labels it")
 
 	res = cli(t, b.env, "disable", "--tenant", tenantA, "--domain-id", id)
 	require.Equal(t, 0, res.code, res.stderr)

@@ -97,7 +97,12 @@ func (e *Env) ui(args []string) error {
 	}
 	reg := newRegistry()
 	srv, err := server.New(serverCfg, server.Deps{Logger: logger, Registry: reg, RiverClient: client,
-		Ready: func(ctx context.Context) error { return pool.Ping(ctx) }})
+		Ready: func(ctx context.Context) error {
+			if err := pool.Ping(ctx); err != nil {
+				return server.Unavailable{Name: "database", Err: err}
+			}
+			return nil
+		}})
 	if err != nil {
 		return usageError{err}
 	}

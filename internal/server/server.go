@@ -134,7 +134,10 @@ type Deps struct {
 	// Registry is what /metrics exposes. Required.
 	Registry *prometheus.Registry
 	// Ready reports whether the process can do its work (e.g. the database
-	// answers and the River client has started); /readyz shows its error.
+	// answers and the River client has started). /readyz names only the
+	// component that is unavailable (an error with a Component() string
+	// method, see Unavailable), never its error, which may hold users and
+	// hosts: the error goes to the log and, with credentials, the answer.
 	// Required.
 	Ready func(ctx context.Context) error
 	// RiverClient backs the River UI: the worker's client, or an insert-only
@@ -290,26 +293,52 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := s.deps.Ready(ctx); err != nil {
+		component := "a component"
+		var c interface{ Component() string }
+		if errors.As(err, &c) {
+			component = c.Component()
+		}
+		s.deps.Logger.Warn("not ready", "component", component, "error", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+		_, _ = fmt.Fprintf(w, "not ready: %s unavailable\n", component)
+		if s.cfg.authEnabled() && s.authorized(r) {
+			_, _ = fmt.Fprintf(w, "%v\n", err)
+		}
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-// requireAuth checks basic-auth credentials. Both fields are compared as
-// SHA-256 digests in constant time, so neither their content nor their
-// length leaks through response timing.
-func (s *Server) requireAuth(next http.Handler) http.Handler {
+// Unavailable is an error naming the component that is not ready, for
+// Deps.Ready: /readyz shows the component to anyone and Err only with
+// credentials.
+type Unavailable struct {
+	Name string
+	Err  error
+}
+
+func (u Unavailable) Error() string     { return u.Name + ": " + u.Err.Error() }
+func (u Unavailable) Unwrap() error     { return u.Err }
+func (u Unavailable) Component() string { return u.Name }
+
+// authorized checks r's basic-auth credentials against the configured
+// ones. Both fields are compared as SHA-256 digests in constant time, so
+// neither their content nor their length leaks through response timing.
+func (s *Server) authorized(r *http.Request) bool {
 	wantUser := sha256.Sum256([]byte(s.cfg.User))
 	wantPass := sha256.Sum256([]byte(s.cfg.Password))
+	user, pass, ok := r.BasicAuth()
+	gotUser := sha256.Sum256([]byte(user))
+	gotPass := sha256.Sum256([]byte(pass))
+	userOK := subtle.ConstantTimeCompare(gotUser[:], wantUser[:])
+	passOK := subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
+	return ok && userOK&passOK == 1
+}
+
+// requireAuth answers 401 to a request that is not authorized.
+func (s *Server) requireAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		user, pass, ok := r.BasicAuth()
-		gotUser := sha256.Sum256([]byte(user))
-		gotPass := sha256.Sum256([]byte(pass))
-		userOK := subtle.ConstantTimeCompare(gotUser[:], wantUser[:])
-		passOK := subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
-		if !ok || userOK&passOK != 1 {
+		if !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="portal-domains", charset="UTF-8"`)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return

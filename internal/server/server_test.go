@@ -236,18 +236,32 @@ func TestServer(t *testing.T) {
 		require.Contains(t, resp.body, "goroutine profile")
 	})
 
-	t.Run("ReadyzReports503WithTheReason", func(t *testing.T) {
+	t.Run("ReadyzNamesOnlyTheUnavailableComponent", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, setupOpts{ready: func(context.Context) error {
-			return errors.New("river client not started")
-		}})
-
+		detail := `failed to connect to user=app database=portal: 10.0.3.7:5432 (db.internal): password authentication failed`
+		ready := func(context.Context) error {
+			return server.Unavailable{Name: "database", Err: errors.New(detail)}
+		}
+		b := setup(t, setupOpts{ready: ready})
 		resp := get(t, b.baseURL+"/readyz")
 		require.Equal(t, http.StatusServiceUnavailable, resp.status)
-		require.Equal(t, "not ready: river client not started\n", resp.body)
+		require.Equal(t, "not ready: database unavailable\n", resp.body)
 
 		resp = get(t, b.baseURL+"/healthz")
 		require.Equal(t, http.StatusOK, resp.status, "alive even when not ready")
+
+		authed := setup(t, setupOpts{ready: ready, cfg: server.Config{User: "ops", Password: "s3cret"}})
+		resp = get(t, authed.baseURL+"/readyz")
+		require.Equal(t, "not ready: database unavailable\n", resp.body, "without credentials")
+		resp = get(t, authed.baseURL+"/readyz", "ops", "wrong")
+		require.Equal(t, "not ready: database unavailable\n", resp.body, "with wrong credentials")
+		resp = get(t, authed.baseURL+"/readyz", "ops", "s3cret")
+		require.Equal(t, http.StatusServiceUnavailable, resp.status)
+		require.Contains(t, resp.body, detail, "an operator with credentials reads the error")
+
+		plain := setup(t, setupOpts{ready: func(context.Context) error { return errors.New("dial 10.0.3.7:5432") }})
+		resp = get(t, plain.baseURL+"/readyz")
+		require.Equal(t, "not ready: a component unavailable\n", resp.body, "an error naming no component says nothing more")
 	})
 
 	t.Run("ReadyGetsABoundedContext", func(t *testing.T) {

@@ -22,6 +22,7 @@ const (
 	MetricFailuresTotal               = "portal_domains_failures_total"
 	MetricRegistrationToActiveSeconds = "portal_domains_registration_to_active_seconds"
 	MetricCollectErrorsTotal          = "portal_domains_collect_errors_total"
+	MetricSweepObjectsTotal           = "portal_domains_sweep_objects_total"
 )
 
 // StatusCount is one status's row count at scrape time. OldestSince is when
@@ -59,6 +60,7 @@ type Metrics struct {
 	stageDuration  *prometheus.HistogramVec
 	dnsChecks      *prometheus.CounterVec
 	applyErrors    *prometheus.CounterVec
+	sweepObjects   *prometheus.CounterVec
 	failures       *prometheus.CounterVec
 	regToActive    prometheus.Histogram
 	collectErrors  *prometheus.CounterVec
@@ -102,6 +104,10 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 			Name: MetricApplyErrorsTotal,
 			Help: "Kubernetes server-side apply errors by kind of error (e.g. conflict, invalid, unavailable).",
 		}, []string{"kind"}),
+		sweepObjects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricSweepObjectsTotal,
+			Help: "Orphaned objects of this installation seen by the sweep, by action (deleted, would_delete in a dry run, too_young, deferred past the per-run cap, failed).",
+		}, []string{"action"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricFailuresTotal,
 			Help: "Domains that reached a failed terminal status (dns_failed, certificate_failed).",
@@ -129,7 +135,7 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 			"Open alerts for certificates not Ready for over an hour, counted at scrape time.", nil, nil),
 	}
 
-	for _, c := range []prometheus.Collector{m.stageDuration, m.dnsChecks, m.applyErrors, m.failures, m.regToActive, m.collectErrors, m.stateCollector} {
+	for _, c := range []prometheus.Collector{m.stageDuration, m.dnsChecks, m.applyErrors, m.sweepObjects, m.failures, m.regToActive, m.collectErrors, m.stateCollector} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("new metrics: register: %w", err)
 		}
@@ -152,6 +158,11 @@ func (m *Metrics) DNSCheck(outcome string) {
 // ApplyError counts one failed server-side apply by kind of error.
 func (m *Metrics) ApplyError(kind string) {
 	m.applyErrors.WithLabelValues(kind).Inc()
+}
+
+// SweepObjects counts n objects the orphan sweep handled with action.
+func (m *Metrics) SweepObjects(action string, n int) {
+	m.sweepObjects.WithLabelValues(action).Add(float64(n))
 }
 
 // Failed counts a domain reaching a failed terminal status.

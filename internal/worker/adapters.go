@@ -99,6 +99,11 @@ func (s Store) DeleteDisabled(ctx context.Context, id string, generation int64) 
 	return db.DeleteDisabled(ctx, s.Pool, id, generation)
 }
 
+// RecordDetail writes operator detail to the domain's event history.
+func (s Store) RecordDetail(ctx context.Context, rec domain.Record, detail map[string]any) error {
+	return db.RecordDetail(ctx, s.Pool, rec, detail)
+}
+
 // DNS runs the dns package's checks for the verify_dns job.
 type DNS struct {
 	Resolver    *dns.Resolver
@@ -173,13 +178,15 @@ func (k Kube) apply(ctx context.Context, d jobs.DomainRef, send func(context.Con
 	}
 	res, err := send(ctx, objs)
 	if err != nil {
-		return jobs.Applied{}, permanentIfHopeless(err)
+		return jobs.Applied{}, kubeKind(permanentIfHopeless(err))
 	}
 	return jobs.Applied{SecretName: res.SecretName, ResourceVersion: res.CertificateResourceVersion, CertificateReady: res.CertificateReady}, nil
 }
 
 func applyErrorKind(err error) string {
 	switch {
+	case errors.Is(err, k8s.ErrNotOurs):
+		return "not_ours"
 	case errors.Is(err, k8s.ErrConflict):
 		return "conflict"
 	case errors.Is(err, k8s.ErrInvalid), errors.Is(err, k8s.ErrBadDomain):
@@ -197,10 +204,37 @@ func applyErrorKind(err error) string {
 // after the whole retry budget.
 func permanentIfHopeless(err error) error {
 	if errors.Is(err, k8s.ErrInvalid) || errors.Is(err, k8s.ErrConflict) || errors.Is(err, k8s.ErrBadDomain) ||
-		apierrors.IsForbidden(err) {
+		errors.Is(err, k8s.ErrNotOurs) || apierrors.IsForbidden(err) {
 		return fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
 	}
 	return err
+}
+
+// kubeKind marks err with the jobs package's kind of Kube failure, which
+// decides the sentence the tenant reads; the error itself, API server
+// message and all, stays wrapped for the logs and the event history.
+func kubeKind(err error) error {
+	if err == nil {
+		return nil
+	}
+	var kind error
+	switch {
+	case errors.Is(err, k8s.ErrNotOurs):
+		kind = jobs.ErrKubeNotOurs
+	case apierrors.IsForbidden(err):
+		kind = jobs.ErrKubeForbidden
+	case errors.Is(err, k8s.ErrInvalid), errors.Is(err, k8s.ErrBadDomain):
+		kind = jobs.ErrKubeInvalid
+	case errors.Is(err, k8s.ErrConflict), apierrors.IsConflict(err):
+		kind = jobs.ErrKubeConflict
+	case errors.Is(err, context.DeadlineExceeded), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err):
+		kind = jobs.ErrKubeTimeout
+	case errors.Is(err, k8s.ErrUnreachable):
+		kind = jobs.ErrKubeUnavailable
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: %w", kind, err)
 }
 
 // CertificateReadyWatched asks the Certificate watch's cache.
@@ -260,17 +294,47 @@ func certState(st k8s.CertStatus) jobs.CertState {
 		Since: st.LastTransitionTime, FailedIssuanceAttempts: st.FailedIssuanceAttempts, RoutesPresent: st.ObjectsPresent}
 }
 
-// Delete removes the objects and the snapshots.
+// Delete removes the objects and the snapshots. Objects that do not carry
+// this installation's identity are left; when they are all that is left
+// the error is jobs.ErrKubeNotOurs alone, which the disable job reports
+// and moves past.
 func (k Kube) Delete(ctx context.Context, d jobs.DomainRef) error {
 	if err := k.Client.Delete(ctx, toK8s(d), k.Config); err != nil {
+		var notOurs, others []error
+		for _, e := range flatten(err) {
+			if errors.Is(e, k8s.ErrNotOurs) {
+				notOurs = append(notOurs, e)
+			} else {
+				others = append(others, e)
+			}
+		}
+		if len(others) > 0 {
+			return kubeKind(errors.Join(others...))
+		}
+		err = kubeKind(errors.Join(notOurs...))
+		if rmErr := k.removeSnapshots(d); rmErr != nil {
+			return errors.Join(err, rmErr)
+		}
 		return err
 	}
+	return k.removeSnapshots(d)
+}
+
+func (k Kube) removeSnapshots(d jobs.DomainRef) error {
 	if k.ManifestDir != "" {
 		if err := k8s.RemoveSnapshots(k.ManifestDir, snapshotDir(d)); err != nil {
 			return fmt.Errorf("remove manifest snapshots: %w", err)
 		}
 	}
 	return nil
+}
+
+// flatten returns the errors an errors.Join holds, or err alone.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // Prober probes with the probe package.
@@ -301,54 +365,65 @@ func (s Store) DomainsKeepingObjects(ctx context.Context, ids []string, disabled
 	return db.DomainsKeepingObjects(ctx, s.Pool, ids, disabledFor)
 }
 
-// Sweeper lists and deletes managed objects for the orphan sweep. It only
-// looks in the namespaces this worker manages: another deployment sharing
-// the cluster (staging next to production) has rows in another database,
-// and its objects must never look orphaned from here.
+// Sweeper lists and deletes this installation's objects for the orphan
+// sweep: only objects labelled with its installation id, and only in the
+// namespaces this worker manages. Another deployment sharing the cluster
+// (staging next to production) has another id, and its objects never look
+// orphaned from here.
 type Sweeper struct {
-	Client     *k8s.Client
-	Namespaces []string
+	Client       *k8s.Client
+	Namespaces   []string
+	Installation string
 }
 
 var _ jobs.Sweeper = Sweeper{}
 
-// ListManaged lists every object with the managed label.
+// ListManaged lists every object carrying this installation's id.
 func (s Sweeper) ListManaged(ctx context.Context) ([]jobs.ManagedObject, error) {
-	objs, err := s.Client.ListManaged(ctx)
+	if s.Installation == "" {
+		return nil, errors.New("list managed objects: no installation id")
+	}
+	objs, err := s.Client.ListManaged(ctx, k8s.InstallationSelector(s.Installation))
 	if err != nil {
 		return nil, err
 	}
 	out := make([]jobs.ManagedObject, 0, len(objs))
 	for _, o := range objs {
-		if slices.Contains(s.Namespaces, o.Namespace) {
-			out = append(out, jobs.ManagedObject{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, DomainID: o.DomainID, Handle: o})
+		if slices.Contains(s.Namespaces, o.Namespace) && o.Installation == s.Installation {
+			out = append(out, jobs.ManagedObject{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, DomainID: o.DomainID,
+				CreatedAt: o.CreatedAt, Handle: o})
 		}
 	}
 	return out, nil
 }
 
-// DeleteManaged deletes one listed object (and a Certificate's Secret).
+// DeleteManaged deletes one listed object (and a Certificate's Secret), if
+// it still carries this installation's id and is unchanged since the list.
 func (s Sweeper) DeleteManaged(ctx context.Context, obj jobs.ManagedObject) error {
 	m, ok := obj.Handle.(k8s.ManagedObject)
 	if !ok {
 		return fmt.Errorf("delete %s %s/%s: not listed by this sweeper", obj.Kind, obj.Namespace, obj.Name)
 	}
-	return s.Client.DeleteManaged(ctx, m)
+	return s.Client.DeleteManaged(ctx, m, s.Installation)
 }
 
-// Certificates lists the managed Certificates for the stuck scan, in the
-// namespace this worker puts them in (another deployment sharing the
+// Certificates lists this installation's Certificates for the stuck scan,
+// in the namespace this worker puts them in (another deployment sharing the
 // cluster alerts on its own).
 type Certificates struct {
-	Client    *k8s.Client
-	Namespace string
+	Client       *k8s.Client
+	Namespace    string
+	Installation string
 }
 
 var _ jobs.CertificateLister = Certificates{}
 
-// ManagedCertificates lists Certificates with the managed label.
+// ManagedCertificates lists Certificates carrying this installation's id.
 func (c Certificates) ManagedCertificates(ctx context.Context) ([]jobs.Certificate, error) {
-	objs, err := c.Client.ListManaged(ctx)
+	if c.Installation == "" {
+		return nil, errors.New("list managed certificates: no installation id")
+	}
+	objs, err := c.Client.ListManaged(ctx, k8s.InstallationSelector(c.Installation))
 	if err != nil {
 		return nil, err
 	}

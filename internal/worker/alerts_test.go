@@ -136,7 +136,7 @@ func TestStuckCertificateAlert(t *testing.T) {
 	store, err := worker.NewAlertStore(b.schema.Pool, testLogger(t))
 	require.NoError(t, err)
 	racer := jobs.NewStuckScanWorker(&jobs.AlertDeps{Store: store, Logger: testLogger(t),
-		Certificates: worker.Certificates{Client: kube, Namespace: b.cfg.Kube.CertNamespace},
+		Certificates: worker.Certificates{Client: kube, Namespace: b.cfg.Kube.CertNamespace, Installation: b.installation},
 		WebhookURL:   hook.srv.URL + "/services/T0/B0/s3cret"})
 	var wg sync.WaitGroup
 	for range 2 {

@@ -19,6 +19,7 @@ import (
 	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/probe"
+	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
 )
 
@@ -66,6 +67,9 @@ type Config struct {
 	TransitionGroup int
 	// SweepInterval: how often managed objects without a live row are deleted.
 	SweepInterval time.Duration
+	// Sweep bounds each sweep: least object age, most deletes per run, dry
+	// run.
+	Sweep jobs.SweepConfig
 	// UIURL (PORTAL_DOMAIN_UI_URL) is the River UI's public address, ending
 	// in /riverui: status, doctor and alerts link to a domain's jobs there.
 	UIURL string
@@ -146,6 +150,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"PORTAL_DOMAIN_PROBE_TIMEOUT", &cfg.Probe.Timeout, 10 * time.Second},
 		{"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, 30 * time.Second},
 		{"PORTAL_DOMAIN_SWEEP_INTERVAL", &cfg.SweepInterval, 10 * time.Minute},
+		{"PORTAL_DOMAIN_SWEEP_MIN_AGE", &cfg.Sweep.MinAge, jobs.DefaultSweepMinAge},
 		{"PORTAL_DOMAIN_RECONCILE_INTERVAL", &cfg.ReconcileInterval, time.Minute},
 		{"PORTAL_DOMAIN_JOB_TIMEOUT", &cfg.JobTimeout, 2 * time.Minute},
 		{"PORTAL_DOMAIN_RESCUE_AFTER", &cfg.RescueAfter, 5 * time.Minute},
@@ -199,10 +204,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return cfg, fmt.Errorf("PORTAL_DOMAIN_KUBE_BURST: %q is not a number from 1 to 100000", v)
 		}
 	}
+	cfg.Sweep.MaxDeletes = jobs.DefaultSweepMaxDeletes
+	if v := strings.TrimSpace(getenv("PORTAL_DOMAIN_SWEEP_MAX_DELETES")); v != "" {
+		if cfg.Sweep.MaxDeletes, err = strconv.Atoi(v); err != nil || cfg.Sweep.MaxDeletes < 0 || cfg.Sweep.MaxDeletes > 100000 {
+			return cfg, fmt.Errorf("PORTAL_DOMAIN_SWEEP_MAX_DELETES: %q is not a number from 0 to 100000", v)
+		}
+	}
 	for _, b := range []struct {
 		name string
 		dst  *bool
 	}{
+		{"PORTAL_DOMAIN_SWEEP_DRY_RUN", &cfg.Sweep.DryRun},
 		{"PORTAL_DOMAIN_KEEP_DISABLED", &cfg.KeepDisabled},
 		{"PORTAL_DOMAIN_APPLIANCE", &cfg.Appliance},
 	} {

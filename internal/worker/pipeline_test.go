@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/db/dbtest"
@@ -27,6 +29,7 @@ import (
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/probe"
 	"github.com/portal-domains/portal-domains/internal/worker"
+	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
 	"github.com/portal-domains/portal-domains/k8s/kubetest"
 )
@@ -48,6 +51,8 @@ type bundle struct {
 	kube        *kubetest.Env
 	cfg         worker.Config
 	manifestDir string
+	// installation is the worker's installation id, on its objects.
+	installation string
 }
 
 type setupOpts struct {
@@ -62,6 +67,16 @@ type setupOpts struct {
 	// asWorkerRole runs the worker as a role holding only the grants of
 	// deploy/postgres/worker-grants.sql, not as the schema's owner.
 	asWorkerRole bool
+	// sweepInterval (default 300ms) and sweep (MinAge default 1h,
+	// MaxDeletes default 50) set the orphan sweep.
+	sweepInterval time.Duration
+	sweep         jobs.SweepConfig
+	// shareCluster: use that bundle's API server, namespaces and DNS
+	// server, as a second installation in the same cluster.
+	shareCluster *bundle
+	// restConfig, when set, is the worker's way to the API server (a
+	// limited ServiceAccount, an address nothing answers).
+	restConfig *rest.Config
 }
 
 // setup starts real Postgres (schema), DNS, kube-apiserver and HTTPS
@@ -69,7 +84,12 @@ type setupOpts struct {
 func setup(t *testing.T, opts setupOpts) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &bundle{ctx: ctx, schema: dbtest.Migrated(t), dns: dnstest.Start(t), kube: kubetest.Start(t), manifestDir: t.TempDir()}
+	b := &bundle{ctx: ctx, schema: dbtest.Migrated(t), manifestDir: t.TempDir()}
+	if opts.shareCluster != nil {
+		b.dns, b.kube = opts.shareCluster.dns, opts.shareCluster.kube
+	} else {
+		b.dns, b.kube = dnstest.Start(t), kubetest.Start(t)
+	}
 
 	// The HTTPS endpoint the probe dials: it serves a certificate for the
 	// test domains, trusted through PORTAL_DOMAIN_PROBE_CA_FILE.
@@ -95,13 +115,14 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		DNSDeadline:     max(opts.dnsDeadline, 0),
 		DNSRecheckMin:   100 * time.Millisecond,
 		DNSRecheckMax:   500 * time.Millisecond,
-		Kube:            k8s.Config{CertNamespace: b.kube.Namespace(t, "msp"), GatewayNamespace: b.kube.Namespace(t, "istio")},
+		Kube:            kubeConfig(t, b.kube, opts.shareCluster),
 		ManifestDir:     b.manifestDir,
 		CertDeadline:    max(opts.certDeadline, 0),
 		Probe:           probe.Config{DialAddress: https.Listener.Addr().String(), CAFile: caFile, Timeout: 2 * time.Second},
 		DNSWorkers:      4, KubeWorkers: 4, ProbeWorkers: 4,
 		ShutdownTimeout:   5 * time.Second,
-		SweepInterval:     300 * time.Millisecond,
+		SweepInterval:     cmp.Or(opts.sweepInterval, 300*time.Millisecond),
+		Sweep:             jobs.SweepConfig{MinAge: opts.sweep.MinAge, MaxDeletes: cmp.Or(opts.sweep.MaxDeletes, 50), DryRun: opts.sweep.DryRun},
 		Alerts:            opts.alerts,
 		ReconcileInterval: opts.reconcileInterval,
 		UIURL:             opts.uiURL,
@@ -116,8 +137,10 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 	if opts.asWorkerRole {
 		pool = b.schema.WorkerRole(t, filepath.Join("..", "..", "deploy", "postgres", "worker-grants.sql"))
 	}
-	w, err := worker.New(ctx, b.cfg, worker.Options{Pool: pool, RestConfig: b.kube.Config, Logger: testLogger(t), TracerProvider: opts.tracer})
+	w, err := worker.New(ctx, b.cfg, worker.Options{Pool: pool, RestConfig: cmp.Or(opts.restConfig, b.kube.Config), Logger: testLogger(t), TracerProvider: opts.tracer})
 	require.NoError(t, err)
+	b.installation = w.Installation()
+	b.cfg.Kube.Installation = b.installation
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() {
@@ -125,6 +148,15 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		require.NoError(t, <-done)
 	})
 	return b
+}
+
+// kubeConfig gives a test its own namespaces, or those of the bundle whose
+// cluster it shares.
+func kubeConfig(t *testing.T, kube *kubetest.Env, share *bundle) k8s.Config {
+	if share != nil {
+		return k8s.Config{CertNamespace: share.cfg.Kube.CertNamespace, GatewayNamespace: share.cfg.Kube.GatewayNamespace}
+	}
+	return k8s.Config{CertNamespace: kube.Namespace(t, "msp"), GatewayNamespace: kube.Namespace(t, "istio")}
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -425,7 +457,7 @@ func TestStagesAreTraced(t *testing.T) {
 
 func TestOrphanSweepDeletesObjectsOfDeletedRows(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
+	b := setup(t, setupOpts{sweep: jobs.SweepConfig{MinAge: time.Nanosecond}})
 	gone := b.register(t, tenant, "portal.acme.test")
 	kept := b.register(t, domain.TenantID("def56789-0000-4000-8000-000000000002"), "chain.acme.test")
 	// Once the first domain's objects exist, delete its row as AlgaPSA's

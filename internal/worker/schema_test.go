@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"net/url"
 	"testing"
 	"time"
 
@@ -46,4 +47,40 @@ func TestWorkerUnderItsShippedGrants(t *testing.T) {
 		return err
 	}))
 	b.waitForDeleted(t, rec.ID)
+}
+
+// TestWorkerReleasesOnlyWhatItOpened: Close leaves a pool the caller gave
+// open; a New that fails closes the pool it opened itself.
+func TestWorkerReleasesOnlyWhatItOpened(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg := worker.Config{DNSServers: []string{"127.0.0.1:1"}, DNSWorkers: 1, ProbeWorkers: 1, KubeWorkers: 1}
+
+	t.Run("CallersPoolStaysOpen", func(t *testing.T) {
+		s := dbtest.Migrated(t)
+		w, err := worker.New(ctx, cfg, worker.Options{Pool: s.Pool})
+		require.NoError(t, err)
+		require.NotEmpty(t, w.Installation())
+		w.Close()
+		require.NoError(t, s.Pool.Ping(ctx), "the caller's pool is the caller's to close")
+	})
+
+	t.Run("FailedNewClosesItsPool", func(t *testing.T) {
+		s := dbtest.New(t) // not migrated: New fails after opening its pool
+		app := "portal-domains-failed-new-" + s.Name
+		u, err := url.Parse(s.URL)
+		require.NoError(t, err)
+		q := u.Query()
+		q.Set("application_name", app)
+		u.RawQuery = q.Encode()
+		failing := cfg
+		failing.DatabaseURL = u.String()
+		_, err = worker.New(ctx, failing, worker.Options{})
+		require.ErrorIs(t, err, db.ErrSchemaMismatch)
+		require.Eventually(t, func() bool {
+			var n int
+			require.NoError(t, s.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n))
+			return n == 0
+		}, 10*time.Second, 20*time.Millisecond, "the failed New's connections are closed")
+	})
 }

@@ -30,9 +30,12 @@ import (
 
 // Worker is one worker process.
 type Worker struct {
-	cfg      Config
-	logger   *slog.Logger
-	pool     *pgxpool.Pool
+	cfg    Config
+	logger *slog.Logger
+	pool   *pgxpool.Pool
+	// ownsPool: New opened the pool, so Close closes it; a caller's pool
+	// is the caller's to close.
+	ownsPool bool
 	client   *river.Client[pgx.Tx]
 	kube     *k8s.Client
 	registry *prometheus.Registry
@@ -53,7 +56,9 @@ type Options struct {
 }
 
 // New connects everything and registers the workers; nothing runs until Run.
-func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
+// When it fails it releases what it opened (the pool, unless the caller
+// gave it).
+func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 	w := &Worker{cfg: cfg, logger: opts.Logger, registry: prometheus.NewRegistry()}
 	if w.logger == nil {
 		w.logger = slog.New(slog.DiscardHandler)
@@ -64,14 +69,25 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		if err != nil {
 			return nil, err
 		}
-		w.pool = pool
+		w.pool, w.ownsPool = pool, true
 	}
+	defer func() {
+		if err != nil {
+			w.Close()
+		}
+	}()
 	if err := w.checkSchema(ctx); err != nil {
 		return nil, err
 	}
 	if err := db.SaveSettings(ctx, w.pool, cfg.DBSettings()); err != nil {
 		return nil, err
 	}
+	// Every object this worker applies carries the installation id, and
+	// it deletes nothing that does not.
+	if cfg.Kube.Installation, err = db.InstallationID(ctx, w.pool); err != nil {
+		return nil, err
+	}
+	w.cfg = cfg
 
 	resolver, err := dns.NewResolver(dns.Config{Servers: cfg.DNSServers, Timeout: cfg.DNSTimeout})
 	if err != nil {
@@ -135,7 +151,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		Logger:   w.logger,
 		Config: jobs.Config{CanonicalSuffix: cfg.CanonicalSuffix, DNSDeadline: cfg.DNSDeadline,
 			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName, KeepDisabled: cfg.KeepDisabled,
-			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax},
+			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax, Sweep: cfg.Sweep},
+		SweepCounted: w.metrics.SweepObjects,
 	}
 	// Periodic jobs run on the elected leader only, so several workers
 	// never sweep or scan twice at once.
@@ -150,7 +167,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	}
 	if w.kube != nil {
 		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir, Tracer: tracer, ApplyErrors: w.metrics.ApplyError}
-		deps.Sweeper = Sweeper{Client: w.kube, Namespaces: managedNamespaces(cfg.Kube)}
+		deps.Sweeper = Sweeper{Client: w.kube, Namespaces: managedNamespaces(cfg.Kube), Installation: cfg.Kube.Installation}
+		if cfg.Sweep.DryRun {
+			w.logger.Warn("orphan sweep in dry-run mode: it reports what it would delete and deletes nothing")
+		}
 		deps.Owners = Store{Pool: w.pool}
 		periodic = append(periodic, river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(cfg.SweepInterval, 10*time.Minute)),
 			func() (river.JobArgs, *river.InsertOpts) { return jobs.OrphanSweepArgs{}, nil },
@@ -187,6 +207,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	return w, nil
 }
 
+// RestConfig is the cluster the worker would use: KUBECONFIG, or the
+// in-cluster config; nil when there is neither.
+func RestConfig(cfg Config) (*rest.Config, error) { return loadRestConfig(cfg.Kubeconfig) }
+
+// ManagedNamespaces are the namespaces the worker's objects live in, the
+// only ones its sweep looks at.
+func ManagedNamespaces(cfg Config) []string { return managedNamespaces(cfg.Kube) }
+
 // loadRestConfig reads KUBECONFIG, or the in-cluster config, or neither.
 func loadRestConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig != "" {
@@ -220,13 +248,25 @@ func (w *Worker) Pool() *pgxpool.Pool { return w.pool }
 // Registry holds the Prometheus metrics served on /metrics.
 func (w *Worker) Registry() *prometheus.Registry { return w.registry }
 
-// Ready reports whether the worker can do its work.
+// Ready reports whether the worker can do its work. Its error names the
+// component (Component), which /readyz shows without credentials; the
+// error itself may hold users and hosts.
 func (w *Worker) Ready(ctx context.Context) error {
 	if err := w.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("database: %w", err)
+		return unavailable{"database", err}
 	}
 	return nil
 }
+
+// unavailable names the component that is not ready.
+type unavailable struct {
+	component string
+	err       error
+}
+
+func (u unavailable) Error() string     { return u.component + ": " + u.err.Error() }
+func (u unavailable) Unwrap() error     { return u.err }
+func (u unavailable) Component() string { return u.component }
 
 // Run works jobs until ctx is cancelled, then stops gracefully: no new jobs
 // are fetched, running jobs get ShutdownTimeout to finish, and whatever is
@@ -334,8 +374,17 @@ func (w *Worker) queueNames() []string {
 	return names
 }
 
-// Close releases the pool (when the worker opened it).
-func (w *Worker) Close() { w.pool.Close() }
+// Close releases what New opened: the pool when New opened it, never a pool
+// the caller gave in Options.
+func (w *Worker) Close() {
+	if w.ownsPool {
+		w.pool.Close()
+	}
+}
+
+// Installation is this installation's id (db.InstallationID), on every
+// object the worker applies.
+func (w *Worker) Installation() string { return w.cfg.Kube.Installation }
 
 // metricsObserver feeds the Prometheus metrics.
 type metricsObserver struct{ m *telemetry.Metrics }

@@ -299,6 +299,10 @@ func (s *dev) startAll(ctx context.Context) (*worker.Worker, *server.Server, net
 	if err != nil {
 		return nil, nil, nil, ConfigError{err}
 	}
+	cfg.Sweep = sweepFor(cfg.Sweep, localKube)
+	if !localKube {
+		s.logger.Warn("KUBECONFIG names a cluster this dev stack did not start: the orphan sweep only reports what it would delete")
+	}
 	s.info.DNSServers, s.suffix = cfg.DNSServers, cfg.CanonicalSuffix
 	serverCfg, err := server.ConfigFromEnv(env)
 	if err != nil {
@@ -621,4 +625,14 @@ func lockDatabase(ctx context.Context, url string) (func(), error) {
 		_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock(`+key+`)`)
 		_ = conn.Close(ctx)
 	}, nil
+}
+
+// sweepFor is the dev stack's sweep: on a cluster it did not start (the
+// one KUBECONFIG names) it is a dry run whatever the settings say, so a
+// dev stack never deletes what it finds there.
+func sweepFor(cfg jobs.SweepConfig, localKube bool) jobs.SweepConfig {
+	if !localKube {
+		cfg.DryRun = true
+	}
+	return cfg
 }
