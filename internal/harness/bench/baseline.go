@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
@@ -176,83 +178,104 @@ func (b *bench) riverNoopRate(ctx context.Context, n int) (queueRun, error) {
 	return b.dnsQueueRate(ctx, workers, n, noopArgs{}.Kind(), func(i int) river.JobArgs { return noopArgs{Sample: i} })
 }
 
-// dnsCheckArgs is one domain's DNS check as a bare River job.
-type dnsCheckArgs struct {
-	Sample int `json:"sample"`
+// plainArgs is one domain's DNS check as the plain River stage.
+type plainArgs struct {
+	Row int `json:"row"`
 }
 
-func (dnsCheckArgs) Kind() string { return "bench_dns_check" }
+func (plainArgs) Kind() string { return "bench_plain_verify_dns" }
 
-// dnsCheckWorker runs verify_dns's DNS check (the same resolver code and
-// loopback server) and nothing else: no row read, no status write, no
-// next job. It splits row 1's gap into the DNS work and the database work.
-type dnsCheckWorker struct {
-	river.WorkerDefaults[dnsCheckArgs]
+// plainVerifyDNSWorker is what a River user would write instead of
+// verify_dns: one job per check, the same resolver against the same
+// loopback server, then one transaction per job that updates the row
+// (guarded by its status), inserts its history row, enqueues the next
+// stage's job and completes this one (JobCompleteTx). No grouped reads or
+// commits, no trigger.
+type plainVerifyDNSWorker struct {
+	river.WorkerDefaults[plainArgs]
+	pool     *pgxpool.Pool
 	resolver *dns.Resolver
 	domains  []benchDomain
 }
 
-func (w *dnsCheckWorker) Work(ctx context.Context, job *river.Job[dnsCheckArgs]) error {
-	d := w.domains[job.Args.Sample]
-	if r := w.resolver.Check(ctx, d.Name, d.Canonical, caaIdentity); r.Outcome != dns.OutcomeVerified {
-		return river.JobCancel(fmt.Errorf("DNS of %s: %s", d.Name, r.Message))
+func (w *plainVerifyDNSWorker) Work(ctx context.Context, job *river.Job[plainArgs]) error {
+	d := w.domains[job.Args.Row]
+	report := w.resolver.Check(ctx, d.Name, d.Canonical, caaIdentity)
+	if report.Outcome != dns.OutcomeVerified {
+		return river.JobCancel(fmt.Errorf("DNS of %s: %s", d.Name, report.Message))
 	}
-	return nil
+	observation, err := json.Marshal(report)
+	if err != nil {
+		return err
+	}
+	message := fmt.Sprintf("DNS verified: %s points to %s. Requesting a certificate.", d.Name, d.Canonical)
+	return db.InTx(ctx, w.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE bench_plain_domains SET status = 'pending_certificate', status_message = $2,
+			verification_details = jsonb_build_object('observation', $3::jsonb), last_checked_at = now(), updated_at = now()
+			WHERE id = $1 AND status = 'pending_dns'`, job.Args.Row, message, observation)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return nil // moved on already: nothing to record
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO bench_plain_events (domain_id, from_status, to_status, message)
+			VALUES ($1, 'pending_dns', 'pending_certificate', $2)`, job.Args.Row, message); err != nil {
+			return err
+		}
+		if _, err := river.ClientFromContext[pgx.Tx](ctx).InsertTx(ctx, tx, noopArgs{Sample: job.Args.Row},
+			&river.InsertOpts{Queue: domain.QueueKubernetes}); err != nil {
+			return err
+		}
+		_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
+		return err
+	})
 }
 
-// riverDNSCheckRate is row 1's split: River jobs that each run one
-// domain's DNS check only, on the dns queue, made available in one commit.
-func (b *bench) riverDNSCheckRate(ctx context.Context, ds []benchDomain) (queueRun, error) {
+// riverPlainStageRate is row 1's baseline: the plain River stage
+// (plainVerifyDNSWorker) over the same domains, on the dns queue with as
+// many workers as verify_dns gets, its jobs made available in one commit.
+func (b *bench) riverPlainStageRate(ctx context.Context, ds []benchDomain) (run queueRun, err error) {
+	if _, err := b.pool.Exec(ctx, `DROP TABLE IF EXISTS bench_plain_domains, bench_plain_events;
+		CREATE TABLE bench_plain_domains (id int PRIMARY KEY, domain text NOT NULL, canonical_host text NOT NULL,
+			status text NOT NULL, status_message text, verification_details jsonb NOT NULL DEFAULT '{}',
+			last_checked_at timestamptz, updated_at timestamptz NOT NULL DEFAULT now());
+		CREATE TABLE bench_plain_events (id bigserial PRIMARY KEY, domain_id int NOT NULL, from_status text,
+			to_status text NOT NULL, message text, created_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return queueRun{}, fmt.Errorf("plain stage tables: %w", err)
+	}
+	defer func() {
+		_, dropErr := b.pool.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS bench_plain_domains, bench_plain_events`)
+		err = errors.Join(err, dropErr)
+	}()
+	names, canonicals := make([]string, len(ds)), make([]string, len(ds))
+	for i, d := range ds {
+		names[i], canonicals[i] = d.Name, d.Canonical
+	}
+	if _, err := b.pool.Exec(ctx, `INSERT INTO bench_plain_domains (id, domain, canonical_host, status)
+		SELECT i - 1, n, c, 'pending_dns' FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(n, c, i)`, names, canonicals); err != nil {
+		return queueRun{}, fmt.Errorf("plain stage rows: %w", err)
+	}
 	resolver, err := dns.NewResolver(dns.Config{Servers: []string{b.dns.Addr()}})
 	if err != nil {
 		return queueRun{}, err
 	}
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &dnsCheckWorker{resolver: resolver, domains: ds})
-	return b.dnsQueueRate(ctx, workers, len(ds), dnsCheckArgs{}.Kind(), func(i int) river.JobArgs { return dnsCheckArgs{Sample: i} })
-}
-
-// stepArgs is one crash-safe pipeline step reduced to its writes.
-type stepArgs struct {
-	Row int `json:"row"`
-}
-
-func (stepArgs) Kind() string { return "bench_step" }
-
-// stepWorker does the least any crash-safe stage must: move its row on
-// and enqueue the next step (a no-op job on the kubernetes queue, which
-// this client does not work) atomically — here in one statement, one round
-// trip, with a flushed commit as db.Transition's. No row read, history row,
-// trigger or check.
-type stepWorker struct {
-	river.WorkerDefaults[stepArgs]
-	db db.Querier
-}
-
-func (w *stepWorker) Work(ctx context.Context, job *river.Job[stepArgs]) error {
-	_, err := w.db.Exec(ctx, `WITH moved AS (UPDATE bench_step_rows SET step = step + 1, updated_at = now() WHERE id = $1 RETURNING id)
-		INSERT INTO river_job (args, kind, max_attempts, queue)
-		SELECT jsonb_build_object('sample', id), $2, 25, $3 FROM moved`, job.Args.Row, noopArgs{}.Kind(), domain.QueueKubernetes)
-	return err
-}
-
-// riverStepRate is the other half of row 1's split: n River jobs that each
-// make the minimal transactional step (stepWorker), on the dns queue.
-func (b *bench) riverStepRate(ctx context.Context, n int) (run queueRun, err error) {
-	if _, err := b.pool.Exec(ctx, `DROP TABLE IF EXISTS bench_step_rows;
-		CREATE TABLE bench_step_rows (id int PRIMARY KEY, step int NOT NULL, updated_at timestamptz NOT NULL)`); err != nil {
-		return queueRun{}, fmt.Errorf("step rows: %w", err)
+	river.AddWorker(workers, &plainVerifyDNSWorker{pool: b.pool, resolver: resolver, domains: ds})
+	// The next stage's job kind must be known to the client that inserts it;
+	// its queue is not worked here.
+	river.AddWorker(workers, &noopWorker{})
+	if run, err = b.dnsQueueRate(ctx, workers, len(ds), plainArgs{}.Kind(), func(i int) river.JobArgs { return plainArgs{Row: i} }); err != nil {
+		return queueRun{}, err
 	}
-	defer func() {
-		_, dropErr := b.pool.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS bench_step_rows`)
-		err = errors.Join(err, dropErr)
-	}()
-	if _, err := b.pool.Exec(ctx, `INSERT INTO bench_step_rows SELECT i, 0, now() FROM generate_series(0, $1 - 1) AS i`, n); err != nil {
-		return queueRun{}, fmt.Errorf("step rows: %w", err)
+	var moved int
+	if err := b.pool.QueryRow(ctx, `SELECT count(*) FROM bench_plain_domains WHERE status = 'pending_certificate'`).Scan(&moved); err != nil {
+		return queueRun{}, err
 	}
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &stepWorker{db: b.pool})
-	return b.dnsQueueRate(ctx, workers, n, stepArgs{}.Kind(), func(i int) river.JobArgs { return stepArgs{Row: i} })
+	if moved != len(ds) {
+		return queueRun{}, fmt.Errorf("plain stage: %d of %d rows reached pending_certificate", moved, len(ds))
+	}
+	return run, nil
 }
 
 // riverChainRate is row 3's baseline: n chains of four no-op jobs on the

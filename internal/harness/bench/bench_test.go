@@ -127,19 +127,3 @@ func TestRoundsRowSaysEachRoundsRatio(t *testing.T) {
 		t.Fatalf("one round changed the note: %q", one.Note)
 	}
 }
-
-func TestCPUBudgetComparesTheRowsPartsWithWhatTheTargetAllows(t *testing.T) {
-	run := func(rate float64, cpu time.Duration) queueRun {
-		return queueRun{rate: rate, cpu: phaseCPU{use: cpuUse{"postgres": cpu}}}
-	}
-	// 2 CPUs, baseline 2,500 jobs/s: 0.8 of it leaves 1 ms per job.
-	noop, dns, step := run(2500, 250*time.Millisecond), run(2000, 700*time.Millisecond), run(1800, 850*time.Millisecond)
-	got := cpuBudget(2, 1000, noop, dns, step, run(800, 2100*time.Millisecond))
-	require.Contains(t, got, "on 2 CPUs: 1.00 ms per job")
-	require.Contains(t, got, "together 1.30 ms (their sum less the no-op job's 0.25 ms, counted in each), over the budget")
-	require.Contains(t, got, "verify_dns took 2.10 ms")
-	// Four CPUs double the budget.
-	require.Contains(t, cpuBudget(4, 1000, noop, dns, step, run(800, 2100*time.Millisecond)), "2.00 ms per job; the DNS check alone took 0.70 ms, the step alone 0.85 ms, together 1.30 ms (their sum less the no-op job's 0.25 ms, counted in each), within the budget")
-	require.Contains(t, cpuBudget(2, 1000, queueRun{}, dns, step, noop), "no CPU budget")
-	require.Contains(t, cpuBudget(1, 1000, noop, dns, step, noop), "on 1 CPU: 0.50 ms per job")
-}
