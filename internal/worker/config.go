@@ -18,6 +18,7 @@ import (
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/gitrecord"
 	"github.com/portal-domains/portal-domains/internal/probe"
 	"github.com/portal-domains/portal-domains/k8s"
 )
@@ -82,6 +83,10 @@ type Config struct {
 
 	// Alerts: the stuck scan's schedule, thresholds and webhook.
 	Alerts AlertConfig
+
+	// Git is the repository recording every manifest change
+	// (PORTAL_DOMAIN_GIT_*); off unless PORTAL_DOMAIN_GIT_REPO is set.
+	Git gitrecord.Config
 }
 
 // DefaultFetchCooldown is the least time between two fetches of a queue.
@@ -226,6 +231,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return cfg, err
 	}
 	if cfg.Alerts, err = alertConfigFromEnv(getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.Git, err = gitrecord.ConfigFromEnv(getenv); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
