@@ -165,7 +165,7 @@ func TestRecord(t *testing.T) {
 		assert.NotContains(t, err.Error(), token)
 		assert.NotContains(t, fmt.Sprintf("%+v %#v", err, err), token)
 		// An unreachable remote.
-		b.remote.Close()
+		b.remote.Down()
 		_, err = b.rec.Record(b.ctx, change(3, "portal.acme.com"))
 		require.Error(t, err)
 		assert.NotContains(t, err.Error(), token)

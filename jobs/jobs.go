@@ -90,10 +90,14 @@ type Deps struct {
 	Sweeper Sweeper
 	Owners  OwnerStore
 	// Stages enables the reconcile job.
-	Stages   StageJobEnqueuer
-	Observer Observer
-	Logger   *slog.Logger
-	Config   Config
+	Stages StageJobEnqueuer
+	// Git, Manifests and Tenants enable the git_record job.
+	Git       GitRecorder
+	Manifests ManifestRenderer
+	Tenants   TenantDomains
+	Observer  Observer
+	Logger    *slog.Logger
+	Config    Config
 	// Now is the clock; tests may pin it.
 	Now func() time.Time
 }
@@ -145,6 +149,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	}
 	if deps.Stages != nil {
 		river.AddWorker(workers, &ReconcileWorker{deps: deps})
+	}
+	if deps.Git != nil && deps.Manifests != nil && deps.Tenants != nil {
+		river.AddWorker(workers, &GitRecordWorker{deps: deps})
 	}
 }
 

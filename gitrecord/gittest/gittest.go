@@ -26,6 +26,8 @@ type Remote struct {
 	User     string
 	Token    string
 	server   *httptest.Server
+	handler  http.Handler
+	addr     string
 	mu       sync.Mutex
 	beforeRx []func()
 }
@@ -48,7 +50,7 @@ func Serve(t testing.TB, token string) *Remote {
 		Args: []string{"http-backend"},
 		Env:  []string{"GIT_PROJECT_ROOT=" + dir, "GIT_HTTP_EXPORT_ALL=1"},
 	}
-	r.server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		user, pass, ok := req.BasicAuth()
 		if !ok || subtle.ConstantTimeCompare([]byte(user+":"+pass), []byte(r.User+":"+r.Token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
@@ -65,10 +67,33 @@ func Serve(t testing.TB, token string) *Remote {
 			}
 		}
 		backend.ServeHTTP(w, req)
-	}))
-	t.Cleanup(r.server.Close)
+	})
+	r.server = httptest.NewServer(r.handler)
+	r.addr = r.server.Listener.Addr().String()
+	t.Cleanup(func() { r.mu.Lock(); defer r.mu.Unlock(); r.server.Close() })
 	r.URL = r.server.URL + "/repo.git"
 	return r
+}
+
+// Down stops serving: connections to the remote are refused until Up.
+func (r *Remote) Down() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.server.Close()
+}
+
+// Up serves again on the same address.
+func (r *Remote) Up(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", r.addr)
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(r.handler)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.server = srv
 }
 
 // BeforeNextPush runs f once, when the next push has read the branch and
@@ -79,12 +104,6 @@ func (r *Remote) BeforeNextPush(f func()) {
 	defer r.mu.Unlock()
 	r.beforeRx = append(r.beforeRx, f)
 }
-
-// Close stops serving: the remote becomes unreachable (connection refused).
-func (r *Remote) Close() { r.server.Close() }
-
-// Addr is the listening address (to serve again on it, or to check it refuses).
-func (r *Remote) Addr() net.Addr { return r.server.Listener.Addr() }
 
 // Commit commits path=content on main directly in the bare repository, as
 // another writer would (an operator's merge, Argo CD's image updater).

@@ -108,7 +108,7 @@ const transitionCommits = 2
 
 // DBSettings are the settings the SQL side reads.
 func (c Config) DBSettings() db.Settings {
-	return db.Settings{CanonicalSuffix: c.CanonicalSuffix, Appliance: c.Appliance}
+	return db.Settings{CanonicalSuffix: c.CanonicalSuffix, Appliance: c.Appliance, GitRecord: c.Git.Enabled()}
 }
 
 // ConfigFromEnv reads and validates the configuration; every error names

@@ -25,6 +25,7 @@ import (
 	"github.com/portal-domains/portal-domains/db/dbtest"
 	"github.com/portal-domains/portal-domains/dns/dnstest"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/gitrecord"
 	"github.com/portal-domains/portal-domains/internal/probe"
 	"github.com/portal-domains/portal-domains/internal/worker"
 	"github.com/portal-domains/portal-domains/k8s"
@@ -62,6 +63,8 @@ type setupOpts struct {
 	// asWorkerRole runs the worker as a role holding only the grants of
 	// deploy/postgres/worker-grants.sql, not as the schema's owner.
 	asWorkerRole bool
+	// git turns the manifest record on (PORTAL_DOMAIN_GIT_*).
+	git gitrecord.Config
 }
 
 // setup starts real Postgres (schema), DNS, kube-apiserver and HTTPS
@@ -105,6 +108,7 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		Alerts:            opts.alerts,
 		ReconcileInterval: opts.reconcileInterval,
 		UIURL:             opts.uiURL,
+		Git:               opts.git,
 	}
 	if b.cfg.DNSDeadline == 0 {
 		b.cfg.DNSDeadline = 48 * time.Hour
