@@ -64,6 +64,9 @@ type Config struct {
 	AuthorEmail string
 	Username    string
 	Token       string
+	// Review sends each change to a branch of its own for review instead
+	// of the configured branch; the apply waits for its merge (Propose).
+	Review bool
 }
 
 // Enabled reports whether a repository is configured.
@@ -83,7 +86,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		Username:    cmp.Or(strings.TrimSpace(getenv("PORTAL_DOMAIN_GIT_USERNAME")), "x-access-token"),
 		Token:       strings.TrimSpace(getenv("GITHUB_ACCESS_TOKEN")),
 	}
+	switch v := strings.TrimSpace(getenv("PORTAL_DOMAIN_GIT_REVIEW")); v {
+	case "", "false", "0":
+	case "true", "1":
+		c.Review = true
+	default:
+		return Config{}, fmt.Errorf("PORTAL_DOMAIN_GIT_REVIEW: %q is not true or false", v)
+	}
 	if !c.Enabled() {
+		if c.Review {
+			return Config{}, errors.New("PORTAL_DOMAIN_GIT_REVIEW: needs PORTAL_DOMAIN_GIT_REPO")
+		}
 		return Config{}, nil
 	}
 	return c, c.validate()
@@ -171,26 +184,45 @@ func (r *Recorder) Record(ctx context.Context, c Change) (Result, error) {
 	return res, nil
 }
 
-func (r *Recorder) record(ctx context.Context, c Change) (Result, error) {
+// prepare checks c and returns its file, content and the open workdir.
+func (r *Recorder) prepare(ctx context.Context, c Change) (string, []byte, *git.Repository, error) {
 	if c.Key == "" || strings.ContainsAny(c.Key, "\r\n") {
-		return Result{}, fmt.Errorf("record %s: the change has no usable key", c.Domain)
+		return "", nil, nil, fmt.Errorf("record %s: the change has no usable key", c.Domain)
 	}
 	if errs := validation.IsDNS1123Label(c.Slug); len(errs) > 0 {
-		return Result{}, fmt.Errorf("record %s: file name %q: %s", c.Domain, c.Slug, strings.Join(errs, "; "))
+		return "", nil, nil, fmt.Errorf("record %s: file name %q: %s", c.Domain, c.Slug, strings.Join(errs, "; "))
 	}
 	root, err := cleanRoot(r.cfg.Root)
 	if err != nil {
-		return Result{}, err
+		return "", nil, nil, err
 	}
 	content, err := manifestYAML(c.Documents)
 	if err != nil {
-		return Result{}, fmt.Errorf("record %s: %w", c.Domain, err)
+		return "", nil, nil, fmt.Errorf("record %s: %w", c.Domain, err)
 	}
 	repo, err := r.open(ctx)
 	if err != nil {
+		return "", nil, nil, err
+	}
+	return path.Join(root, c.Slug+".yaml"), content, repo, nil
+}
+
+func (r *Recorder) record(ctx context.Context, c Change) (Result, error) {
+	file, content, repo, err := r.prepare(ctx, c)
+	if err != nil {
 		return Result{}, err
 	}
-	file := path.Join(root, c.Slug+".yaml")
+	if r.cfg.Review {
+		// Nothing goes to the branch directly: the change is proposed.
+		p, err := r.propose(ctx, repo, file, content, c)
+		if err != nil {
+			return Result{}, err
+		}
+		if p.Merged {
+			return Result{Commit: p.Commit, Outcome: "unchanged"}, nil
+		}
+		return Result{Commit: p.Commit, Outcome: "proposed"}, nil
+	}
 	var lastErr error
 	for attempt := 1; attempt <= pushAttempts; attempt++ {
 		head, err := r.sync(ctx, repo)
@@ -198,7 +230,7 @@ func (r *Recorder) record(ctx context.Context, c Change) (Result, error) {
 			return Result{}, err
 		}
 		if head != plumbing.ZeroHash {
-			if found, err := findTrailer(repo, head, c.Key); err != nil {
+			if found, err := findTrailer(repo, head, c.Key, historyDepth); err != nil {
 				return Result{}, err
 			} else if found != plumbing.ZeroHash {
 				return Result{Commit: found.String(), Outcome: "recorded"}, nil
@@ -276,7 +308,11 @@ func (r *Recorder) open(ctx context.Context) (*git.Repository, error) {
 // dropping whatever an earlier, unpushed attempt left. It returns the
 // branch's commit, or the zero hash when the remote has no such branch yet.
 func (r *Recorder) sync(ctx context.Context, repo *git.Repository) (plumbing.Hash, error) {
-	err := repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: r.auth(), Force: true, Prune: true})
+	specs := []config.RefSpec{config.RefSpec("+refs/heads/" + r.cfg.Branch + ":" + r.remoteRef().String())}
+	if r.cfg.Review {
+		specs = append(specs, config.RefSpec("+refs/heads/"+ReviewPrefix+"*:refs/remotes/origin/"+ReviewPrefix+"*"))
+	}
+	err := repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", Auth: r.auth(), Force: true, Prune: true, RefSpecs: specs})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return plumbing.ZeroHash, fmt.Errorf("fetch %s: %w", r.cfg.Branch, err)
 	}
@@ -366,7 +402,7 @@ func Message(c Change) string {
 }
 
 // findTrailer looks for a commit carrying key in the branch's recent history.
-func findTrailer(repo *git.Repository, head plumbing.Hash, key string) (plumbing.Hash, error) {
+func findTrailer(repo *git.Repository, head plumbing.Hash, key string, depth int) (plumbing.Hash, error) {
 	iter, err := repo.Log(&git.LogOptions{From: head})
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("read history: %w", err)
@@ -380,7 +416,7 @@ func findTrailer(repo *git.Repository, head plumbing.Hash, key string) (plumbing
 			found = cm.Hash
 			return errStop
 		}
-		if n++; n >= historyDepth {
+		if n++; n >= depth {
 			return errStop
 		}
 		return nil
@@ -439,3 +475,104 @@ func (e maskedError) Error() string { return e.msg }
 // Unwrap is deliberately absent: a caller printing a wrapped error with %+v
 // must not reach the unmasked text. Is lets errors.Is still match.
 func (e maskedError) Is(target error) bool { return errors.Is(e.err, target) }
+
+// ReviewPrefix starts the name of every review branch:
+// portal-domains/<tenant7>-<generation>-<change>.
+const ReviewPrefix = "portal-domains/"
+
+// ReviewBranch is the branch a change is proposed on.
+func ReviewBranch(c Change) string {
+	change := "apply"
+	if c.Documents == nil {
+		change = "remove"
+	}
+	return fmt.Sprintf("%s%s-%d-%s", ReviewPrefix, c.Slug, c.Generation, change)
+}
+
+// Proposal is where a change stands in review.
+type Proposal struct {
+	Branch string
+	Commit string
+	// Merged: the configured branch has the change (its trailer, or the
+	// domain's file exactly as the change writes it, which a squash merge
+	// or a hand-made equal commit also gives).
+	Merged bool
+}
+
+// Propose puts c on its review branch, based on the configured branch,
+// unless it is there already, and says whether it was merged.
+func (r *Recorder) Propose(ctx context.Context, c Change) (Proposal, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	file, content, repo, err := r.prepare(ctx, c)
+	if err != nil {
+		return Proposal{}, r.maskErr(err)
+	}
+	p, err := r.propose(ctx, repo, file, content, c)
+	return p, r.maskErr(err)
+}
+
+func (r *Recorder) propose(ctx context.Context, repo *git.Repository, file string, content []byte, c Change) (Proposal, error) {
+	branch := ReviewBranch(c)
+	head, err := r.sync(ctx, repo)
+	if err != nil {
+		return Proposal{}, err
+	}
+	if merged, err := hasChange(repo, head, file, content, c.Key); err != nil || merged {
+		return Proposal{Branch: branch, Commit: head.String(), Merged: merged}, err
+	}
+	if ref, err := repo.Reference(plumbing.NewRemoteReferenceName("origin", branch), true); err == nil {
+		if found, err := findTrailer(repo, ref.Hash(), c.Key, 1); err != nil {
+			return Proposal{}, err
+		} else if found != plumbing.ZeroHash {
+			return Proposal{Branch: branch, Commit: found.String()}, nil // waiting for review
+		}
+	}
+	hash, changed, err := r.commit(repo, file, content, c)
+	if err != nil {
+		return Proposal{}, err
+	}
+	if !changed {
+		return Proposal{Branch: branch, Commit: head.String(), Merged: true}, nil
+	}
+	err = repo.PushContext(ctx, &git.PushOptions{
+		RemoteName: "origin",
+		// Forced: the branch is this change's own; an older attempt left
+		// on it is replaced.
+		RefSpecs: []config.RefSpec{config.RefSpec("+" + r.branchRef() + ":refs/heads/" + branch)},
+		Auth:     r.auth(),
+	})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return Proposal{}, fmt.Errorf("push %s: %w", branch, err)
+	}
+	r.logger.Info("manifest change proposed for review", "branch", branch, "commit", hash.String(),
+		"tenant_id", c.Tenant, "portal_domain_id", c.DomainID, "generation", c.Generation)
+	return Proposal{Branch: branch, Commit: hash.String()}, nil
+}
+
+// hasChange reports whether the commit head holds the change: its trailer
+// in recent history, or the file exactly as the change leaves it.
+func hasChange(repo *git.Repository, head plumbing.Hash, file string, content []byte, key string) (bool, error) {
+	if head == plumbing.ZeroHash {
+		return content == nil, nil
+	}
+	if found, err := findTrailer(repo, head, key, historyDepth); err != nil || found != plumbing.ZeroHash {
+		return found != plumbing.ZeroHash, err
+	}
+	cm, err := repo.CommitObject(head)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", head, err)
+	}
+	f, err := cm.File(file)
+	if errors.Is(err, object.ErrFileNotFound) {
+		return content == nil, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", file, err)
+	}
+	got, err := f.Contents()
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", file, err)
+	}
+	return content != nil && got == string(content), nil
+}

@@ -183,6 +183,76 @@ func TestRecord(t *testing.T) {
 	})
 }
 
+func TestReview(t *testing.T) {
+	t.Parallel()
+	const file = "alga-psa/portal-domains/3f2a9c1.yaml"
+	review := func(t *testing.T) *bundle {
+		b := setup(t)
+		b.cfg.Review = true
+		b.rec = gitrecord.New(b.cfg, slog.New(slog.NewJSONHandler(b.logs, nil)))
+		return b
+	}
+
+	t.Run("a change goes to a branch of its own and is merged only by the reviewer", func(t *testing.T) {
+		t.Parallel()
+		b := review(t)
+		c := change(1, "portal.acme.com")
+		p, err := b.rec.Propose(b.ctx, c)
+		require.NoError(t, err)
+		assert.Equal(t, "portal-domains/3f2a9c1-1-apply", p.Branch)
+		assert.False(t, p.Merged)
+		assert.Equal(t, p.Commit, b.remote.Branch(t, p.Branch))
+		got, ok := b.remote.ShowAt(t, p.Branch, file)
+		require.True(t, ok)
+		assert.Contains(t, got, "portal.acme.com")
+		_, ok = b.remote.Show(t, file)
+		assert.False(t, ok, "main is untouched before review")
+
+		again, err := b.rec.Propose(b.ctx, c)
+		require.NoError(t, err)
+		assert.Equal(t, p, again, "proposing again leaves the branch as it is")
+
+		b.remote.Merge(t, p.Branch)
+		merged, err := b.rec.Propose(b.ctx, c)
+		require.NoError(t, err)
+		assert.True(t, merged.Merged)
+		res, err := b.rec.Record(b.ctx, c)
+		require.NoError(t, err)
+		assert.Equal(t, "unchanged", res.Outcome, "after the merge the record has nothing to add")
+		assert.Len(t, b.remote.Log(t), 3, "initial, the change, the merge")
+	})
+
+	t.Run("an equal file on main (a squash merge) counts as merged", func(t *testing.T) {
+		t.Parallel()
+		b := review(t)
+		c := change(1, "portal.acme.com")
+		p, err := b.rec.Propose(b.ctx, c)
+		require.NoError(t, err)
+		got, _ := b.remote.ShowAt(t, p.Branch, file)
+		b.remote.Commit(t, file, got, "Add portal.acme.com (#12)")
+		merged, err := b.rec.Propose(b.ctx, c)
+		require.NoError(t, err)
+		assert.True(t, merged.Merged)
+	})
+
+	t.Run("a removal under review is proposed, not pushed to main", func(t *testing.T) {
+		t.Parallel()
+		b := review(t)
+		p, err := b.rec.Propose(b.ctx, change(1, "portal.acme.com"))
+		require.NoError(t, err)
+		b.remote.Merge(t, p.Branch)
+		rm := change(2, "portal.acme.com")
+		rm.Key, rm.Documents = "d0c5e7e2-0000-4000-8000-000000000001/2/remove", nil
+		res, err := b.rec.Record(b.ctx, rm)
+		require.NoError(t, err)
+		assert.Equal(t, "proposed", res.Outcome)
+		_, ok := b.remote.Show(t, file)
+		assert.True(t, ok, "main keeps the file until the removal is merged")
+		_, ok = b.remote.ShowAt(t, "portal-domains/3f2a9c1-2-remove", file)
+		assert.False(t, ok)
+	})
+}
+
 func TestConfigFromEnv(t *testing.T) {
 	t.Parallel()
 	off, err := gitrecord.ConfigFromEnv(env(nil))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -58,6 +59,12 @@ type GitChange struct {
 // "recorded" or "unchanged".
 type GitRecorder interface {
 	Record(ctx context.Context, c GitChange) (outcome string, err error)
+}
+
+// ChangeReviewer proposes a change on a branch of its own (once) and says
+// whether it was merged into the configured branch.
+type ChangeReviewer interface {
+	Propose(ctx context.Context, c GitChange) (branch string, merged bool, err error)
 }
 
 // ManifestRenderer renders a domain's objects as the JSON documents the
@@ -165,4 +172,38 @@ func (w *GitRecordWorker) Work(ctx context.Context, job *river.Job[GitRecordArgs
 	logger.Info("manifest change recorded", "outcome", outcome)
 	w.deps.Observer.StageFinished(KindGitRecord, outcome, w.deps.now().Sub(begun))
 	return nil
+}
+
+// awaitReview proposes the apply of rec for review and reports whether the
+// apply may go ahead. While the branch is not merged the tenant is told so
+// and the job snoozes; a repository it cannot reach is waited out the same
+// way, since no retry budget should run out on a review.
+func (w *ApplyWorker) awaitReview(ctx context.Context, rec domain.Record, logger *slog.Logger) (bool, error) {
+	docs, err := w.deps.Manifests.Manifests(refOf(rec))
+	if err != nil {
+		return false, fmt.Errorf("%w: render the manifests of %s: %w", ErrPermanent, rec.Domain, err)
+	}
+	c := GitChange{Key: fmt.Sprintf("%s/%d/%s", rec.ID, rec.Generation, ChangeApply), Tenant: string(rec.Tenant),
+		DomainID: rec.ID, Domain: rec.Domain, Slug: domain.CanonicalPrefix(rec.CanonicalHost),
+		Status: domain.StatusPendingCertificate, Generation: rec.Generation, Documents: docs}
+	branch, merged, err := w.deps.Review.Propose(ctx, c)
+	wait := backoff(w.deps.now().Sub(rec.StatusChangedAt), w.deps.Config.ReviewRecheck, 5*time.Minute)
+	var msg string
+	switch {
+	case err != nil:
+		logger.Warn("could not propose the change for review; trying again", "error", err, "retry_in", wait)
+		msg = fmt.Sprintf("Waiting to propose the certificate and gateway for %s for review: the manifest repository could not be reached; trying again.", rec.Domain)
+	case !merged:
+		logger.Info("waiting for the review branch to be merged", "branch", branch, "recheck_in", wait)
+		msg = fmt.Sprintf("Waiting for review: merge branch %s of the manifest repository; the certificate for %s is requested once it is merged.", branch, rec.Domain)
+	default:
+		return true, nil
+	}
+	if rec.StatusMessage != msg {
+		if _, _, err := move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
+			From: domain.StatusPendingCertificate, To: domain.StatusPendingCertificate, Message: msg}); err != nil {
+			return false, err
+		}
+	}
+	return false, river.JobSnooze(wait)
 }

@@ -57,6 +57,9 @@ type Config struct {
 	// otherwise it is deleted, as AlgaPSA's workflow does, and the domain is
 	// free for anyone.
 	KeepDisabled bool
+	// ReviewRecheck is how soon an apply waiting for its review branch to
+	// be merged looks again (default 30s, growing to 5m).
+	ReviewRecheck time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -95,9 +98,12 @@ type Deps struct {
 	Git       GitRecorder
 	Manifests ManifestRenderer
 	Tenants   TenantDomains
-	Observer  Observer
-	Logger    *slog.Logger
-	Config    Config
+	// Review, with Manifests, makes the apply wait until its change is
+	// merged in the manifest repository.
+	Review   ChangeReviewer
+	Observer Observer
+	Logger   *slog.Logger
+	Config   Config
 	// Now is the clock; tests may pin it.
 	Now func() time.Time
 }
@@ -129,6 +135,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	}
 	if deps.Config.CertDeadline <= 0 {
 		deps.Config.CertDeadline = defaults.CertDeadline
+	}
+	if deps.Config.ReviewRecheck <= 0 {
+		deps.Config.ReviewRecheck = 30 * time.Second
 	}
 	if deps.Config.CanonicalSuffix == "" {
 		deps.Config.CanonicalSuffix = defaults.CanonicalSuffix

@@ -118,6 +118,40 @@ func (r *Remote) Commit(t testing.TB, path, content, message string) {
 	run(t, wt, "push", "--quiet", "origin", "HEAD:main")
 }
 
+// Merge merges branch into main with a merge commit, as a reviewer's
+// "merge pull request" does.
+func (r *Remote) Merge(t testing.TB, branch string) {
+	t.Helper()
+	wt := t.TempDir()
+	run(t, wt, "clone", "--quiet", r.Bare, ".")
+	run(t, wt, "-c", "user.name=Reviewer", "-c", "user.email=reviewer@example.com", "merge", "--quiet", "--no-ff", "-m", "Merge "+branch, "origin/"+branch)
+	run(t, wt, "push", "--quiet", "origin", "HEAD:main")
+}
+
+// Branch returns the commit a branch points at, or "" when it does not exist.
+func (r *Remote) Branch(t testing.TB, branch string) string {
+	t.Helper()
+	cmd := exec.Command("git", "rev-parse", "--verify", "--quiet", "refs/heads/"+branch)
+	cmd.Dir = r.Bare
+	out, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// ShowAt returns the content of path on rev, and whether it exists.
+func (r *Remote) ShowAt(t testing.TB, rev, path string) (string, bool) {
+	t.Helper()
+	cmd := exec.Command("git", "show", rev+":"+path)
+	cmd.Dir = r.Bare
+	out, err := cmd.Output()
+	if err != nil {
+		return "", false
+	}
+	return string(out), true
+}
+
 // Log returns the full messages of main's commits, newest first.
 func (r *Remote) Log(t testing.TB) []string {
 	t.Helper()
@@ -134,13 +168,7 @@ func (r *Remote) Log(t testing.TB) []string {
 // Show returns the content of path on main, and whether it exists.
 func (r *Remote) Show(t testing.TB, path string) (string, bool) {
 	t.Helper()
-	cmd := exec.Command("git", "show", "main:"+path)
-	cmd.Dir = r.Bare
-	out, err := cmd.Output()
-	if err != nil {
-		return "", false
-	}
-	return string(out), true
+	return r.ShowAt(t, "main", path)
 }
 
 // Everything returns every blob, commit message and ref of the repository as

@@ -543,3 +543,12 @@ func (g GitRecorder) Record(ctx context.Context, c jobs.GitChange) (string, erro
 		Slug: c.Slug, Status: string(c.Status), Generation: c.Generation, Documents: c.Documents})
 	return res.Outcome, err
 }
+
+var _ jobs.ChangeReviewer = GitRecorder{}
+
+// Propose puts c on its review branch and says whether it was merged.
+func (g GitRecorder) Propose(ctx context.Context, c jobs.GitChange) (string, bool, error) {
+	p, err := g.Recorder.Propose(ctx, gitrecord.Change{Key: c.Key, Tenant: c.Tenant, DomainID: c.DomainID, Domain: c.Domain,
+		Slug: c.Slug, Status: string(c.Status), Generation: c.Generation, Documents: c.Documents})
+	return p.Branch, p.Merged, err
+}

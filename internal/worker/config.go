@@ -87,6 +87,9 @@ type Config struct {
 	// Git is the repository recording every manifest change
 	// (PORTAL_DOMAIN_GIT_*); off unless PORTAL_DOMAIN_GIT_REPO is set.
 	Git gitrecord.Config
+	// GitReviewRecheck: how soon an apply waiting for its review branch to
+	// be merged looks again (jobs.Config.ReviewRecheck).
+	GitReviewRecheck time.Duration
 }
 
 // DefaultFetchCooldown is the least time between two fetches of a queue.

@@ -2,16 +2,20 @@ package worker_test
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/gitrecord"
 	"github.com/portal-domains/portal-domains/gitrecord/gittest"
+	"github.com/portal-domains/portal-domains/k8s"
 )
 
 const gitToken = "ghp_pipelineTOKEN0123456789SECRET"
@@ -150,5 +154,45 @@ func TestGitRecord(t *testing.T) {
 		log := remote.Log(t)
 		require.Len(t, log, 2)
 		require.Contains(t, log[0], "portal-domains: apply portal.acme.test")
+	})
+
+	t.Run("under review the apply waits until its branch is merged", func(t *testing.T) {
+		t.Parallel()
+		remote := gittest.Serve(t, gitToken)
+		cfg := gitConfig(t, remote)
+		cfg.Review = true
+		b := setup(t, setupOpts{git: cfg})
+
+		rec := b.register(t, tenant, "portal.acme.test")
+		const branch = "portal-domains/abc1234-1-apply"
+		waiting := b.waitFor(t, rec.ID, "waited for review", func(r domain.Record) bool {
+			return r.Status == domain.StatusPendingCertificate && strings.Contains(r.StatusMessage, "Waiting for review")
+		})
+		require.Equal(t, "Waiting for review: merge branch "+branch+" of the manifest repository; the certificate for portal.acme.test is requested once it is merged.", waiting.StatusMessage)
+		require.NotEmpty(t, remote.Branch(t, branch))
+		proposed, ok := remote.ShowAt(t, branch, file)
+		require.True(t, ok)
+		require.Contains(t, proposed, "- portal.acme.test")
+		_, ok = remote.Show(t, file)
+		require.False(t, ok, "main is untouched before the merge")
+		_, err := b.kube.Dynamic.Resource(k8s.CertificateGVR).Namespace(b.cfg.Kube.CertNamespace).Get(b.ctx, "portal-domain-abc1234", metav1.GetOptions{})
+		require.True(t, apierrors.IsNotFound(err), "nothing is applied while the review waits: %v", err)
+
+		remote.Merge(t, branch)
+		b.waitFor(t, rec.ID, "applied after the merge", func(r domain.Record) bool { return r.Status == domain.StatusCertificateIssuing })
+		b.waitForGitJobs(t, 1)
+		log := remote.Log(t)
+		require.Len(t, log, 3, "the proposal and its merge, no commit of the record's own")
+		require.Equal(t, "Merge "+branch, log[0])
+
+		b.disable(t, rec.ID)
+		b.waitForDeleted(t, rec.ID)
+		b.waitForGitJobs(t, 2)
+		removal := remote.Branch(t, "portal-domains/abc1234-2-remove")
+		require.NotEmpty(t, removal, "the removal is proposed for review")
+		_, ok = remote.ShowAt(t, removal, file)
+		require.False(t, ok)
+		_, ok = remote.Show(t, file)
+		require.True(t, ok, "main keeps the file until the removal is merged")
 	})
 }

@@ -110,6 +110,9 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		UIURL:             opts.uiURL,
 		Git:               opts.git,
 	}
+	if opts.git.Review {
+		b.cfg.GitReviewRecheck = 100 * time.Millisecond
+	}
 	if b.cfg.DNSDeadline == 0 {
 		b.cfg.DNSDeadline = 48 * time.Hour
 	}

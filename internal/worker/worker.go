@@ -136,7 +136,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 		Logger:   w.logger,
 		Config: jobs.Config{CanonicalSuffix: cfg.CanonicalSuffix, DNSDeadline: cfg.DNSDeadline,
 			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName, KeepDisabled: cfg.KeepDisabled,
-			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax},
+			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax, ReviewRecheck: cfg.GitReviewRecheck},
 	}
 	// Periodic jobs run on the elected leader only, so several workers
 	// never sweep or scan twice at once.
@@ -160,7 +160,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Worker, error) {
 	}
 	if cfg.Git.Enabled() {
 		// One worker: the repository's commits are made one at a time.
-		deps.Git = GitRecorder{Recorder: gitrecord.New(cfg.Git, w.logger.With("component", "gitrecord"))}
+		recorder := GitRecorder{Recorder: gitrecord.New(cfg.Git, w.logger.With("component", "gitrecord"))}
+		deps.Git = recorder
+		if cfg.Git.Review {
+			deps.Review = recorder
+		}
 		deps.Manifests = Manifests{Config: cfg.Kube}
 		deps.Tenants = Store{Pool: w.pool}
 		queues[jobs.QueueGit] = river.QueueConfig{MaxWorkers: 1}
