@@ -177,6 +177,25 @@ func TestRecord(t *testing.T) {
 		assert.NotContains(t, fmt.Sprintf("%+v", b.cfg.URL), token)
 	})
 
+	t.Run("an empty repository gets its first commit on the branch", func(t *testing.T) {
+		t.Parallel()
+		remote := gittest.ServeEmpty(t, token)
+		cfg, err := gitrecord.ConfigFromEnv(env(map[string]string{"PORTAL_DOMAIN_GIT_REPO": remote.URL,
+			"PORTAL_DOMAIN_GIT_WORKDIR": filepath.Join(t.TempDir(), "sync"), "GITHUB_ACCESS_TOKEN": token}))
+		require.NoError(t, err)
+		rec := gitrecord.New(cfg, slog.New(slog.DiscardHandler))
+		res, err := rec.Record(t.Context(), change(1, "portal.acme.com"))
+		require.NoError(t, err)
+		assert.Equal(t, "committed", res.Outcome)
+		require.Len(t, remote.Log(t), 1)
+		_, ok := remote.Show(t, "alga-psa/portal-domains/3f2a9c1.yaml")
+		assert.True(t, ok)
+		res, err = rec.Record(t.Context(), change(2, "portal.acme.org"))
+		require.NoError(t, err)
+		assert.Equal(t, "committed", res.Outcome)
+		require.Len(t, remote.Log(t), 2)
+	})
+
 	t.Run("an error that quotes the token is masked", func(t *testing.T) {
 		t.Parallel()
 		assert.Equal(t, "auth *** refused for ***", gitrecord.Mask("auth "+token+" refused for "+token, token))

@@ -36,6 +36,14 @@ type Remote struct {
 // looks like a cluster-config repository someone already uses.
 func Serve(t testing.TB, token string) *Remote {
 	t.Helper()
+	r := ServeEmpty(t, token)
+	r.Commit(t, "README.md", "cluster config\n", "initial commit")
+	return r
+}
+
+// ServeEmpty starts a remote with no commit and no branch yet.
+func ServeEmpty(t testing.TB, token string) *Remote {
+	t.Helper()
 	gitBin, err := exec.LookPath("git")
 	require.NoError(t, err, "the git binary is needed to serve a test remote (Debian: apt-get install git)")
 	dir := t.TempDir()
@@ -43,7 +51,6 @@ func Serve(t testing.TB, token string) *Remote {
 	run(t, dir, "init", "--bare", "--initial-branch=main", bare)
 	run(t, bare, "config", "http.receivepack", "true")
 	r := &Remote{Bare: bare, User: "x-access-token", Token: token}
-	r.Commit(t, "README.md", "cluster config\n", "initial commit")
 
 	backend := &cgi.Handler{
 		Path: gitBin,
@@ -111,6 +118,7 @@ func (r *Remote) Commit(t testing.TB, path, content, message string) {
 	t.Helper()
 	wt := t.TempDir()
 	run(t, wt, "clone", "--quiet", r.Bare, ".")
+	run(t, wt, "checkout", "--quiet", "-B", "main")
 	require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(wt, path)), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(wt, path), []byte(content), 0o644))
 	run(t, wt, "add", path)
