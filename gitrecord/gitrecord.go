@@ -347,6 +347,11 @@ func (r *Recorder) sync(ctx context.Context, repo *git.Repository) (plumbing.Has
 	if err := wt.Reset(&git.ResetOptions{Commit: remote.Hash(), Mode: git.HardReset}); err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("reset to origin/%s: %w", r.cfg.Branch, err)
 	}
+	// A hard reset keeps untracked files: drop those an interrupted attempt
+	// wrote, so the files are exactly the branch's.
+	if err := wt.Clean(&git.CleanOptions{Dir: true}); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("clean the workdir: %w", err)
+	}
 	return remote.Hash(), nil
 }
 

@@ -123,6 +123,27 @@ func TestRecord(t *testing.T) {
 		assert.Len(t, b.remote.Log(t), 4)
 	})
 
+	t.Run("files an interrupted attempt left in the workdir neither block a removal nor get committed", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		_, err := b.rec.Record(b.ctx, change(1, "portal.acme.com"))
+		require.NoError(t, err)
+		// Written, never committed: a removal of a domain the branch does
+		// not have, then a stray file beside it.
+		stray := filepath.Join(b.workdir, "alga-psa", "portal-domains", "0000000.yaml")
+		require.NoError(t, os.WriteFile(stray, []byte("kind: Leftover\n"), 0o644))
+		rm := change(2, "portal.acme.com")
+		rm.Key, rm.Slug, rm.Documents = "other/2/remove", "0000000", nil
+		res, err := b.rec.Record(b.ctx, rm)
+		require.NoError(t, err)
+		assert.Equal(t, "unchanged", res.Outcome)
+		_, err = b.rec.Record(b.ctx, change(3, "portal.acme.net"))
+		require.NoError(t, err)
+		_, ok := b.remote.Show(t, "alga-psa/portal-domains/0000000.yaml")
+		assert.False(t, ok, "the stray file was never committed")
+		assert.Len(t, b.remote.Log(t), 3)
+	})
+
 	t.Run("a push rejected because the branch moved is fetched, redone on top and pushed", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
