@@ -37,6 +37,10 @@ kube-binaries: ## build kube-apiserver and etcd from the Go module proxy into .c
 chromium: ## make sure Chromium is installed for the River UI browser test (installs Debian's package when not)
 	@scripts/ensure-chromium.sh
 
+.PHONY: git
+git: ## make sure git is installed for the manifest record tests (installs Debian's package when not)
+	@scripts/ensure-git.sh
+
 .PHONY: run
 run: build ## everything on this machine (Postgres, kube-apiserver, DNS, HTTPS, DEV-ONLY issuer, worker, River UI) with demo domains; Ctrl-C stops it
 	@scripts/ensure-postgres.sh "$(DATABASE_URL)"
@@ -54,11 +58,11 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 
 # The packages with concurrency of their own run under the race detector.
-RACE_PKGS := ./db/... ./jobs/... ./k8s/... ./internal/worker/... ./internal/server/... ./internal/cli/... ./cmd/...
+RACE_PKGS := ./db/... ./gitrecord/... ./jobs/... ./k8s/... ./internal/worker/... ./internal/server/... ./internal/cli/... ./cmd/...
 .PHONY: test
-test: postgres chromium kube-binaries lint ## run every test against real Postgres, DNS, kube-apiserver, HTTPS servers and Chromium, plus short fuzzing
+test: postgres chromium git kube-binaries lint ## run every test against real Postgres, DNS, kube-apiserver, HTTPS servers, a Git remote and Chromium, plus short fuzzing
 	$(GO) test -p 2 -count=1 -timeout 25m -race $(RACE_PKGS)
-	$(GO) test -p 2 -count=1 -timeout 25m $$($(GO) list ./... | grep -v -E '/(db|jobs|k8s|internal/worker|internal/server|internal/cli|cmd)(/|$$)')
+	$(GO) test -p 2 -count=1 -timeout 25m $$($(GO) list ./... | grep -v -E '/(db|gitrecord|jobs|k8s|internal/worker|internal/server|internal/cli|cmd)(/|$$)')
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: fuzz

@@ -410,6 +410,9 @@ type Settings struct {
 	// Appliance accepts AlgaPSA's appliance edition's writes (rows inserted
 	// active, deleted to disable) and runs no pipeline.
 	Appliance bool
+	// GitRecord enqueues a git_record job with every manifest change
+	// (portal_domains_enqueue_git_records).
+	GitRecord bool
 }
 
 // syncRules makes the database's copies of domain.Transitions and
@@ -450,8 +453,8 @@ func SaveSettings(ctx context.Context, q Querier, settings Settings) error {
 	if suffix == "" {
 		suffix = domain.DefaultCanonicalSuffix
 	}
-	_, err := q.Exec(ctx, `INSERT INTO portal_domain_settings (key, value) VALUES ('canonical_suffix', $1), ('appliance', $2)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, suffix, strconv.FormatBool(settings.Appliance))
+	_, err := q.Exec(ctx, `INSERT INTO portal_domain_settings (key, value) VALUES ('canonical_suffix', $1), ('appliance', $2), ('git_record', $3)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, suffix, strconv.FormatBool(settings.Appliance), strconv.FormatBool(settings.GitRecord))
 	if err != nil {
 		return fmt.Errorf("save settings: %w", err)
 	}

@@ -37,6 +37,11 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 	if err != nil || !current {
 		return err
 	}
+	if w.deps.Review != nil && w.deps.Manifests != nil {
+		if ok, err := w.awaitReview(ctx, rec, logger); !ok {
+			return err
+		}
+	}
 	applied, applyErr := w.deps.Kube.Apply(ctx, refOf(rec))
 	if applyErr != nil {
 		lastAttempt := job.Attempt >= job.MaxAttempts || errors.Is(applyErr, ErrPermanent)

@@ -62,6 +62,9 @@ type Config struct {
 	KeepDisabled bool
 	// Sweep bounds the orphan sweep (see SweepConfig).
 	Sweep SweepConfig
+	// ReviewRecheck is how soon an apply waiting for its review branch to
+	// be merged looks again (default 30s, growing to 5m).
+	ReviewRecheck time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -99,7 +102,14 @@ type Deps struct {
 	// (deleted, would_delete, too_young, deferred, failed).
 	SweepCounted func(action string, n int)
 	// Stages enables the reconcile job.
-	Stages   StageJobEnqueuer
+	Stages StageJobEnqueuer
+	// Git, Manifests and Tenants enable the git_record job.
+	Git       GitRecorder
+	Manifests ManifestRenderer
+	Tenants   TenantDomains
+	// Review, with Manifests, makes the apply wait until its change is
+	// merged in the manifest repository.
+	Review   ChangeReviewer
 	Observer Observer
 	Logger   *slog.Logger
 	Config   Config
@@ -138,6 +148,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	if deps.Config.Sweep.MinAge <= 0 {
 		deps.Config.Sweep.MinAge = defaults.Sweep.MinAge
 	}
+	if deps.Config.ReviewRecheck <= 0 {
+		deps.Config.ReviewRecheck = 30 * time.Second
+	}
 	if deps.Config.CanonicalSuffix == "" {
 		deps.Config.CanonicalSuffix = defaults.CanonicalSuffix
 	}
@@ -157,6 +170,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	}
 	if deps.Stages != nil {
 		river.AddWorker(workers, &ReconcileWorker{deps: deps})
+	}
+	if deps.Git != nil && deps.Manifests != nil && deps.Tenants != nil {
+		river.AddWorker(workers, &GitRecordWorker{deps: deps})
 	}
 }
 

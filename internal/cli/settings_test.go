@@ -25,7 +25,7 @@ import (
 
 // settingName is what an environment variable of this project, or one of the
 // standard ones it reads, looks like.
-var settingName = regexp.MustCompile(`^(PORTAL_DOMAIN_[A-Z0-9_]+|DATABASE_URL|TEST_DATABASE_URL|KUBECONFIG|KUBEBUILDER_ASSETS|LOG_LEVEL|OTEL_[A-Z0-9_]+|POSTHOG_[A-Z0-9_]+)$`)
+var settingName = regexp.MustCompile(`^(PORTAL_DOMAIN_[A-Z0-9_]+|DATABASE_URL|TEST_DATABASE_URL|KUBECONFIG|KUBEBUILDER_ASSETS|LOG_LEVEL|OTEL_[A-Z0-9_]+|POSTHOG_[A-Z0-9_]+|GITHUB_ACCESS_TOKEN)$`)
 
 // TestSettingsTablesMatchCode keeps the README's settings table equal to the
 // settings the product binary reads, and docs/development.md's table equal to

@@ -24,6 +24,7 @@ import (
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/gitrecord"
 	"github.com/portal-domains/portal-domains/internal/probe"
 	"github.com/portal-domains/portal-domains/internal/telemetry"
 	"github.com/portal-domains/portal-domains/jobs"
@@ -571,4 +572,58 @@ var _ jobs.StageJobEnqueuer = Store{}
 
 func (s Store) EnqueueMissingStageJobs(ctx context.Context, limit int) (int, error) {
 	return db.EnqueueMissingStageJobs(ctx, s.Pool, limit)
+}
+
+// GetDomainByTenant reads a tenant's row, for the git_record job.
+func (s Store) GetDomainByTenant(ctx context.Context, tenant string) (domain.Record, error) {
+	rec, err := db.GetDomainByTenant(ctx, s.Pool, domain.TenantID(tenant))
+	if errors.Is(err, db.ErrNotFound) {
+		return rec, fmt.Errorf("%w: %w", jobs.ErrNotFound, err)
+	}
+	return rec, err
+}
+
+var _ jobs.TenantDomains = Store{}
+
+// Manifests renders a domain's objects as the snapshots' JSON documents.
+type Manifests struct{ Config k8s.Config }
+
+var _ jobs.ManifestRenderer = Manifests{}
+
+// Manifests renders the Certificate, Gateway and VirtualService.
+func (m Manifests) Manifests(d jobs.DomainRef) ([][]byte, error) {
+	objs, err := k8s.Render(toK8s(d), m.Config)
+	if err != nil {
+		return nil, err
+	}
+	var docs [][]byte
+	for _, o := range []*unstructured.Unstructured{objs.Certificate, objs.Gateway, objs.VirtualService} {
+		b, err := k8s.SnapshotJSON(o)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, b)
+	}
+	return docs, nil
+}
+
+// GitRecorder commits manifest changes with the gitrecord package.
+type GitRecorder struct{ Recorder *gitrecord.Recorder }
+
+var _ jobs.GitRecorder = GitRecorder{}
+
+// Record commits and pushes c once.
+func (g GitRecorder) Record(ctx context.Context, c jobs.GitChange) (string, error) {
+	res, err := g.Recorder.Record(ctx, gitrecord.Change{Key: c.Key, Tenant: c.Tenant, DomainID: c.DomainID, Domain: c.Domain,
+		Slug: c.Slug, Status: string(c.Status), Generation: c.Generation, Documents: c.Documents})
+	return res.Outcome, err
+}
+
+var _ jobs.ChangeReviewer = GitRecorder{}
+
+// Propose puts c on its review branch and says whether it was merged.
+func (g GitRecorder) Propose(ctx context.Context, c jobs.GitChange) (string, bool, error) {
+	p, err := g.Recorder.Propose(ctx, gitrecord.Change{Key: c.Key, Tenant: c.Tenant, DomainID: c.DomainID, Domain: c.Domain,
+		Slug: c.Slug, Status: string(c.Status), Generation: c.Generation, Documents: c.Documents})
+	return p.Branch, p.Merged, err
 }

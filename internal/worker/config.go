@@ -18,6 +18,7 @@ import (
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/gitrecord"
 	"github.com/portal-domains/portal-domains/internal/probe"
 	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
@@ -86,6 +87,13 @@ type Config struct {
 
 	// Alerts: the stuck scan's schedule, thresholds and webhook.
 	Alerts AlertConfig
+
+	// Git is the repository recording every manifest change
+	// (PORTAL_DOMAIN_GIT_*); off unless PORTAL_DOMAIN_GIT_REPO is set.
+	Git gitrecord.Config
+	// GitReviewRecheck: how soon an apply waiting for its review branch to
+	// be merged looks again (jobs.Config.ReviewRecheck).
+	GitReviewRecheck time.Duration
 }
 
 // DefaultFetchCooldown is the least time between two fetches of a queue.
@@ -107,7 +115,7 @@ const transitionCommits = 2
 
 // DBSettings are the settings the SQL side reads.
 func (c Config) DBSettings() db.Settings {
-	return db.Settings{CanonicalSuffix: c.CanonicalSuffix, Appliance: c.Appliance}
+	return db.Settings{CanonicalSuffix: c.CanonicalSuffix, Appliance: c.Appliance, GitRecord: c.Git.Enabled()}
 }
 
 // ConfigFromEnv reads and validates the configuration; every error names
@@ -238,6 +246,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return cfg, err
 	}
 	if cfg.Alerts, err = alertConfigFromEnv(getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.Git, err = gitrecord.ConfigFromEnv(getenv); err != nil {
 		return cfg, err
 	}
 	return cfg, nil

@@ -27,6 +27,7 @@ import (
 	"github.com/portal-domains/portal-domains/db/dbtest"
 	"github.com/portal-domains/portal-domains/dns/dnstest"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/gitrecord"
 	"github.com/portal-domains/portal-domains/internal/probe"
 	"github.com/portal-domains/portal-domains/internal/worker"
 	"github.com/portal-domains/portal-domains/jobs"
@@ -77,6 +78,8 @@ type setupOpts struct {
 	// restConfig, when set, is the worker's way to the API server (a
 	// limited ServiceAccount, an address nothing answers).
 	restConfig *rest.Config
+	// git turns the manifest record on (PORTAL_DOMAIN_GIT_*).
+	git gitrecord.Config
 }
 
 // setup starts real Postgres (schema), DNS, kube-apiserver and HTTPS
@@ -126,6 +129,10 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		Alerts:            opts.alerts,
 		ReconcileInterval: opts.reconcileInterval,
 		UIURL:             opts.uiURL,
+		Git:               opts.git,
+	}
+	if opts.git.Review {
+		b.cfg.GitReviewRecheck = 100 * time.Millisecond
 	}
 	if b.cfg.DNSDeadline == 0 {
 		b.cfg.DNSDeadline = 48 * time.Hour

@@ -23,6 +23,7 @@ import (
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/gitrecord"
 	"github.com/portal-domains/portal-domains/internal/telemetry"
 	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
@@ -151,7 +152,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 		Logger:   w.logger,
 		Config: jobs.Config{CanonicalSuffix: cfg.CanonicalSuffix, DNSDeadline: cfg.DNSDeadline,
 			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName, KeepDisabled: cfg.KeepDisabled,
-			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax, Sweep: cfg.Sweep},
+			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax, Sweep: cfg.Sweep, ReviewRecheck: cfg.GitReviewRecheck},
 		SweepCounted: w.metrics.SweepObjects,
 	}
 	// Periodic jobs run on the elected leader only, so several workers
@@ -176,6 +177,17 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 			func() (river.JobArgs, *river.InsertOpts) { return jobs.OrphanSweepArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}))
 		queues[domain.QueueKubernetes] = river.QueueConfig{MaxWorkers: cfg.KubeWorkers}
+	}
+	if cfg.Git.Enabled() {
+		// One worker: the repository's commits are made one at a time.
+		recorder := GitRecorder{Recorder: gitrecord.New(cfg.Git, w.logger.With("component", "gitrecord"))}
+		deps.Git = recorder
+		if cfg.Git.Review {
+			deps.Review = recorder
+		}
+		deps.Manifests = Manifests{Config: cfg.Kube}
+		deps.Tenants = Store{Pool: w.pool}
+		queues[jobs.QueueGit] = river.QueueConfig{MaxWorkers: 1}
 	}
 	workers := river.NewWorkers()
 	jobs.AddWorkers(workers, deps)
@@ -370,6 +382,9 @@ func (w *Worker) queueNames() []string {
 	names := []string{domain.QueueDNS, domain.QueueProbe, domain.QueueMaintenance}
 	if w.kube != nil {
 		names = append(names, domain.QueueKubernetes)
+	}
+	if w.cfg.Git.Enabled() {
+		names = append(names, jobs.QueueGit)
 	}
 	return names
 }

@@ -43,6 +43,10 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		testDNSChaos(t, bin, sz)
 	})
+	t.Run("GitKill", func(t *testing.T) {
+		t.Parallel()
+		testGitKill(t, bin, sz)
+	})
 	t.Run("BadInput", func(t *testing.T) {
 		t.Parallel()
 		testBadInput(t, bin)
