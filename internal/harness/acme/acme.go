@@ -80,6 +80,9 @@ type Options struct {
 	// Validity is how long Pebble's certificates last (0: 90 days). Short ones make renewal
 	// observable.
 	Validity time.Duration
+	// CAAIdentities are the names Pebble looks for in CAA records (nil: letsencrypt.org, as
+	// it stands in for Let's Encrypt).
+	CAAIdentities []string
 	// MinimumBackoff is cert-manager's first wait before it retries a failed issuance (0: its
 	// default, 1h); it doubles with each failure.
 	MinimumBackoff time.Duration
@@ -225,6 +228,10 @@ func (a *ACME) startPebble(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	caa := opts.CAAIdentities
+	if len(caa) == 0 {
+		caa = []string{"letsencrypt.org"}
+	}
 	validity := opts.Validity
 	if validity <= 0 {
 		validity = 90 * 24 * time.Hour
@@ -242,6 +249,7 @@ func (a *ACME) startPebble(ctx context.Context, opts Options) error {
 		"externalAccountBindingRequired": false,
 		"retryAfter":                     map[string]any{"authz": 1, "order": 1},
 		"keyAlgorithm":                   "ecdsa",
+		"caaIdentities":                  caa,
 		"profiles": map[string]any{"default": map[string]any{
 			"description":    "portal-domains local stack",
 			"validityPeriod": int64(validity / time.Second),

@@ -68,8 +68,16 @@ func StartSecretGateway(addr string, secrets IstioSecrets, logger *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	g.lookup = secrets.Certificate
+	g.ServeSecrets(secrets)
 	return g, nil
+}
+
+// ServeSecrets switches the gateway to serving what Istio would serve from the objects in
+// the API server (IstioSecrets), for a gateway started before the API server was up.
+func (g *Gateway) ServeSecrets(secrets IstioSecrets) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lookup = secrets.Certificate
 }
 
 // Addr is the listening "host:port".
@@ -81,12 +89,18 @@ func (g *Gateway) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 	if name == "" {
 		return nil, errors.New("dev gateway: no server name (SNI) in the TLS handshake")
 	}
-	if g.lookup != nil {
-		c, err := g.lookup(hello.Context(), name)
+	g.mu.Lock()
+	lookup := g.lookup
+	g.mu.Unlock()
+	if lookup != nil {
+		c, err := lookup(hello.Context(), name)
 		if err != nil {
 			g.logger.Info("dev gateway: no certificate to serve", "server_name", name, "reason", err.Error())
 		}
 		return c, err
+	}
+	if g.ca == nil {
+		return nil, errors.New("dev gateway: no certificates to serve yet")
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
