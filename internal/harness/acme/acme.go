@@ -11,6 +11,7 @@
 package acme
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -18,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -75,6 +77,9 @@ type Options struct {
 	// DNSAddr is the local DNS server ("127.0.0.1:port"): Pebble resolves the domains it
 	// validates through it, and so does cert-manager's HTTP-01 self-check.
 	DNSAddr string
+	// PebbleDNSAddr, when set, is the DNS server Pebble resolves through instead of DNSAddr: a
+	// test can make a name resolve elsewhere for the CA than for cert-manager's self-check.
+	PebbleDNSAddr string
 	// IssuerName is the ClusterIssuer to create.
 	IssuerName string
 	// Validity is how long Pebble's certificates last (0: 90 days). Short ones make renewal
@@ -83,6 +88,8 @@ type Options struct {
 	// CAAIdentities are the names Pebble looks for in CAA records (nil: letsencrypt.org, as
 	// it stands in for Let's Encrypt).
 	CAAIdentities []string
+	// Logger gets what the stand-in garbage collector deletes.
+	Logger *slog.Logger
 	// MinimumBackoff is cert-manager's first wait before it retries a failed issuance (0: its
 	// default, 1h); it doubles with each failure.
 	MinimumBackoff time.Duration
@@ -103,6 +110,8 @@ type ACME struct {
 	workDir string
 	procs   []*exec.Cmd
 	waited  []chan error
+	stopGC  context.CancelFunc
+	gcDone  chan struct{}
 }
 
 // PebbleLog and ControllerLog are the processes' output.
@@ -181,6 +190,20 @@ func Start(ctx context.Context, opts Options) (_ *ACME, err error) {
 	if err := a.startController(opts); err != nil {
 		return nil, err
 	}
+	dyn, err := dynamic.NewForConfig(opts.API)
+	if err != nil {
+		return nil, err
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	gcCtx, stopGC := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopGC, a.gcDone = stopGC, make(chan struct{})
+	go func() {
+		defer close(a.gcDone)
+		ownerGC{dyn: dyn, logger: logger.With("component", "owner-gc")}.run(gcCtx)
+	}()
 	if err := a.createIssuer(ctx, opts); err != nil {
 		return nil, err
 	}
@@ -260,7 +283,7 @@ func (a *ACME) startPebble(ctx context.Context, opts Options) error {
 	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(opts.BinDir, "pebble"), "-config", cfgPath, "-dnsserver", opts.DNSAddr)
+	cmd := exec.Command(filepath.Join(opts.BinDir, "pebble"), "-config", cfgPath, "-dnsserver", cmp.Or(opts.PebbleDNSAddr, opts.DNSAddr))
 	// No random validation delay, no rejected nonces, no reused authorizations: every
 	// issuance runs every step, quickly.
 	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
@@ -439,6 +462,11 @@ func (a *ACME) logOf(i int) string {
 
 // Stop ends both processes (SIGTERM, then SIGKILL after 5 s) and waits for them.
 func (a *ACME) Stop() error {
+	if a.stopGC != nil {
+		a.stopGC()
+		<-a.gcDone
+		a.stopGC = nil
+	}
 	var errs []error
 	for i, cmd := range a.procs {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)

@@ -481,7 +481,7 @@ func (s *dev) startACME(ctx context.Context, cfg worker.Config) error {
 	})
 	a, err := acme.Start(ctx, acme.Options{
 		BinDir: binDir, WorkDir: filepath.Join(s.info.StateDir, "acme"), API: s.api.Config, Kubeconfig: s.api.KubeconfigPath,
-		DNSAddr: cfg.DNSServers[0], IssuerName: ACMEIssuerName, CAAIdentities: []string{cfg.CAAIdentity},
+		DNSAddr: cfg.DNSServers[0], IssuerName: ACMEIssuerName, CAAIdentities: []string{cfg.CAAIdentity}, Logger: s.logger,
 	})
 	if err != nil {
 		return err
