@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -468,9 +469,16 @@ func (s *dev) startACME(ctx context.Context, cfg worker.Config) error {
 	if err != nil {
 		return err
 	}
+	var validated sync.Map // pod → true: Pebble asks from several perspectives; one note each
 	h := stack.ServeHTTP01(s.http01, stack.HTTP01Options{Kube: kube, IngressClass: acme.SolverIngressClass, Logger: s.logger,
 		OnAnswer: func(host, pod, userAgent string) {
-			if b := s.board.Load(); b != nil && !strings.Contains(userAgent, "cert-manager") {
+			if strings.Contains(userAgent, "cert-manager") {
+				return
+			}
+			if _, seen := validated.LoadOrStore(pod, true); seen {
+				return
+			}
+			if b := s.board.Load(); b != nil {
 				b.Note("Pebble validated %s over HTTP-01: the gateway answered from solver Pod %s's spec (no kubelet runs it)", host, pod)
 			}
 		}})
