@@ -33,6 +33,10 @@ postgres: ## make sure Postgres answers (starts a throwaway one when not)
 kube-binaries: ## build kube-apiserver and etcd from the Go module proxy into .cache/kube-bin (cached)
 	@scripts/build-kube-binaries.sh >/dev/null
 
+.PHONY: acme-binaries
+acme-binaries: ## build cert-manager's ACME controllers and Pebble from the Go module proxy into .cache/acme-bin (cached)
+	@scripts/build-acme-binaries.sh >/dev/null
+
 .PHONY: chromium
 chromium: ## make sure Chromium is installed for the River UI browser test (installs Debian's package when not)
 	@scripts/ensure-chromium.sh
@@ -60,7 +64,7 @@ lint: ## gofmt and go vet
 # The packages with concurrency of their own run under the race detector.
 RACE_PKGS := ./db/... ./gitrecord/... ./jobs/... ./k8s/... ./internal/worker/... ./internal/server/... ./internal/cli/... ./cmd/...
 .PHONY: test
-test: postgres chromium git kube-binaries lint ## run every test against real Postgres, DNS, kube-apiserver, HTTPS servers, a Git remote and Chromium, plus short fuzzing
+test: postgres chromium git kube-binaries acme-binaries lint ## run every test against real Postgres, DNS, kube-apiserver, cert-manager and Pebble, HTTPS servers, a Git remote and Chromium, plus short fuzzing
 	$(GO) test -p 2 -count=1 -timeout 25m -race $(RACE_PKGS)
 	$(GO) test -p 2 -count=1 -timeout 25m $$($(GO) list ./... | grep -v -E '/(db|gitrecord|jobs|k8s|internal/worker|internal/server|internal/cli|cmd)(/|$$)')
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)

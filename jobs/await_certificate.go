@@ -44,6 +44,11 @@ func decideCertificate(st CertState, rec domain.Record, now time.Time, deadline 
 	case !st.Found || !st.RoutesPresent:
 		return certDecision{To: domain.StatusCertificateIssuing, Reapply: true, Snooze: certRecheckMin,
 			Message: fmt.Sprintf("The certificate or gateway for %s was missing and has been created again.", rec.Domain)}
+	case st.Ready != "True" && st.IssuingFailure != "":
+		msg = fmt.Sprintf("Certificate for %s could not be issued: cert-manager reports: %s", rec.Domain, st.IssuingFailure)
+		if st.FailedIssuanceAttempts > 0 {
+			msg += fmt.Sprintf(" (%d failed issuance attempts; cert-manager retries after 1h, 2h, 4h…)", st.FailedIssuanceAttempts)
+		}
 	case st.Ready == "False" && st.Reason != "":
 		msg = fmt.Sprintf("Certificate for %s not issued yet: cert-manager reports %s: %s", rec.Domain, st.Reason, st.Message)
 		if st.FailedIssuanceAttempts > 0 {

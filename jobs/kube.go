@@ -35,6 +35,9 @@ type CertState struct {
 	// Since is the condition's lastTransitionTime.
 	Since                  time.Time
 	FailedIssuanceAttempts int
+	// IssuingFailure is cert-manager's message for its last failed issuance (the Issuing
+	// condition, reason Failed); "" when the last attempt did not fail.
+	IssuingFailure string
 	// RoutesPresent: the Gateway and VirtualService exist.
 	RoutesPresent bool
 	// Drift names what of the Certificate's spec differs from what this

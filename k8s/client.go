@@ -196,8 +196,12 @@ type CertStatus struct {
 	// back-off (1h, 2h, 4h...) and go into stuck-certificate alerts.
 	FailedIssuanceAttempts int
 	LastFailureTime        time.Time
-	NotAfter               time.Time
-	SecretName             string
+	// IssuingFailure is the message of the Issuing condition when cert-manager reports the
+	// last issuance Failed. Ready then still describes the Secret ("does not exist"); this
+	// is where cert-manager says why issuance failed.
+	IssuingFailure string
+	NotAfter       time.Time
+	SecretName     string
 	// DNSNames is the spec's dnsNames, to tell a hand edit from what was
 	// applied.
 	DNSNames        []string
@@ -227,6 +231,9 @@ func certStatusFrom(obj *unstructured.Unstructured) CertStatus {
 	conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
 	for _, c := range conds {
 		m, ok := c.(map[string]any)
+		if ok && m["type"] == "Issuing" && m["status"] == "False" && m["reason"] == "Failed" {
+			s.IssuingFailure, _ = m["message"].(string)
+		}
 		if !ok || m["type"] != "Ready" {
 			continue
 		}

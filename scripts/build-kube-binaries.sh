@@ -23,32 +23,16 @@ for bin in etcd kube-apiserver; do
   fi
 done
 
-# build WHAT DIR GO-BUILD-ARGS...: go build in DIR, printing every 30 seconds how
-# long it has taken and how many packages it has compiled.
-build() {
-  local what=$1 dir=$2; shift 2
-  local log start=$SECONDS hb rc=0
-  log=$(mktemp)
-  ( while sleep 30; do
-      echo "  still building $what: $((SECONDS - start)) s, $(grep -c . "$log") packages compiled so far" >&2
-    done ) &
-  hb=$!
-  (cd "$dir" && go build -v "$@" 2>"$log") || rc=$?
-  kill "$hb" 2>/dev/null; wait "$hb" 2>/dev/null || true
-  if [ "$rc" != 0 ]; then cat "$log" >&2; fi
-  echo "  $what: $(grep -c . "$log") packages compiled in $((SECONDS - start)) s" >&2
-  rm -f "$log"
-  return "$rc"
-}
+. "$root/scripts/lib/gobuild.sh"
 
 if [ ! -x "$out/etcd" ]; then
   echo "building etcd $etcd_version into $out (about 1 minute the first time)..." >&2
-  build etcd "$root/tools/etcd" -trimpath -o "$out/etcd.tmp" . && mv "$out/etcd.tmp" "$out/etcd"
+  gobuild etcd "$root/tools/etcd" -trimpath -o "$out/etcd.tmp" . && mv "$out/etcd.tmp" "$out/etcd"
 fi
 if [ ! -x "$out/kube-apiserver" ]; then
   echo "building kube-apiserver $k8s_version into $out (8 to 20 minutes and 2.3 GB the first time, depending on the machine)..." >&2
   ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
-  GOFLAGS=-mod=mod build kube-apiserver "$root/tools/kube-apiserver" -trimpath -ldflags "$ldflags" -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver && mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
+  GOFLAGS=-mod=mod gobuild kube-apiserver "$root/tools/kube-apiserver" -trimpath -ldflags "$ldflags" -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver && mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
 fi
 mkdir -p "$shared"
 for bin in etcd kube-apiserver; do

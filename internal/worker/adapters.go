@@ -292,7 +292,8 @@ func certState(st k8s.CertStatus) jobs.CertState {
 		ready = "Unknown"
 	}
 	return jobs.CertState{Found: st.Exists, Ready: ready, Reason: st.Reason, Message: st.Message,
-		Since: st.LastTransitionTime, FailedIssuanceAttempts: st.FailedIssuanceAttempts, RoutesPresent: st.ObjectsPresent}
+		Since: st.LastTransitionTime, FailedIssuanceAttempts: st.FailedIssuanceAttempts, IssuingFailure: st.IssuingFailure,
+		RoutesPresent: st.ObjectsPresent}
 }
 
 // Delete removes the objects and the snapshots. Objects that do not carry

@@ -30,6 +30,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,11 +39,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/portal-domains/portal-domains/db"
 	demofixtures "github.com/portal-domains/portal-domains/fixtures/demo"
+	"github.com/portal-domains/portal-domains/internal/harness/acme"
 	"github.com/portal-domains/portal-domains/internal/harness/issuer"
 	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 	"github.com/portal-domains/portal-domains/internal/harness/localdns"
@@ -55,6 +59,14 @@ import (
 // plays cert-manager (unless PORTAL_DOMAIN_ISSUER_NAME says otherwise), so
 // `kubectl get certificates -o yaml` shows where the certificates came from.
 const DevIssuerName = "portal-domains-dev-ca"
+
+// ACMEIssuerName is the ClusterIssuer for Pebble that the worker renders when cert-manager's
+// real controllers issue (the default with the local API server).
+const ACMEIssuerName = "portal-domains-dev-pebble"
+
+// HTTP01Addr is where the local gateway answers HTTP-01 challenges: port 80, where ACME CAs
+// and cert-manager's self-check ask, of the address the demo zones give the canonical hosts.
+const HTTP01Addr = "127.0.0.1:80"
 
 // Options configure Run. The zero value of each field is a sensible
 // default except Getenv, which is required.
@@ -114,8 +126,15 @@ type Info struct {
 	// GatewayAddr is the local HTTPS endpoint the probe dials.
 	GatewayAddr string
 	// CAFile is the dev CA's certificate.
-	CAFile      string
-	DevIssuer   bool
+	CAFile    string
+	DevIssuer bool
+	// ACME is set when cert-manager's controllers and Pebble issue the certificates; then
+	// HTTP01Addr answers challenges, ACMEDirectory is Pebble's and CAFile holds its root.
+	ACME                      bool
+	HTTP01Addr, ACMEDirectory string
+	PebblePID, CertManagerPID int
+	// IssuerNote says why the DEV-ONLY issuer runs when real issuance was wanted.
+	IssuerNote  string
 	RiverUI     string
 	ManifestDir string
 	StateDir    string
@@ -138,6 +157,8 @@ type dev struct {
 
 	dns     *localdns.Server
 	gateway *stack.Gateway
+	http01  net.Listener
+	board   atomic.Pointer[board]
 	api     *localapi.Server
 	pool    *pgxpool.Pool
 
@@ -183,6 +204,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 
 	b := newBoard(s.out, opts.Live, opts.Width, s.start, nil, opts.OnAllDemoActive)
+	s.board.Store(b)
+	if s.info.IssuerNote != "" {
+		b.Note("%s", s.info.IssuerNote)
+	}
 	if !opts.NoDemo {
 		b.demo = s.demo.Domains()
 	}
@@ -231,8 +256,21 @@ func (s *dev) startAll(ctx context.Context) (*worker.Worker, *server.Server, net
 	localKube := s.getenv("KUBECONFIG") == ""
 	localDNS := s.getenv("PORTAL_DOMAIN_DNS_SERVERS") == ""
 	localGateway := s.getenv("PORTAL_DOMAIN_PROBE_DIAL_ADDRESS") == ""
-	if s.info.DevIssuer, err = devIssuerWanted(s.getenv("PORTAL_DOMAIN_DEV_ISSUER"), localKube); err != nil {
+	if s.info.DevIssuer, err = devIssuerWanted(s.getenv("PORTAL_DOMAIN_DEV_ISSUER")); err != nil {
 		return nil, nil, nil, err
+	}
+	if localKube && !s.info.DevIssuer {
+		// Real issuance needs port 80; without it the DEV-ONLY issuer plays cert-manager, and
+		// says why.
+		if s.http01, err = stack.ListenHTTP01(HTTP01Addr); err != nil {
+			s.info.DevIssuer = true
+			s.info.IssuerNote = fmt.Sprintf("%v. The DEV-ONLY issuer signs the certificates instead.", err)
+		} else {
+			s.info.ACME = true
+			s.info.HTTP01Addr = s.http01.Addr().String()
+			ln := s.http01
+			s.onExit(func() { _ = ln.Close() })
+		}
 	}
 	if localKube && s.opts.Root == "" {
 		return nil, nil, nil, errors.New("the local API server needs the portal-domains repository (scripts/build-kube-binaries.sh, .cache/kube-bin): " +
@@ -270,6 +308,12 @@ func (s *dev) startAll(ctx context.Context) (*worker.Worker, *server.Server, net
 	if s.info.DevIssuer {
 		overlay["PORTAL_DOMAIN_ISSUER_NAME"] = DevIssuerName
 	}
+	if s.info.ACME {
+		overlay["PORTAL_DOMAIN_ISSUER_NAME"] = ACMEIssuerName
+		// Istio's gateway reads credentialName from its own namespace: the Certificate (and
+		// so its Secret) goes there.
+		overlay["PORTAL_DOMAIN_CERT_NAMESPACE"] = cmp.Or(s.getenv("PORTAL_DOMAIN_GATEWAY_NAMESPACE"), "istio-system")
+	}
 	if localDNS {
 		zones, err := localdns.LoadZones(demofixtures.FS(), "*.zone")
 		if err != nil {
@@ -282,7 +326,11 @@ func (s *dev) startAll(ctx context.Context) (*worker.Worker, *server.Server, net
 		overlay["PORTAL_DOMAIN_DNS_SERVERS"] = s.dns.Addr()
 	}
 	if localGateway {
-		if s.gateway, err = s.parts.Gateway(cmp.Or(s.opts.GatewayAddr, "127.0.0.1:0"), s.ca, s.logger); err != nil {
+		gwCA := s.ca
+		if s.info.ACME {
+			gwCA = nil // it serves the Secrets cert-manager writes, once the API server is up
+		}
+		if s.gateway, err = s.parts.Gateway(cmp.Or(s.opts.GatewayAddr, "127.0.0.1:0"), gwCA, s.logger); err != nil {
 			return nil, nil, nil, err
 		}
 		s.info.GatewayAddr = s.gateway.Addr()
@@ -326,6 +374,11 @@ func (s *dev) startAll(ctx context.Context) (*worker.Worker, *server.Server, net
 			return nil, nil, nil, err
 		}
 		restCfg = s.api.Config
+	}
+	if s.info.ACME {
+		if err := s.startACME(ctx, cfg); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	w, err := worker.New(ctx, cfg, worker.Options{Logger: s.logger, Pool: s.pool, RestConfig: restCfg,
 		TracerProvider: s.opts.TracerProvider, Observer: s.opts.Observer})
@@ -406,6 +459,58 @@ func (s *dev) startAPIServer(ctx context.Context, cfg worker.Config) error {
 	s.parts.OnClose(s.stopAPIServer)
 	s.info.APIServer, s.info.Kubeconfig, s.info.APIServerLog = api.Host(), api.KubeconfigPath, api.LogPath()
 	s.info.APIServerPID, s.info.EtcdPID = api.APIServerPID, api.EtcdPID
+	return nil
+}
+
+// startACME starts real issuance (internal/harness/acme): the gateway's port 80 answering
+// HTTP-01 from the solver Pods' specs, Pebble, cert-manager's controllers and the
+// ClusterIssuer; then the probe trusts Pebble's root and the gateway serves what Istio would.
+func (s *dev) startACME(ctx context.Context, cfg worker.Config) error {
+	binDir, err := acme.EnsureBinaries(ctx, s.opts.Root, s.out)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(s.api.Config)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(s.api.Config)
+	if err != nil {
+		return err
+	}
+	var validated sync.Map // pod → true: Pebble asks from several perspectives; one note each
+	h := stack.ServeHTTP01(s.http01, stack.HTTP01Options{Kube: kube, IngressClass: acme.SolverIngressClass, Logger: s.logger,
+		OnAnswer: func(host, pod, userAgent string) {
+			if strings.Contains(userAgent, "cert-manager") {
+				return
+			}
+			if _, seen := validated.LoadOrStore(pod, true); seen {
+				return
+			}
+			if b := s.board.Load(); b != nil {
+				b.Note("Pebble validated %s over HTTP-01: the gateway answered from solver Pod %s's spec (no kubelet runs it)", host, pod)
+			}
+		}})
+	s.parts.OnClose(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return h.Close(ctx)
+	})
+	a, err := acme.Start(ctx, acme.Options{
+		BinDir: binDir, WorkDir: filepath.Join(s.info.StateDir, "acme"), API: s.api.Config, Kubeconfig: s.api.KubeconfigPath,
+		DNSAddr: cfg.DNSServers[0], IssuerName: ACMEIssuerName, CAAIdentities: []string{cfg.CAAIdentity}, Logger: s.logger,
+	})
+	if err != nil {
+		return err
+	}
+	s.parts.OnClose(a.Stop)
+	s.info.ACMEDirectory, s.info.PebblePID, s.info.CertManagerPID = a.DirectoryURL, a.PebblePID, a.ControllerPID
+	if err := os.WriteFile(s.info.CAFile, a.RootPEM, 0o644); err != nil {
+		return fmt.Errorf("write Pebble's root: %w", err)
+	}
+	if s.gateway != nil {
+		s.gateway.ServeSecrets(stack.IstioSecrets{Dynamic: dyn, Kube: kube, Logger: s.logger})
+	}
 	return nil
 }
 
@@ -500,7 +605,11 @@ func (s *dev) printBanner() {
 	}
 	if i.GatewayAddr != "" {
 		host, port, _ := net.SplitHostPort(i.GatewayAddr)
-		line("HTTPS", "%s  DEV-ONLY gateway the probe dials, certificates from the dev CA", i.GatewayAddr)
+		if i.ACME {
+			line("HTTPS", "%s  DEV-ONLY gateway the probe dials, serving each Istio Gateway's credentialName Secret from its namespace", i.GatewayAddr)
+		} else {
+			line("HTTPS", "%s  DEV-ONLY gateway the probe dials, certificates from the dev CA", i.GatewayAddr)
+		}
 		if len(s.demo.Tenants) > 0 {
 			d := s.demo.Tenants[0].Domain
 			line("", "curl --cacert %s --resolve %s:%s:%s https://%s:%s/", i.CAFile, d, port, host, d, port)
@@ -508,9 +617,14 @@ func (s *dev) printBanner() {
 	} else {
 		line("HTTPS", "the probe dials PORTAL_DOMAIN_PROBE_DIAL_ADDRESS=%s", s.getenv("PORTAL_DOMAIN_PROBE_DIAL_ADDRESS"))
 	}
-	if i.DevIssuer {
+	switch {
+	case i.ACME:
+		line("cert-manager", "its own controllers v1.21.2, pid %d; ClusterIssuer %s (ACME, HTTP-01 through an Ingress of class istio)", i.CertManagerPID, ACMEIssuerName)
+		line("ACME CA", "Pebble at %s, pid %d; its root in %s", i.ACMEDirectory, i.PebblePID, i.CAFile)
+		line("HTTP-01", "%s  DEV-ONLY gateway port 80: routes challenges as Istio would and answers from the solver Pod's spec (no kubelet)", i.HTTP01Addr)
+	case i.DevIssuer:
 		line("cert-manager", "DEV-ONLY issuer signs each Certificate with the dev CA (%s)", i.CAFile)
-	} else {
+	default:
 		line("cert-manager", "the cluster's own (PORTAL_DOMAIN_DEV_ISSUER=1 plays it instead)")
 	}
 	line("River UI", "%s  (also /healthz, /readyz, /metrics)", i.RiverUI)
@@ -531,11 +645,11 @@ type ConfigError struct{ Err error }
 func (e ConfigError) Error() string { return e.Err.Error() }
 func (e ConfigError) Unwrap() error { return e.Err }
 
-// devIssuerWanted: by default the dev issuer runs only with the local API
-// server; PORTAL_DOMAIN_DEV_ISSUER=1 or 0 overrides.
-func devIssuerWanted(v string, localKube bool) (bool, error) {
+// devIssuerWanted: the dev issuer runs only when PORTAL_DOMAIN_DEV_ISSUER=1; with the local
+// API server cert-manager's own controllers and Pebble issue otherwise.
+func devIssuerWanted(v string) (bool, error) {
 	if v == "" {
-		return localKube, nil
+		return false, nil
 	}
 	on, err := strconv.ParseBool(v)
 	if err != nil {

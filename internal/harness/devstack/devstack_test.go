@@ -31,10 +31,11 @@ import (
 )
 
 // startTimeout covers the API server's start on a busy 2-core machine;
-// activeTimeout the pipeline after it (the DNS fix is 1s here).
+// activeTimeout the pipeline after it (the DNS fix is 1s here; real issuance takes
+// cert-manager's self-check, five passes 2 s apart, per domain).
 const (
 	startTimeout  = 90 * time.Second
-	activeTimeout = 45 * time.Second
+	activeTimeout = 90 * time.Second
 )
 
 // run is one devstack.Run in the background.
@@ -127,14 +128,16 @@ func TestRun(t *testing.T) {
 	require.Positive(t, info.EtcdPID)
 	require.True(t, localapi.Alive(info.APIServerPID))
 	require.True(t, localapi.Alive(info.EtcdPID))
-	require.True(t, info.DevIssuer)
+	require.True(t, info.ACME, "real issuance by default: %s", info.IssuerNote)
+	require.False(t, info.DevIssuer)
 	require.Equal(t, []string{info.DNSAddr}, info.DNSServers)
 	took := wait(t, r, r.active, activeTimeout, "all demo domains active")
 	t.Logf("all demo domains active %s after Run started", took.Round(100*time.Millisecond))
 
 	out := r.out.String()
 	for _, want := range []string{"kube-apiserver pid", info.Kubeconfig, info.DNSAddr, info.GatewayAddr, info.RiverUI,
-		"DEV-ONLY issuer", "Detected CNAME www.initech.test", "fixed their DNS", "all 4 demo domains are active"} {
+		"Pebble at " + info.ACMEDirectory, "answers from the solver Pod's spec", "Detected CNAME www.initech.test", "fixed their DNS",
+		"all 4 demo domains are active"} {
 		require.Contains(t, out, want)
 	}
 
@@ -161,22 +164,23 @@ func TestRun(t *testing.T) {
 		}
 	})
 
-	t.Run("the dev issuer's certificates verify against the dev CA for the requested dnsNames", func(t *testing.T) {
-		caPEM, err := os.ReadFile(info.CAFile)
+	t.Run("cert-manager issued each certificate from Pebble, in the gateway's namespace where Istio reads it", func(t *testing.T) {
+		rootPEM, err := os.ReadFile(info.CAFile)
 		require.NoError(t, err)
 		cfg, err := clientcmd.BuildConfigFromFlags("", info.Kubeconfig) // the file we print for operators
 		require.NoError(t, err)
 		cs, err := kubernetes.NewForConfig(cfg)
 		require.NoError(t, err)
-		secrets, err := cs.CoreV1().Secrets("msp").List(t.Context(), metav1.ListOptions{LabelSelector: "controller.cert-manager.io/fao=true"})
+		secrets, err := cs.CoreV1().Secrets("istio-system").List(t.Context(), metav1.ListOptions{LabelSelector: "controller.cert-manager.io/fao=true"})
 		require.NoError(t, err)
 		require.Len(t, secrets.Items, len(demo.Tenants))
 		for _, s := range secrets.Items {
 			dnsNames := strings.Split(s.Annotations["cert-manager.io/alt-names"], ",")
 			require.Contains(t, demo.Domains(), dnsNames[0])
-			require.Equal(t, caPEM, s.Data["ca.crt"])
-			require.NoError(t, verifyAgainst(s.Data["tls.crt"], caPEM, dnsNames), s.Name)
+			require.Equal(t, devstack.ACMEIssuerName, s.Annotations["cert-manager.io/issuer-name"])
+			require.NoError(t, verifyAgainst(s.Data["tls.crt"], rootPEM, dnsNames), s.Name)
 		}
+		require.Contains(t, r.out.String(), "Pebble validated "+demo.Tenants[0].Domain+" over HTTP-01")
 	})
 
 	t.Run("the River UI and health endpoints answer", func(t *testing.T) {
@@ -191,13 +195,20 @@ func TestRun(t *testing.T) {
 
 	r.stop(t, info)
 
-	t.Run("a second run on the same state and database starts clean and gets there again", func(t *testing.T) {
+	t.Run("a second run on the same state and database starts clean and gets there again, with the DEV-ONLY issuer when asked", func(t *testing.T) {
 		before, err := db.GetDomainByName(t.Context(), schema.Pool, demo.Tenants[0].Domain)
 		require.NoError(t, err)
-		r2 := startRun(t, env, stateDir)
+		env2 := map[string]string{"PORTAL_DOMAIN_DEV_ISSUER": "1"}
+		for k, v := range env {
+			env2[k] = v
+		}
+		r2 := startRun(t, env2, stateDir)
 		info2 := wait(t, r2, r2.info, startTimeout, "second start")
 		require.NotEqual(t, info.APIServerPID, info2.APIServerPID)
+		require.True(t, info2.DevIssuer)
+		require.False(t, info2.ACME)
 		wait(t, r2, r2.active, activeTimeout, "all demo domains active again")
+		require.Contains(t, r2.out.String(), "DEV-ONLY issuer signed")
 		after, err := db.GetDomainByName(t.Context(), schema.Pool, demo.Tenants[0].Domain)
 		require.NoError(t, err)
 		require.NotEqual(t, before.ID, after.ID, "the demo rows were registered afresh")
@@ -217,23 +228,34 @@ func TestRunRefusesASecondStackOnTheSameState(t *testing.T) {
 	require.ErrorContains(t, err, "another `portal-domains-dev dev`")
 }
 
-// verifyAgainst checks that certPEM chains to the CA in caPEM for every
-// name, as a TLS client trusting only the dev CA would.
+// verifyAgainst checks that the chain in certPEM (leaf first) leads to the root in caPEM for
+// every name, as a TLS client trusting only that root would.
 func verifyAgainst(certPEM, caPEM []byte, names []string) error {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return errors.New("no CA certificate in the CA file")
 	}
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
+	var chain []*x509.Certificate
+	for rest := certPEM; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return err
+		}
+		chain = append(chain, c)
+	}
+	if len(chain) == 0 {
 		return errors.New("no PEM certificate in tls.crt")
 	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return err
+	leaf, inter := chain[0], x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
 	}
 	for _, name := range names {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: name}); err != nil {
 			return err
 		}
 	}

@@ -29,6 +29,11 @@ type Gateway struct {
 
 	mu    sync.Mutex
 	certs map[string]*tls.Certificate
+
+	// lookup, when set, finds each server name's certificate in the API server
+	// (IstioSecrets) instead of minting one from ca.
+	lookup func(ctx context.Context, name string) (*tls.Certificate, error)
+	logger *slog.Logger
 }
 
 // StartGateway listens on addr ("127.0.0.1:0" picks a port) and serves
@@ -41,7 +46,7 @@ func StartGateway(addr string, ca *issuer.CA, logger *slog.Logger) (*Gateway, er
 	if err != nil {
 		return nil, fmt.Errorf("dev gateway: listen on %s: %w", addr, err)
 	}
-	g := &Gateway{ca: ca, ln: ln, certs: map[string]*tls.Certificate{}, served: make(chan error, 1)}
+	g := &Gateway{ca: ca, ln: ln, certs: map[string]*tls.Certificate{}, served: make(chan error, 1), logger: logger}
 	g.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -55,6 +60,26 @@ func StartGateway(addr string, ca *issuer.CA, logger *slog.Logger) (*Gateway, er
 	return g, nil
 }
 
+// StartSecretGateway is StartGateway serving, for each server name, the certificate Istio's
+// ingress gateway would serve from the objects in the API server (IstioSecrets): what
+// cert-manager issued, not a dev-CA certificate.
+func StartSecretGateway(addr string, secrets IstioSecrets, logger *slog.Logger) (*Gateway, error) {
+	g, err := StartGateway(addr, nil, logger)
+	if err != nil {
+		return nil, err
+	}
+	g.ServeSecrets(secrets)
+	return g, nil
+}
+
+// ServeSecrets switches the gateway to serving what Istio would serve from the objects in
+// the API server (IstioSecrets), for a gateway started before the API server was up.
+func (g *Gateway) ServeSecrets(secrets IstioSecrets) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lookup = secrets.Certificate
+}
+
 // Addr is the listening "host:port".
 func (g *Gateway) Addr() string { return g.ln.Addr().String() }
 
@@ -63,6 +88,19 @@ func (g *Gateway) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
 	if name == "" {
 		return nil, errors.New("dev gateway: no server name (SNI) in the TLS handshake")
+	}
+	g.mu.Lock()
+	lookup := g.lookup
+	g.mu.Unlock()
+	if lookup != nil {
+		c, err := lookup(hello.Context(), name)
+		if err != nil {
+			g.logger.Info("dev gateway: no certificate to serve", "server_name", name, "reason", err.Error())
+		}
+		return c, err
+	}
+	if g.ca == nil {
+		return nil, errors.New("dev gateway: no certificates to serve yet")
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()

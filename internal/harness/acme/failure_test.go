@@ -1,0 +1,220 @@
+package acme_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/internal/harness/acme"
+	"github.com/portal-domains/portal-domains/internal/harness/localapi"
+	"github.com/portal-domains/portal-domains/internal/harness/localdns"
+	"github.com/portal-domains/portal-domains/internal/harness/stack"
+	"github.com/portal-domains/portal-domains/internal/worker"
+	"github.com/portal-domains/portal-domains/k8s"
+)
+
+// TestFailedIssuanceAlertsAndRecovers runs the worker against real cert-manager and Pebble
+// with a domain whose name resolves elsewhere for the CA than for cert-manager's self-check:
+// the self-check passes, Pebble's validation cannot connect, and cert-manager records a real
+// failure. The tenant sees cert-manager's reason, the stuck scan opens one alert carrying the
+// Certificate's failedIssuanceAttempts and lastFailureTime, and once the name is fixed
+// cert-manager's own retry (after its backoff, shortened here) issues, the domain goes
+// active and the alert is resolved.
+func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dir, err := os.Getwd()
+	require.NoError(t, err)
+	root := localapi.FindRoot(dir)
+	kubeBin, err := localapi.EnsureBinaries(ctx, root, testWriter{t})
+	require.NoError(t, err)
+	acmeBin, err := acme.EnsureBinaries(ctx, root, testWriter{t})
+	require.NoError(t, err)
+
+	parts := &stack.Stack{Root: root, Out: testWriter{t}}
+	t.Cleanup(func() { require.NoError(t, parts.Close()) })
+	const suffix = "portal.test"
+	dbURL := os.Getenv("TEST_DATABASE_URL")
+	if dbURL == "" {
+		dbURL = "postgres://postgres@127.0.0.1:5432/portal_domains_test"
+	}
+	database, err := parts.Postgres(ctx, dbURL, "acmefail", db.Settings{CanonicalSuffix: suffix})
+	require.NoError(t, err)
+
+	work := t.TempDir()
+	api, err := localapi.Start(ctx, localapi.Options{BinDir: kubeBin, WorkDir: filepath.Join(work, "kube"), Namespaces: []string{"istio-system"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, api.Stop()) })
+
+	const tenantID = "f00dcaf0-0000-4000-8000-000000000001"
+	// The gateway's address, and one where nothing listens: the "elsewhere" Pebble is sent to.
+	ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
+	elsewhere := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
+	zones := func(target string) []*localdns.Zone {
+		var out []*localdns.Zone
+		for name, text := range map[string]string{
+			"fail.test.zone":   "$ORIGIN fail.test.\n$TTL 1\n@ SOA ns.test. h.fail.test. 1 3600 600 86400 1\n@ NS ns.test.\nportal CNAME f00dcaf.portal.test.\n",
+			"test.zone":        "$ORIGIN test.\n$TTL 1\n@ SOA ns.test. h.test. 1 3600 600 86400 1\n@ NS ns.test.\nns A 127.0.0.1\n",
+			"portal.test.zone": "$ORIGIN portal.test.\n$TTL 1\n@ SOA ns.test. h.test. 1 3600 600 86400 1\n@ NS ns.test.\nf00dcaf A " + target + "\n",
+		} {
+			z, err := localdns.ParseZone(strings.NewReader(text), name)
+			require.NoError(t, err)
+			out = append(out, z)
+		}
+		return out
+	}
+	dns, err := parts.DNS("127.0.0.1:0", zones(ip)...)
+	require.NoError(t, err)
+	pebbleDNS, err := parts.DNS("127.0.0.1:0", zones(elsewhere)...)
+	require.NoError(t, err)
+
+	kube, err := kubernetes.NewForConfig(api.Config)
+	require.NoError(t, err)
+	dyn, err := dynamic.NewForConfig(api.Config)
+	require.NoError(t, err)
+	ln, err := stack.ListenHTTP01(ip + ":80")
+	require.NoError(t, err)
+	h01 := stack.ServeHTTP01(ln, stack.HTTP01Options{Kube: kube, IngressClass: acme.SolverIngressClass})
+	t.Cleanup(func() { require.NoError(t, h01.Close(context.Background())) })
+	gw, err := stack.StartSecretGateway("127.0.0.1:0", stack.IstioSecrets{Dynamic: dyn, Kube: kube}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, gw.Close(context.Background())) })
+
+	a, err := acme.Start(ctx, acme.Options{
+		BinDir: acmeBin, WorkDir: filepath.Join(work, "acme"), API: api.Config, Kubeconfig: api.KubeconfigPath,
+		DNSAddr: dns.Addr(), PebbleDNSAddr: pebbleDNS.Addr(), IssuerName: "pebble", MinimumBackoff: 20 * time.Second,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, a.Stop()) })
+	rootFile := filepath.Join(work, "pebble-root.pem")
+	require.NoError(t, os.WriteFile(rootFile, a.RootPEM, 0o644))
+
+	env := map[string]string{
+		"DATABASE_URL":                     database.URL,
+		"PORTAL_DOMAIN_CANONICAL_SUFFIX":   suffix,
+		"PORTAL_DOMAIN_DNS_SERVERS":        dns.Addr(),
+		"PORTAL_DOMAIN_DNS_RECHECK_MIN":    "1s",
+		"PORTAL_DOMAIN_DNS_RECHECK_MAX":    "2s",
+		"PORTAL_DOMAIN_ISSUER_NAME":        "pebble",
+		"PORTAL_DOMAIN_CERT_NAMESPACE":     "istio-system",
+		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS": gw.Addr(),
+		"PORTAL_DOMAIN_PROBE_CA_FILE":      rootFile,
+		"PORTAL_DOMAIN_STUCK_CRON":         "@every 1s",
+		"PORTAL_DOMAIN_STUCK_AFTER":        "25s",
+		"PORTAL_DOMAIN_UI_ADDR":            "127.0.0.1:0",
+		"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT":   "2s",
+	}
+	cfg, err := worker.ConfigFromEnv(func(k string) string { return env[k] })
+	require.NoError(t, err)
+	w, err := worker.New(ctx, cfg, worker.Options{Pool: database.Pool, RestConfig: api.Config})
+	require.NoError(t, err)
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() { stop(); require.NoError(t, <-done) })
+
+	var rec domain.Record
+	require.NoError(t, db.InTx(ctx, database.Pool, func(tx pgx.Tx) error {
+		res, err := db.Register(ctx, tx, domain.TenantID(tenantID), "portal.fail.test", suffix)
+		rec = res.Record
+		return err
+	}))
+
+	// eventually polls what the system shows until cond holds (a failure ends the test).
+	eventually := func(what string, timeout time.Duration, cond func() (bool, string)) {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		last := ""
+		for time.Now().Before(deadline) {
+			ok, state := cond()
+			if ok {
+				return
+			}
+			last = state
+			time.Sleep(200 * time.Millisecond)
+		}
+		logs, _ := os.ReadFile(a.ControllerLog())
+		t.Fatalf("%s: not within %s; last seen: %s\ncert-manager's log ends:\n%s", what, timeout, last, tailOf(logs, 4000))
+	}
+	domainState := func() domain.Record {
+		r, err := db.GetDomain(ctx, database.Pool, rec.ID)
+		require.NoError(t, err)
+		return r
+	}
+	certStatus := func() map[string]any {
+		c, err := dyn.Resource(k8s.CertificateGVR).Namespace("istio-system").Get(ctx, "portal-domain-f00dcaf", metav1.GetOptions{})
+		if err != nil {
+			return nil
+		}
+		st, _, _ := unstructured.NestedMap(c.Object, "status")
+		return st
+	}
+
+	eventually("cert-manager's failure shown to the tenant", 2*time.Minute, func() (bool, string) {
+		r := domainState()
+		return r.Status == domain.StatusCertificateIssuing && strings.Contains(r.StatusMessage, "failed issuance attempt"),
+			fmt.Sprintf("%s: %s", r.Status, r.StatusMessage)
+	})
+	r := domainState()
+	t.Logf("status_message: %s", r.StatusMessage)
+	require.Contains(t, r.StatusMessage, "could not be issued: cert-manager reports: ")
+
+	var alert db.Alert
+	eventually("one open alert with the Certificate's failure counts", time.Minute, func() (bool, string) {
+		alerts, err := db.ListAlerts(ctx, database.Pool, true)
+		require.NoError(t, err)
+		var mine []db.Alert
+		for _, al := range alerts {
+			if al.DomainID == rec.ID {
+				mine = append(mine, al)
+			}
+		}
+		if len(mine) == 0 {
+			return false, "no alert"
+		}
+		require.Len(t, mine, 1, "exactly one alert per incident")
+		alert = mine[0]
+		return alert.FailedIssuanceAttempts >= 1 && alert.LastFailureTime != nil, fmt.Sprintf("%+v", alert)
+	})
+	st := certStatus()
+	require.NotNil(t, st)
+	attempts, _, _ := unstructured.NestedInt64(st, "failedIssuanceAttempts")
+	lastFailure, _, _ := unstructured.NestedString(st, "lastFailureTime")
+	require.EqualValues(t, attempts, alert.FailedIssuanceAttempts, "the alert carries the Certificate's failedIssuanceAttempts")
+	require.Equal(t, lastFailure, alert.LastFailureTime.UTC().Format(time.RFC3339), "the alert carries the Certificate's lastFailureTime")
+	require.Nil(t, alert.ResolvedAt)
+	t.Logf("alert: %s (%d failed issuance attempts, last failure %s)", alert.Message, alert.FailedIssuanceAttempts, lastFailure)
+
+	// The fix: the name now resolves to the gateway for the CA too. cert-manager tries again
+	// after its backoff, on its own.
+	require.NoError(t, pebbleDNS.Set("f00dcaf.portal.test. 1 IN A "+ip))
+	eventually("active after cert-manager's retry", 2*time.Minute, func() (bool, string) {
+		r := domainState()
+		return r.Status == domain.StatusActive, fmt.Sprintf("%s: %s", r.Status, r.StatusMessage)
+	})
+	eventually("the alert resolved", time.Minute, func() (bool, string) {
+		alerts, err := db.ListAlerts(ctx, database.Pool, true)
+		require.NoError(t, err)
+		for _, al := range alerts {
+			if al.DomainID == rec.ID {
+				require.Equal(t, alert.ID, al.ID, "no second alert")
+				return al.ResolvedAt != nil, fmt.Sprintf("%+v", al)
+			}
+		}
+		return false, "alert gone"
+	})
+}
