@@ -39,7 +39,7 @@ func FuzzRedactURL(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, secret string, form uint8) {
 		if strings.ContainsRune(secret, 0) || !strings.Contains(strings.ToValidUTF8(secret, ""), secret) {
-			t.Skip("Postgres passwords are valid UTF-8 without NUL")
+			return // not a password: Postgres passwords are valid UTF-8 without NUL
 		}
 		pw := "Zq" + secret + "Zq" // long enough not to occur in the rest by chance
 		kvQuoted := "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(pw) + "'"
