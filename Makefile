@@ -39,11 +39,11 @@ acme-binaries: ## build cert-manager's ACME controllers and Pebble from the Go m
 
 .PHONY: chromium
 chromium: ## make sure Chromium is installed for the River UI browser test (installs Debian's package when not)
-	@scripts/ensure-chromium.sh
+	@scripts/ensure-package.sh chromium chromium "the River UI browser test"
 
 .PHONY: git
 git: ## make sure git is installed for the manifest record tests (installs Debian's package when not)
-	@scripts/ensure-git.sh
+	@scripts/ensure-package.sh git git "the manifest record tests' git http-backend"
 
 .PHONY: run
 run: build ## everything on this machine (Postgres, kube-apiserver, DNS, HTTPS, DEV-ONLY issuer, worker, River UI) with demo domains; Ctrl-C stops it

@@ -130,7 +130,7 @@ func TestBrowserRiverUI(t *testing.T) {
 	})
 }
 
-const chromiumInstallHint = "install it with `apt-get update && apt-get install -y chromium` (make test does this: scripts/ensure-chromium.sh), or set CHROMIUM to its path"
+const chromiumInstallHint = "install it with `apt-get update && apt-get install -y chromium` (make test does this: scripts/ensure-package.sh), or set CHROMIUM to its path"
 
 type chromium struct {
 	conn *cdpConn
