@@ -20,13 +20,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$shared" ]; then
   rm -f "$out/cert-manager-controller" "$out/pebble"
   echo "$shared" >"$stamp"
 fi
-for bin in cert-manager-controller pebble; do
-  if [ ! -x "$out/$bin" ] && [ -x "$shared/$bin" ]; then
-    cp "$shared/$bin" "$out/$bin.tmp" && mv "$out/$bin.tmp" "$out/$bin"
-  fi
-done
-
 . "$root/scripts/lib/gobuild.sh"
+copy_missing "$shared" "$out" cert-manager-controller pebble
+
 
 if [ ! -x "$out/pebble" ]; then
   echo "building pebble $pebble_version into $out (under a minute the first time)..." >&2
@@ -36,10 +32,5 @@ if [ ! -x "$out/cert-manager-controller" ]; then
   echo "building cert-manager $cm_version controllers into $out (about 6 minutes the first time on 2 cores)..." >&2
   gobuild cert-manager-controller "$root/tools/cert-manager-controller" -trimpath -ldflags "-s -w" -o "$out/cert-manager-controller.tmp" . && mv "$out/cert-manager-controller.tmp" "$out/cert-manager-controller"
 fi
-mkdir -p "$shared"
-for bin in cert-manager-controller pebble; do
-  if [ ! -x "$shared/$bin" ]; then
-    cp "$out/$bin" "$shared/$bin.tmp" && mv "$shared/$bin.tmp" "$shared/$bin"
-  fi
-done
+copy_missing "$out" "$shared" cert-manager-controller pebble
 echo "$out"

@@ -17,13 +17,9 @@ etcd_version=v3.7.3
 # A clean clone (CI) reuses binaries built by another checkout on this
 # machine: they are keyed by version outside the work tree.
 shared="${PORTAL_DOMAINS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/portal-domains}/kube-bin-$k8s_version-etcd-$etcd_version"
-for bin in etcd kube-apiserver; do
-  if [ ! -x "$out/$bin" ] && [ -x "$shared/$bin" ]; then
-    cp "$shared/$bin" "$out/$bin.tmp" && mv "$out/$bin.tmp" "$out/$bin"
-  fi
-done
-
 . "$root/scripts/lib/gobuild.sh"
+copy_missing "$shared" "$out" etcd kube-apiserver
+
 
 if [ ! -x "$out/etcd" ]; then
   echo "building etcd $etcd_version into $out (about 1 minute the first time)..." >&2
@@ -34,10 +30,5 @@ if [ ! -x "$out/kube-apiserver" ]; then
   ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
   GOFLAGS=-mod=mod gobuild kube-apiserver "$root/tools/kube-apiserver" -trimpath -ldflags "$ldflags" -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver && mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
 fi
-mkdir -p "$shared"
-for bin in etcd kube-apiserver; do
-  if [ ! -x "$shared/$bin" ]; then
-    cp "$out/$bin" "$shared/$bin.tmp" && mv "$shared/$bin.tmp" "$shared/$bin"
-  fi
-done
+copy_missing "$out" "$shared" etcd kube-apiserver
 echo "$out"

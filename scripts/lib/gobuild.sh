@@ -16,3 +16,16 @@ gobuild() {
   rm -f "$log"
   return "$rc"
 }
+
+# copy_missing FROM TO BIN...: copies each BIN that TO lacks and FROM has, through a .tmp
+# file so a reader never sees half a binary. The build scripts use it both ways: from the
+# per-user cache into a checkout (a clean clone reuses what another built), and back.
+copy_missing() {
+  local from=$1 to=$2 bin; shift 2
+  mkdir -p "$to"
+  for bin in "$@"; do
+    if [ ! -x "$to/$bin" ] && [ -x "$from/$bin" ]; then
+      cp "$from/$bin" "$to/$bin.tmp" && mv "$to/$bin.tmp" "$to/$bin"
+    fi
+  done
+}
