@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/internal/worker"
 	"github.com/portal-domains/portal-domains/jobs"
@@ -33,6 +34,38 @@ func (e *Env) kube(cfg worker.Config, q db.Querier) (*k8s.Client, string, error)
 	return client, installation, nil
 }
 
+// clusterRun is what sweep and adopt start from: their flags, the database
+// and a client of the cluster with this installation's id.
+type clusterRun struct {
+	cfg            worker.Config
+	pool           *pgxpool.Pool
+	client         *k8s.Client
+	installation   string
+	dryRun, asJSON bool
+}
+
+// clusterCommand parses a cluster command's --dry-run (described by
+// dryRunHelp) and --json, then connects to the database and the cluster.
+// The caller closes run.pool.
+func (e *Env) clusterCommand(name, dryRunHelp string, args []string) (*clusterRun, error) {
+	fs := e.Flags(name)
+	run := &clusterRun{}
+	fs.BoolVar(&run.dryRun, "dry-run", false, dryRunHelp)
+	fs.BoolVar(&run.asJSON, "json", false, "print the objects as JSON")
+	if err := Parse(fs, args); err != nil {
+		return nil, err
+	}
+	var err error
+	if run.cfg, run.pool, err = e.connect(); err != nil {
+		return nil, err
+	}
+	if run.client, run.installation, err = e.kube(run.cfg, run.pool); err != nil {
+		run.pool.Close()
+		return nil, err
+	}
+	return run, nil
+}
+
 // sweepLine is one object in the sweep's and adoption's reports.
 type sweepLine struct {
 	Action    string    `json:"action"`
@@ -47,23 +80,14 @@ type sweepLine struct {
 // sweep runs the orphan sweep once, as the worker's periodic job does,
 // with the same bounds; --dry-run lists what it would delete.
 func (e *Env) sweep(args []string) error {
-	fs := e.Flags("sweep")
-	dryRun := fs.Bool("dry-run", false, "list what would be deleted; delete nothing")
-	asJSON := fs.Bool("json", false, "print the objects as JSON")
-	if err := Parse(fs, args); err != nil {
-		return err
-	}
-	cfg, pool, err := e.connect()
+	run, err := e.clusterCommand("sweep", "list what would be deleted; delete nothing", args)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	client, installation, err := e.kube(cfg, pool)
-	if err != nil {
-		return err
-	}
+	defer run.pool.Close()
+	cfg, pool, client, installation := run.cfg, run.pool, run.client, run.installation
 	sweepCfg := cfg.Sweep
-	sweepCfg.DryRun = sweepCfg.DryRun || *dryRun
+	sweepCfg.DryRun = sweepCfg.DryRun || run.dryRun
 	if sweepCfg.MinAge <= 0 {
 		sweepCfg.MinAge = jobs.DefaultSweepMinAge
 	}
@@ -88,7 +112,7 @@ func (e *Env) sweep(args []string) error {
 	for _, err := range report.Errors {
 		lines = append(lines, sweepLine{Action: "failed", Error: err.Error()})
 	}
-	if *asJSON {
+	if run.asJSON {
 		if err := writeJSON(e.Stdout, lines); err != nil {
 			return err
 		}
@@ -114,21 +138,12 @@ func (e *Env) sweep(args []string) error {
 // made before ids existed) whose domain has a row in this database, listing
 // each; --dry-run only lists.
 func (e *Env) adopt(args []string) error {
-	fs := e.Flags("adopt")
-	dryRun := fs.Bool("dry-run", false, "list what would be adopted; change nothing")
-	asJSON := fs.Bool("json", false, "print the objects as JSON")
-	if err := Parse(fs, args); err != nil {
-		return err
-	}
-	cfg, pool, err := e.connect()
+	run, err := e.clusterCommand("adopt", "list what would be adopted; change nothing", args)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	client, installation, err := e.kube(cfg, pool)
-	if err != nil {
-		return err
-	}
+	defer run.pool.Close()
+	cfg, pool, client, installation := run.cfg, run.pool, run.client, run.installation
 	objs, err := client.ListManaged(e.Ctx, k8s.UnownedSelector)
 	if err != nil {
 		return err
@@ -153,7 +168,7 @@ func (e *Env) adopt(args []string) error {
 		case !ours:
 			l.Action = "not_adopted"
 			l.Error = "no portal_domains row with this id in this database"
-		case *dryRun:
+		case run.dryRun:
 			l.Action = "would_adopt"
 		default:
 			l.Action = "adopted"
@@ -163,7 +178,7 @@ func (e *Env) adopt(args []string) error {
 		}
 		lines = append(lines, l)
 	}
-	if *asJSON {
+	if run.asJSON {
 		if err := writeJSON(e.Stdout, lines); err != nil {
 			return err
 		}
