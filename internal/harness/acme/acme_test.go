@@ -30,21 +30,13 @@ import (
 func TestIssuance(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	root := localapi.FindRoot(dir)
-	kubeBin, err := localapi.EnsureBinaries(ctx, root, testWriter{t})
-	require.NoError(t, err)
-	acmeBin, err := acme.EnsureBinaries(ctx, root, testWriter{t})
-	require.NoError(t, err)
+	_, kubeBin, acmeBin := binaries(t)
 
 	work := t.TempDir()
-	api, err := localapi.Start(ctx, localapi.Options{BinDir: kubeBin, WorkDir: filepath.Join(work, "kube"), Namespaces: []string{"msp"}})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, api.Stop()) })
+	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "msp")
 
 	// A loopback address of this test's own, so that port 80 is free on it.
-	ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
+	ip := loopbackIP()
 	zone, err := localdns.ParseZone(strings.NewReader(`$ORIGIN issue.test.
 $TTL 60
 @       SOA ns.test. hostmaster.issue.test. 1 3600 600 86400 60
@@ -166,6 +158,36 @@ func tailOf(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// binaries finds the repository and its kube and ACME binaries, building
+// them the first time.
+func binaries(t *testing.T) (root, kubeBin, acmeBin string) {
+	t.Helper()
+	dir, err := os.Getwd()
+	require.NoError(t, err)
+	root = localapi.FindRoot(dir)
+	kubeBin, err = localapi.EnsureBinaries(t.Context(), root, testWriter{t})
+	require.NoError(t, err)
+	acmeBin, err = acme.EnsureBinaries(t.Context(), root, testWriter{t})
+	require.NoError(t, err)
+	return root, kubeBin, acmeBin
+}
+
+// startAPIServer starts kube-apiserver and etcd in workDir with the
+// namespaces made, and stops them when the test ends.
+func startAPIServer(t *testing.T, kubeBin, workDir string, namespaces ...string) *localapi.Server {
+	t.Helper()
+	api, err := localapi.Start(t.Context(), localapi.Options{BinDir: kubeBin, WorkDir: workDir, Namespaces: namespaces})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, api.Stop()) })
+	return api
+}
+
+// loopbackIP is an address of 127/8 for this test alone, so that port 80 is
+// free on it.
+func loopbackIP() string {
+	return fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
 }
 
 type testWriter struct{ t *testing.T }

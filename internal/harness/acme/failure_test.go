@@ -3,7 +3,6 @@ package acme_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +19,6 @@ import (
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/harness/acme"
-	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 	"github.com/portal-domains/portal-domains/internal/harness/localdns"
 	"github.com/portal-domains/portal-domains/internal/harness/stack"
 	"github.com/portal-domains/portal-domains/internal/worker"
@@ -37,13 +35,7 @@ import (
 func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	root := localapi.FindRoot(dir)
-	kubeBin, err := localapi.EnsureBinaries(ctx, root, testWriter{t})
-	require.NoError(t, err)
-	acmeBin, err := acme.EnsureBinaries(ctx, root, testWriter{t})
-	require.NoError(t, err)
+	root, kubeBin, acmeBin := binaries(t)
 
 	parts := &stack.Stack{Root: root, Out: testWriter{t}}
 	t.Cleanup(func() { require.NoError(t, parts.Close()) })
@@ -56,14 +48,12 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	require.NoError(t, err)
 
 	work := t.TempDir()
-	api, err := localapi.Start(ctx, localapi.Options{BinDir: kubeBin, WorkDir: filepath.Join(work, "kube"), Namespaces: []string{"istio-system"}})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, api.Stop()) })
+	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "istio-system")
 
 	const tenantID = "f00dcaf0-0000-4000-8000-000000000001"
 	// The gateway's address, and one where nothing listens: the "elsewhere" Pebble is sent to.
-	ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
-	elsewhere := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
+	ip := loopbackIP()
+	elsewhere := loopbackIP()
 	zones := func(target string) []*localdns.Zone {
 		var out []*localdns.Zone
 		for name, text := range map[string]string{
