@@ -27,7 +27,8 @@ type certDecision struct {
 }
 
 // decideCertificate is the pure policy of the await_certificate stage.
-func decideCertificate(st CertState, rec domain.Record, now time.Time, deadline time.Duration) certDecision {
+// caaIdentity names the CA in messages about its refusals.
+func decideCertificate(st CertState, rec domain.Record, now time.Time, deadline time.Duration, caaIdentity string) certDecision {
 	waited := now.Sub(rec.StatusChangedAt)
 	wait := backoff(waited, certRecheckMin, certRecheckMax)
 	if st.Found && st.Drift != "" {
@@ -44,6 +45,11 @@ func decideCertificate(st CertState, rec domain.Record, now time.Time, deadline 
 	case !st.Found || !st.RoutesPresent:
 		return certDecision{To: domain.StatusCertificateIssuing, Reapply: true, Snooze: certRecheckMin,
 			Message: fmt.Sprintf("The certificate or gateway for %s was missing and has been created again.", rec.Domain)}
+	case st.Ready != "True" && st.IssuingFailure != "" && st.CAFailure != nil:
+		msg = fmt.Sprintf("Certificate for %s could not be issued. %s", rec.Domain, caFailureMessage(rec, caaIdentity, *st.CAFailure))
+		if st.FailedIssuanceAttempts > 0 {
+			msg += fmt.Sprintf(" (%d failed issuance attempts; tried again after 1h, 2h, 4h…)", st.FailedIssuanceAttempts)
+		}
 	case st.Ready != "True" && st.IssuingFailure != "":
 		msg = fmt.Sprintf("Certificate for %s could not be issued: cert-manager reports: %s", rec.Domain, st.IssuingFailure)
 		if st.FailedIssuanceAttempts > 0 {
@@ -91,7 +97,7 @@ func (w *AwaitCertificateWorker) Work(ctx context.Context, job *river.Job[AwaitC
 	if err != nil {
 		return fmt.Errorf("read certificate of %s: %w", rec.Domain, err)
 	}
-	decision := decideCertificate(st, rec, w.deps.now(), w.deps.Config.CertDeadline)
+	decision := decideCertificate(st, rec, w.deps.now(), w.deps.Config.CertDeadline, w.deps.Config.CAAIdentity)
 	if decision.Reapply {
 		logger.Warn("certificate or routes missing or edited by hand; applying again", "drift", st.Drift)
 		// These objects were applied by this stage's generation: whatever
@@ -102,7 +108,7 @@ func (w *AwaitCertificateWorker) Work(ctx context.Context, job *river.Job[AwaitC
 	}
 	_, moved, err := move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
 		From: domain.StatusCertificateIssuing, To: decision.To, Message: decision.Message,
-		Details: map[string]any{"certificate_ready": st.Ready, "certificate_reason": st.Reason}})
+		Details: certDetails(st)})
 	if err != nil || !moved {
 		return err
 	}
@@ -111,4 +117,19 @@ func (w *AwaitCertificateWorker) Work(ctx context.Context, job *river.Job[AwaitC
 	}
 	w.deps.Observer.StageFinished(domain.KindAwaitCertificate, string(decision.To), w.deps.now().Sub(rec.StatusChangedAt))
 	return nil
+}
+
+// certDetails is what the event history keeps of a check for operators:
+// the Ready condition and, after a failed issuance, cert-manager's and the
+// CA's own words.
+func certDetails(st CertState) map[string]any {
+	details := map[string]any{"certificate_ready": st.Ready, "certificate_reason": st.Reason}
+	if st.IssuingFailure != "" {
+		details["issuing_failure"] = st.IssuingFailure
+	}
+	if f := st.CAFailure; f != nil {
+		details["ca_problem"] = f.Kind
+		details["ca_detail"] = f.Detail
+	}
+	return details
 }

@@ -65,12 +65,18 @@ func TestDecideCertificate(t *testing.T) {
 		{"a failed issuance shows cert-manager's Issuing message, not Ready's Secret state", CertState{Found: true, Ready: "False", Reason: "DoesNotExist",
 			Message: "Issuing certificate as Secret does not exist", IssuingFailure: `order is in "invalid" state`, FailedIssuanceAttempts: 1, RoutesPresent: true},
 			time.Minute, domain.StatusCertificateIssuing, false, `could not be issued: cert-manager reports: order is in "invalid" state (1 failed issuance attempts`},
+		{"a failed issuance shows the CA's own reason in tenant words when the Challenge was read", CertState{Found: true, Ready: "False", Reason: "DoesNotExist",
+			IssuingFailure: `order is in "invalid" state`, FailedIssuanceAttempts: 1, RoutesPresent: true,
+			CAFailure: &CAFailure{Kind: "connection", Detail: "127.0.0.9: Connection refused", URL: "http://portal.acme.com/.well-known/acme-challenge/tok"}},
+			time.Minute, domain.StatusCertificateIssuing, false,
+			"could not be issued. Let's Encrypt could not reach http://portal.acme.com/.well-known/acme-challenge/tok: 127.0.0.9: Connection refused. " +
+				"Check that portal.acme.com's CNAME points to abc1234.portal.algapsa.com and nothing in front of it blocks port 80. (1 failed issuance attempts"},
 		{"unknown keeps waiting", CertState{Found: true, Ready: "Unknown", RoutesPresent: true}, time.Minute, domain.StatusCertificateIssuing, false, "Waiting for the certificate"},
 		{"past the deadline fails with the reason", CertState{Found: true, Ready: "False", Reason: "Failed", Message: "rate limited", RoutesPresent: true},
 			7 * time.Hour, domain.StatusCertificateFailed, false, "rate limited"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := decideCertificate(tc.st, rec, t0.Add(tc.waited), deadline)
+			d := decideCertificate(tc.st, rec, t0.Add(tc.waited), deadline, "letsencrypt.org")
 			require.Equal(t, tc.to, d.To)
 			require.Equal(t, tc.reapply, d.Reapply)
 			require.Contains(t, d.Message, tc.msg)
@@ -79,6 +85,37 @@ func TestDecideCertificate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCAFailureMessage(t *testing.T) {
+	t.Parallel()
+	url := "http://portal.acme.com/.well-known/acme-challenge/tok"
+	for _, tc := range []struct {
+		failure CAFailure
+		want    []string
+	}{
+		{CAFailure{Kind: "connection", Detail: "Connection refused", URL: url},
+			[]string{"Let's Encrypt could not reach " + url + ": Connection refused.", "CNAME points to abc1234.portal.algapsa.com", "blocks port 80"}},
+		{CAFailure{Kind: "unauthorized", Detail: `The key authorization file from the server did not match this challenge`, URL: url},
+			[]string{"fetched " + url + " but did not get this platform's answer", "no proxy or CDN"}},
+		{CAFailure{Kind: "dns", Detail: "NXDOMAIN looking up A for portal.acme.com"},
+			[]string{"could not look up portal.acme.com: NXDOMAIN", "DNS servers of portal.acme.com answer"}},
+		{CAFailure{Kind: "caa", Detail: "CAA record for portal.acme.com prevents issuance"},
+			[]string{"not allowed to issue certificates for portal.acme.com by its CAA records", "Add a CAA record allowing letsencrypt.org"}},
+		{CAFailure{Kind: "rateLimited", Detail: "too many failed authorizations recently"},
+			[]string{"limiting certificates for portal.acme.com", "Nothing needs changing"}},
+		{CAFailure{Detail: "something new"},
+			[]string{"Let's Encrypt refused to validate portal.acme.com: something new.", "CNAME points to"}},
+		{CAFailure{Kind: "connection", Detail: strings.Repeat("x", 1000)},
+			[]string{"could not reach http://portal.acme.com/.well-known/acme-challenge/…: xxx", "x….", "blocks port 80"}},
+	} {
+		msg := caFailureMessage(rec, "letsencrypt.org", tc.failure)
+		for _, w := range tc.want {
+			require.Contains(t, msg, w)
+		}
+		require.Less(t, len(msg), 700, "the CA's detail is cut short: %s", msg)
+	}
+	require.Contains(t, caFailureMessage(rec, "pki.goog", CAFailure{Kind: "connection"}), "The certificate authority (pki.goog) could not reach")
 }
 
 func TestDecideProbe(t *testing.T) {

@@ -53,6 +53,9 @@ type Config struct {
 	CertDeadline time.Duration
 	// IssuerName is named in messages ("requested from letsencrypt-prod").
 	IssuerName string
+	// CAAIdentity is the CA's CAA identity (letsencrypt.org): it names the
+	// CA in messages about its refusals.
+	CAAIdentity string
 	// DNSRecheckMin and DNSRecheckMax bound the re-check schedule while a
 	// CNAME is missing or wrong (default 10s growing to 15m).
 	DNSRecheckMin, DNSRecheckMax time.Duration

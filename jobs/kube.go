@@ -38,11 +38,30 @@ type CertState struct {
 	// IssuingFailure is cert-manager's message for its last failed issuance (the Issuing
 	// condition, reason Failed); "" when the last attempt did not fail.
 	IssuingFailure string
+	// CAFailure is the CA's own reason for that failure, read from the
+	// Challenge or Order of the failed issuance; nil when it could not be
+	// read (cert-manager has already started the next attempt) or the
+	// issuance did not fail.
+	CAFailure *CAFailure
 	// RoutesPresent: the Gateway and VirtualService exist.
 	RoutesPresent bool
 	// Drift names what of the Certificate's spec differs from what this
 	// worker applies (a hand edit such as changed dnsNames); "" when none.
 	Drift string
+}
+
+// CAFailure is why the certificate authority refused to validate a domain,
+// in its own words: cert-manager's Certificate says only that the order
+// failed.
+type CAFailure struct {
+	// Kind is the ACME problem type: connection, dns, unauthorized,
+	// incorrectResponse, caa, tls, rateLimited, rejectedIdentifier, … or ""
+	// when the CA named none.
+	Kind string
+	// Detail is the CA's message; it may hold URLs and addresses.
+	Detail string
+	// URL is the challenge URL the CA fetched, when known.
+	URL string
 }
 
 // Kube renders and applies, reads and deletes a domain's objects. Errors

@@ -94,6 +94,20 @@ func TestRBAC(t *testing.T) {
 		require.Equal(t, b.names.Secret, res.SecretName)
 
 		w.next(t, func(s k8s.CertStatus) bool { return s.Exists })
+
+		// After a failed issuance the worker reads the CA's reason from the
+		// Challenge, and doctor describes everything.
+		_, err = env.CreateFailedIssuance(ctx, cfg.CertNamespace, b.names.Certificate, "urn:ietf:params:acme:error:connection: refused")
+		require.NoError(t, err)
+		chain, err := b.client.Issuance(ctx, cfg.CertNamespace, b.names.Certificate)
+		require.NoError(t, err, "read the issuance chain")
+		problem, failed := chain.CAProblem()
+		require.True(t, failed)
+		require.Equal(t, "refused", problem.Detail)
+		described, err := b.client.DescribeDomain(ctx, b.d, b.cfg)
+		require.NoError(t, err, "describe the domain")
+		require.Empty(t, described.IssuanceError)
+		require.Len(t, described.Issuance.Challenges, 1)
 		require.NoError(t, env.SetCertificateReady(ctx, cfg.CertNamespace, b.names.Certificate, true, "Ready", "ok"))
 		w.next(t, func(s k8s.CertStatus) bool { return s.Ready == k8s.ReadyTrue })
 
@@ -152,6 +166,10 @@ func TestRBAC(t *testing.T) {
 				"metadata": map[string]any{"name": "x", "namespace": cfg.CertNamespace},
 			}}, metav1.UpdateOptions{})
 		_, forbidden["list services"] = cs.CoreV1().Services(cfg.CertNamespace).List(ctx, metav1.ListOptions{})
+		_, forbidden["list challenges in another namespace"] = dyn.Resource(k8s.ChallengeGVR).Namespace(other).List(ctx, metav1.ListOptions{})
+		_, forbidden["get a challenge"] = dyn.Resource(k8s.ChallengeGVR).Namespace(cfg.CertNamespace).Get(ctx, "x", metav1.GetOptions{})
+		_, forbidden["create an order"] = dyn.Resource(k8s.OrderGVR).Namespace(cfg.CertNamespace).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "acme.cert-manager.io/v1", "kind": "Order", "metadata": map[string]any{"name": "x"}}}, metav1.CreateOptions{})
 
 		d := newDomain(t)
 		otherCfg := k8s.Config{CertNamespace: other, GatewayNamespace: cfg.GatewayNamespace}

@@ -151,7 +151,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 		Observer: observers{metricsObserver{w.metrics}, opts.Observer},
 		Logger:   w.logger,
 		Config: jobs.Config{CanonicalSuffix: cfg.CanonicalSuffix, DNSDeadline: cfg.DNSDeadline,
-			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName, KeepDisabled: cfg.KeepDisabled,
+			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName, CAAIdentity: cfg.CAAIdentity, KeepDisabled: cfg.KeepDisabled,
 			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax, Sweep: cfg.Sweep, ReviewRecheck: cfg.GitReviewRecheck},
 		SweepCounted: w.metrics.SweepObjects,
 	}
@@ -167,7 +167,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 		domain.QueueMaintenance: {MaxWorkers: 2},
 	}
 	if w.kube != nil {
-		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir, Tracer: tracer, ApplyErrors: w.metrics.ApplyError}
+		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir, Tracer: tracer, Logger: w.logger, ApplyErrors: w.metrics.ApplyError}
 		deps.Sweeper = Sweeper{Client: w.kube, Namespaces: managedNamespaces(cfg.Kube), Installation: cfg.Kube.Installation}
 		if cfg.Sweep.DryRun {
 			w.logger.Warn("orphan sweep in dry-run mode: it reports what it would delete and deletes nothing")
