@@ -120,15 +120,15 @@ func (e *Env) CreateFailedIssuance(ctx context.Context, namespace, certName, cha
 	}
 	order, err := create(k8s.OrderGVR, req, map[string]any{
 		"apiVersion": "acme.cert-manager.io/v1", "kind": "Order",
-		"metadata":   map[string]any{"name": certName + "-1-1"},
-		"spec":       map[string]any{"request": csr, "issuerRef": issuerRef, "dnsNames": []any{dnsNames[0]}},
+		"metadata": map[string]any{"name": certName + "-1-1"},
+		"spec":     map[string]any{"request": csr, "issuerRef": issuerRef, "dnsNames": []any{dnsNames[0]}},
 	}, map[string]any{"state": "invalid", "failureTime": now})
 	if err != nil {
 		return "", err
 	}
 	_, err = create(k8s.ChallengeGVR, order, map[string]any{
 		"apiVersion": "acme.cert-manager.io/v1", "kind": "Challenge",
-		"metadata":   map[string]any{"name": certName + "-1-1-1"},
+		"metadata": map[string]any{"name": certName + "-1-1-1"},
 		"spec": map[string]any{"url": "https://ca.test/chal/1", "authorizationURL": "https://ca.test/authz/1", "dnsName": dnsNames[0],
 			"type": "HTTP-01", "token": token, "key": token + ".thumbprint", "issuerRef": issuerRef,
 			"solver": map[string]any{"http01": map[string]any{"ingress": map[string]any{}}}},
