@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/portal-domains/portal-domains/domain"
@@ -10,6 +11,11 @@ import (
 // maxCADetail bounds how much of the CA's own message goes into
 // status_message: enough for the address and error it names.
 const maxCADetail = 300
+
+// fetchedURL is how CAs repeat the URL they fetched inside their detail
+// (Pebble: `Get "http://…": `, Let's Encrypt: `Fetching http://…: `); the
+// message names the URL once already.
+var fetchedURL = regexp.MustCompile(`(?:Get "[^"]*"|Fetching \S+): `)
 
 // caName is how tenant messages name the CA whose CAA identity is
 // identity.
@@ -29,6 +35,7 @@ func caName(identity string) string {
 func caFailureMessage(rec domain.Record, caaIdentity string, f CAFailure) string {
 	ca, host, target := caName(caaIdentity), rec.Domain, rec.CNAMETarget()
 	detail := strings.TrimRight(strings.Join(strings.Fields(f.Detail), " "), ". ")
+	detail = fetchedURL.ReplaceAllString(detail, "")
 	if len(detail) > maxCADetail {
 		detail = detail[:maxCADetail-1] + "…"
 	}

@@ -96,6 +96,10 @@ func TestCAFailureMessage(t *testing.T) {
 	}{
 		{CAFailure{Kind: "connection", Detail: "Connection refused", URL: url},
 			[]string{"Let's Encrypt could not reach " + url + ": Connection refused.", "CNAME points to abc1234.portal.algapsa.com", "blocks port 80"}},
+		{CAFailure{Kind: "connection", Detail: `Get "` + url + `": dial tcp 127.0.0.9:80: connect: connection refused`, URL: url},
+			[]string{"could not reach " + url + ": dial tcp 127.0.0.9:80: connect: connection refused. Check"}},
+		{CAFailure{Kind: "connection", Detail: "127.0.0.9: Fetching " + url + ": Connection refused", URL: url},
+			[]string{"could not reach " + url + ": 127.0.0.9: Connection refused. Check"}},
 		{CAFailure{Kind: "unauthorized", Detail: `The key authorization file from the server did not match this challenge`, URL: url},
 			[]string{"fetched " + url + " but did not get this platform's answer", "no proxy or CDN"}},
 		{CAFailure{Kind: "dns", Detail: "NXDOMAIN looking up A for portal.acme.com"},

@@ -161,7 +161,12 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	})
 	r := domainState()
 	t.Logf("status_message: %s", r.StatusMessage)
-	require.Contains(t, r.StatusMessage, "could not be issued: cert-manager reports: ")
+	// Not cert-manager's `order is in "invalid" state`, but the CA's own reason, read from the
+	// Challenge, in words the tenant can act on.
+	require.Contains(t, r.StatusMessage, "could not be issued. Let's Encrypt could not reach http://portal.fail.test/.well-known/acme-challenge/")
+	require.Contains(t, r.StatusMessage, "Check that portal.fail.test's CNAME points to f00dcaf.portal.test and nothing in front of it blocks port 80.")
+	require.Contains(t, r.StatusMessage, "connection refused", "the CA's own words")
+	require.NotContains(t, r.StatusMessage, `order is in "invalid" state`)
 
 	var alert db.Alert
 	eventually("one open alert with the Certificate's failure counts", time.Minute, func() (bool, string) {
