@@ -46,7 +46,7 @@ func decideCertificate(st CertState, rec domain.Record, now time.Time, deadline 
 		return certDecision{To: domain.StatusCertificateIssuing, Reapply: true, Snooze: certRecheckMin,
 			Message: fmt.Sprintf("The certificate or gateway for %s was missing and has been created again.", rec.Domain)}
 	case st.Ready != "True" && st.IssuingFailure != "" && st.CAFailure != nil:
-		msg = fmt.Sprintf("Certificate for %s could not be issued. %s", rec.Domain, caFailureMessage(rec, caaIdentity, *st.CAFailure))
+		msg = fmt.Sprintf("Certificate for %s could not be issued. %s", rec.Domain, CAFailureMessage(rec, caaIdentity, *st.CAFailure))
 		if st.FailedIssuanceAttempts > 0 {
 			msg += fmt.Sprintf(" (%d failed issuance attempts; tried again after 1h, 2h, 4h…)", st.FailedIssuanceAttempts)
 		}

@@ -29,10 +29,10 @@ func caName(identity string) string {
 	return "The certificate authority (" + identity + ")"
 }
 
-// caFailureMessage tells the tenant, in plain words, why the CA refused to
+// CAFailureMessage tells the tenant (and doctor's reader), in plain words, why the CA refused to
 // validate rec's domain and what to check: the CA's own reason, which
 // cert-manager's Certificate does not carry.
-func caFailureMessage(rec domain.Record, caaIdentity string, f CAFailure) string {
+func CAFailureMessage(rec domain.Record, caaIdentity string, f CAFailure) string {
 	ca, host, target := caName(caaIdentity), rec.Domain, rec.CNAMETarget()
 	detail := strings.TrimRight(strings.Join(strings.Fields(f.Detail), " "), ". ")
 	detail = fetchedURL.ReplaceAllString(detail, "")

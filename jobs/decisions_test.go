@@ -113,13 +113,13 @@ func TestCAFailureMessage(t *testing.T) {
 		{CAFailure{Kind: "connection", Detail: strings.Repeat("x", 1000)},
 			[]string{"could not reach http://portal.acme.com/.well-known/acme-challenge/…: xxx", "x….", "blocks port 80"}},
 	} {
-		msg := caFailureMessage(rec, "letsencrypt.org", tc.failure)
+		msg := CAFailureMessage(rec, "letsencrypt.org", tc.failure)
 		for _, w := range tc.want {
 			require.Contains(t, msg, w)
 		}
 		require.Less(t, len(msg), 700, "the CA's detail is cut short: %s", msg)
 	}
-	require.Contains(t, caFailureMessage(rec, "pki.goog", CAFailure{Kind: "connection"}), "The certificate authority (pki.goog) could not reach")
+	require.Contains(t, CAFailureMessage(rec, "pki.goog", CAFailure{Kind: "connection"}), "The certificate authority (pki.goog) could not reach")
 }
 
 func TestDecideProbe(t *testing.T) {
