@@ -147,14 +147,14 @@ func TestNextStep(t *testing.T) {
 			[]string{`cert-manager could not issue the certificate: order is in "invalid" state`, "kubectl describe challenges -n msp"}, false},
 		{"active but HTTPS wrong", DoctorReport{Registered: true, Row: row(domain.StatusActive), DNS: verified,
 			Cluster: &DoctorCluster{DomainState: k8s.DomainState{Objects: present, Certificate: readyCert}},
-			HTTPS: &DoctorHTTPS{Message: "certificate covers only other.example"}},
+			HTTPS:   &DoctorHTTPS{Message: "certificate covers only other.example"}},
 			[]string{"HTTPS does not serve the certificate yet: certificate covers only other.example"}, false},
 		{"an open alert", DoctorReport{Registered: true, Row: row(domain.StatusDeploying), DNS: verified,
 			Cluster: &DoctorCluster{DomainState: k8s.DomainState{Objects: present}}, Alerts: []db.Alert{{Message: "stuck for 3h"}}},
 			[]string{"An alert is open: stuck for 3h"}, false},
 		{"active and served: nothing to do", DoctorReport{Registered: true, Row: row(domain.StatusActive), DNS: verified,
 			Cluster: &DoctorCluster{DomainState: k8s.DomainState{Objects: present, Certificate: readyCert}},
-			HTTPS: &DoctorHTTPS{OK: true, Issuer: "Pebble Intermediate", Names: []string{"portal.acme.com"}, NotAfter: &notAfter}},
+			HTTPS:   &DoctorHTTPS{OK: true, Issuer: "Pebble Intermediate", Names: []string{"portal.acme.com"}, NotAfter: &notAfter}},
 			[]string{"Nothing to do: portal.acme.com is active and serves a certificate from Pebble Intermediate for portal.acme.com until 2027-03-01T00:00:00Z."}, true},
 		{"in progress: nothing to do yet", DoctorReport{Registered: true, Row: row(domain.StatusVerifyingDNS), DNS: verified,
 			Jobs: []db.DomainJob{{Kind: "verify_dns", State: "scheduled", ScheduledAt: notAfter}}},
@@ -169,4 +169,3 @@ func TestNextStep(t *testing.T) {
 		})
 	}
 }
-
