@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -55,6 +56,11 @@ func decideCertificate(st CertState, rec domain.Record, now time.Time, deadline 
 		if st.FailedIssuanceAttempts > 0 {
 			msg += fmt.Sprintf(" (%d failed issuance attempts; cert-manager retries after 1h, 2h, 4h…)", st.FailedIssuanceAttempts)
 		}
+	case st.Ready != "True" && st.FailedIssuanceAttempts > 0 && lastCAFailure(rec) != nil:
+		// cert-manager is trying again and has dropped the failed attempt's
+		// Challenge: the CA's reason last read stays what the tenant sees.
+		msg = fmt.Sprintf("Certificate for %s is being requested again after %d failed issuance attempts; the last one failed: %s",
+			rec.Domain, st.FailedIssuanceAttempts, CAFailureMessage(rec, caaIdentity, *lastCAFailure(rec)))
 	case st.Ready == "False" && st.Reason != "":
 		msg = fmt.Sprintf("Certificate for %s not issued yet: cert-manager reports %s: %s", rec.Domain, st.Reason, st.Message)
 		if st.FailedIssuanceAttempts > 0 {
@@ -128,8 +134,26 @@ func certDetails(st CertState) map[string]any {
 		details["issuing_failure"] = st.IssuingFailure
 	}
 	if f := st.CAFailure; f != nil {
-		details["ca_problem"] = f.Kind
-		details["ca_detail"] = f.Detail
+		details[caFailureKey] = f
+	}
+	if st.Ready == "True" {
+		details[caFailureKey] = nil
 	}
 	return details
+}
+
+// caFailureKey is where verification_details keeps the CA's reason for the
+// last failed issuance, so it is still shown while cert-manager tries again.
+const caFailureKey = "last_ca_failure"
+
+// lastCAFailure is the CA's reason kept in rec's verification_details; nil
+// when none is kept.
+func lastCAFailure(rec domain.Record) *CAFailure {
+	var details struct {
+		Last *CAFailure `json:"last_ca_failure"`
+	}
+	if json.Unmarshal(rec.VerificationDetails, &details) != nil || details.Last == nil || details.Last.Detail == "" {
+		return nil
+	}
+	return details.Last
 }

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +182,32 @@ func TestRetryDelay(t *testing.T) {
 	require.Equal(t, 2*time.Second, retryDelay(1))
 	require.Equal(t, 64*time.Second, retryDelay(6))
 	require.Equal(t, 5*time.Minute, retryDelay(20))
+}
+
+// TestDecideCertificateKeepsTheCAsReason: while cert-manager tries again
+// (Issuing is True again and the failed attempt's Challenge is gone), the
+// CA's reason read at the failure stays in the tenant's message; once the
+// certificate is Ready it is dropped.
+func TestDecideCertificateKeepsTheCAsReason(t *testing.T) {
+	t.Parallel()
+	failure := &CAFailure{Kind: "connection", Detail: "connection refused", URL: "http://portal.acme.com/.well-known/acme-challenge/tok"}
+	failed := CertState{Found: true, Ready: "False", Reason: "DoesNotExist", IssuingFailure: `order is in "invalid" state`,
+		FailedIssuanceAttempts: 1, RoutesPresent: true, CAFailure: failure}
+	details, err := json.Marshal(certDetails(failed))
+	require.NoError(t, err)
+	kept := rec
+	kept.VerificationDetails = details
+
+	retrying := CertState{Found: true, Ready: "False", Reason: "DoesNotExist", Message: "Issuing certificate as Secret does not exist",
+		FailedIssuanceAttempts: 1, RoutesPresent: true}
+	d := decideCertificate(retrying, kept, t0.Add(time.Hour), 6*time.Hour, "letsencrypt.org")
+	require.Equal(t, domain.StatusCertificateIssuing, d.To)
+	require.Contains(t, d.Message, "being requested again after 1 failed issuance attempts; the last one failed: Let's Encrypt could not reach "+failure.URL+": connection refused.")
+
+	d = decideCertificate(retrying, rec, t0.Add(time.Hour), 6*time.Hour, "letsencrypt.org")
+	require.NotContains(t, d.Message, "Let's Encrypt", "nothing kept, nothing shown")
+
+	cleared := certDetails(CertState{Found: true, Ready: "True", RoutesPresent: true})
+	require.Contains(t, cleared, caFailureKey)
+	require.Nil(t, cleared[caFailureKey], "Ready drops the kept reason")
 }

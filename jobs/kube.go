@@ -57,11 +57,11 @@ type CAFailure struct {
 	// Kind is the ACME problem type: connection, dns, unauthorized,
 	// incorrectResponse, caa, tls, rateLimited, rejectedIdentifier, … or ""
 	// when the CA named none.
-	Kind string
+	Kind string `json:"kind,omitempty"`
 	// Detail is the CA's message; it may hold URLs and addresses.
-	Detail string
+	Detail string `json:"detail"`
 	// URL is the challenge URL the CA fetched, when known.
-	URL string
+	URL string `json:"url,omitempty"`
 }
 
 // Kube renders and applies, reads and deletes a domain's objects. Errors
