@@ -194,6 +194,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	require.EqualValues(t, attempts, alert.FailedIssuanceAttempts, "the alert carries the Certificate's failedIssuanceAttempts")
 	require.Equal(t, lastFailure, alert.LastFailureTime.UTC().Format(time.RFC3339), "the alert carries the Certificate's lastFailureTime")
 	require.Nil(t, alert.ResolvedAt)
+	require.Contains(t, alert.Message, "The CA's reason (connection): ", "the alert carries the CA's reason the await job kept")
 	t.Logf("alert: %s (%d failed issuance attempts, last failure %s)", alert.Message, alert.FailedIssuanceAttempts, lastFailure)
 
 	// doctor walks the failing chain: the Certificate's Issuing=False, the Order and Challenge
