@@ -111,10 +111,11 @@ func parseProblem(reason string) CAProblem {
 }
 
 // Issuance reads the chain of the Certificate namespace/name: the
-// CertificateRequests it controls (cert-manager copies the Certificate's
-// labels onto them, so the domain-id label narrows the list), the newest of
-// them, the Order that request controls and the Challenges that Order
-// controls. A missing Certificate gives a zero Issuance.
+// CertificateRequests it controls, the newest of them, the Order that
+// request controls and the Challenges that Order controls. cert-manager
+// copies the Certificate's labels onto its requests and their Orders, so
+// the domain-id label narrows those lists. A missing Certificate gives a
+// zero Issuance.
 func (c *Client) Issuance(ctx context.Context, namespace, certName string) (Issuance, error) {
 	var out Issuance
 	cert, err := c.dyn.Resource(CertificateGVR).Namespace(namespace).Get(ctx, certName, metav1.GetOptions{})
@@ -149,7 +150,9 @@ func (c *Client) Issuance(ctx context.Context, namespace, certName string) (Issu
 	})
 	out.Order = acmeStep("Order", order)
 
-	challenges, err := c.controlledBy(ctx, ChallengeGVR, namespace, selector, order.GetUID())
+	// cert-manager gives Challenges no labels; they are few, as it deletes
+	// them once their Order is valid.
+	challenges, err := c.controlledBy(ctx, ChallengeGVR, namespace, "", order.GetUID())
 	if err != nil {
 		return out, err
 	}
@@ -160,34 +163,26 @@ func (c *Client) Issuance(ctx context.Context, namespace, certName string) (Issu
 	return out, nil
 }
 
-// controlledBy lists the objects of gvr in namespace whose controller owner
-// reference is owner. With a selector that finds nothing (a cert-manager
-// that does not copy labels), the namespace is listed unfiltered.
+// controlledBy lists the objects of gvr in namespace matching selector whose
+// controller owner reference is owner.
 func (c *Client) controlledBy(ctx context.Context, gvr schema.GroupVersionResource, namespace, selector string, owner types.UID) ([]unstructured.Unstructured, error) {
-	list := func(selector string) ([]unstructured.Unstructured, error) {
-		var out []unstructured.Unstructured
-		opts := metav1.ListOptions{LabelSelector: selector, Limit: 500}
-		for {
-			page, err := c.dyn.Resource(gvr).Namespace(namespace).List(ctx, opts)
-			if err != nil {
-				return nil, classify(ctx, fmt.Sprintf("list %s in %s", gvr.Resource, namespace), err)
-			}
-			for _, obj := range page.Items {
-				if ref := metav1.GetControllerOfNoCopy(&obj); ref != nil && ref.UID == owner {
-					out = append(out, obj)
-				}
-			}
-			if page.GetContinue() == "" {
-				return out, nil
-			}
-			opts.Continue = page.GetContinue()
+	var out []unstructured.Unstructured
+	opts := metav1.ListOptions{LabelSelector: selector, Limit: 500}
+	for {
+		page, err := c.dyn.Resource(gvr).Namespace(namespace).List(ctx, opts)
+		if err != nil {
+			return nil, classify(ctx, fmt.Sprintf("list %s in %s", gvr.Resource, namespace), err)
 		}
+		for _, obj := range page.Items {
+			if ref := metav1.GetControllerOfNoCopy(&obj); ref != nil && ref.UID == owner {
+				out = append(out, obj)
+			}
+		}
+		if page.GetContinue() == "" {
+			return out, nil
+		}
+		opts.Continue = page.GetContinue()
 	}
-	found, err := list(selector)
-	if err != nil || len(found) > 0 || selector == "" {
-		return found, err
-	}
-	return list("")
 }
 
 func revisionOf(obj unstructured.Unstructured) int {

@@ -70,10 +70,9 @@ func SelfSignedPEM(notBefore, notAfter time.Time, names ...string) (certPEM, key
 
 // CreateFailedIssuance plays cert-manager after the CA refused to validate
 // the Certificate namespace/certName: a failed CertificateRequest
-// controlled by the Certificate (with its labels, as cert-manager copies
-// them), an invalid Order controlled by that request and an invalid HTTP-01
-// Challenge controlled by the Order whose status.reason is
-// challengeReason. It returns the Challenge's token.
+// controlled by the Certificate, an invalid Order controlled by that
+// request and an invalid HTTP-01 Challenge controlled by the Order whose
+// status.reason is challengeReason. It returns the Challenge's token.
 func (e *Env) CreateFailedIssuance(ctx context.Context, namespace, certName, challengeReason string) (string, error) {
 	cert, err := e.Dynamic.Resource(k8s.CertificateGVR).Namespace(namespace).Get(ctx, certName, metav1.GetOptions{})
 	if err != nil {
@@ -87,11 +86,14 @@ func (e *Env) CreateFailedIssuance(ctx context.Context, namespace, certName, cha
 	now := time.Now().UTC().Format(time.RFC3339)
 	const token = "tok3n-for-tests"
 	// create makes obj controlled by owner and then sets its status, as
-	// cert-manager's controllers do in two writes.
+	// cert-manager's controllers do in two writes. Requests and Orders get
+	// the Certificate's labels, Challenges none, as cert-manager does.
 	create := func(gvr schema.GroupVersionResource, owner *unstructured.Unstructured, obj map[string]any, status map[string]any) (*unstructured.Unstructured, error) {
 		u := &unstructured.Unstructured{Object: obj}
 		u.SetNamespace(namespace)
-		u.SetLabels(cert.GetLabels())
+		if gvr != k8s.ChallengeGVR {
+			u.SetLabels(cert.GetLabels())
+		}
 		yes := true
 		u.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: owner.GetAPIVersion(), Kind: owner.GetKind(),
 			Name: owner.GetName(), UID: owner.GetUID(), Controller: &yes, BlockOwnerDeletion: &yes}})
