@@ -75,6 +75,9 @@ current-context: c
 	require.Equal(t, 1, strings.Count(out, "\nNext: "), "one Next line, last")
 	require.True(t, strings.HasSuffix(strings.TrimSpace(out), strings.TrimSpace(out[strings.LastIndex(out, "\nNext: "):])))
 
+	// doctor reads with the worker's own database grants.
+	asWorker := b.schema.WorkerRole(t, filepath.Join("..", "..", "deploy", "postgres", "worker-grants.sql"))
+	env["DATABASE_URL"] = asWorker.Config().ConnString()
 	res = cli(t, env, "doctor", "portal.acme.test", "--json")
 	require.Equal(t, 1, res.code, res.stderr)
 	var report DoctorReport
