@@ -48,7 +48,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	require.NoError(t, err)
 
 	work := t.TempDir()
-	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "istio-system")
+	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "msp", "istio-system")
 
 	const tenantID = "f00dcaf0-0000-4000-8000-000000000001"
 	// The gateway's address, and one where nothing listens: the "elsewhere" Pebble is sent to.
@@ -100,7 +100,6 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 		"PORTAL_DOMAIN_DNS_RECHECK_MIN":    "1s",
 		"PORTAL_DOMAIN_DNS_RECHECK_MAX":    "2s",
 		"PORTAL_DOMAIN_ISSUER_NAME":        "pebble",
-		"PORTAL_DOMAIN_CERT_NAMESPACE":     "istio-system",
 		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS": gw.Addr(),
 		"PORTAL_DOMAIN_PROBE_CA_FILE":      rootFile,
 		"PORTAL_DOMAIN_STUCK_CRON":         "@every 1s",
@@ -146,7 +145,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 		return r
 	}
 	certStatus := func() map[string]any {
-		c, err := dyn.Resource(k8s.CertificateGVR).Namespace("istio-system").Get(ctx, "portal-domain-f00dcaf", metav1.GetOptions{})
+		c, err := dyn.Resource(k8s.CertificateGVR).Namespace("msp").Get(ctx, "portal-domain-f00dcaf", metav1.GetOptions{})
 		if err != nil {
 			return nil
 		}
