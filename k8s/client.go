@@ -206,6 +206,9 @@ type CertStatus struct {
 	// applied.
 	DNSNames        []string
 	ResourceVersion string
+	// Renewed is set by WatchCertificates on an update that changed the
+	// notAfter of an issued certificate: cert-manager renewed it.
+	Renewed bool
 	// ObjectsPresent: the VirtualService for this Certificate and the
 	// Gateway it references both exist. Only GetCertificateStatus fills it
 	// in; WatchCertificates leaves it false.
