@@ -84,7 +84,7 @@ func scaleRows(p GrowthPoint) []Row {
 	}
 	insert := Row{ID: "8a", Measure: fmt.Sprintf("one SQL INSERT of %s domains", n), Unit: "s",
 		Value: p.Insert.Seconds(), Baseline: p.PlainInsert.Seconds(), BaselineName: "same INSERT, no triggers",
-		Ratio: p.Insert.Seconds() / max(p.PlainInsert.Seconds(), 1e-9),
+		Ratio:  p.Insert.Seconds() / max(p.PlainInsert.Seconds(), 1e-9),
 		Target: "every verify_dns job enqueued", Pass: p.JobsEnqueued == p.N,
 		Note: fmt.Sprintf("%s (%s without triggers); %s verify_dns jobs enqueued by the statement's trigger; the baseline "+
 			"inserts into a copy of the table with its indexes and no triggers", perDomain(p.Insert), perDomain(p.PlainInsert), thousands(p.JobsEnqueued))}
