@@ -3,7 +3,9 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -112,6 +114,11 @@ func (w *AwaitCertificateWorker) Work(ctx context.Context, job *river.Job[AwaitC
 			return fmt.Errorf("re-apply %s: %w", rec.Domain, err)
 		}
 	}
+	if decision.To == domain.StatusDeploying {
+		if decision, err = w.serveCertificate(ctx, rec, logger, decision); err != nil {
+			return err
+		}
+	}
 	_, moved, err := move(ctx, w.deps, logger, domain.Change{DomainID: rec.ID, Generation: rec.Generation,
 		From: domain.StatusCertificateIssuing, To: decision.To, Message: decision.Message,
 		Details: certDetails(st)})
@@ -156,4 +163,26 @@ func lastCAFailure(rec domain.Record) *CAFailure {
 		return nil
 	}
 	return details.Last
+}
+
+// serveCertificate hands the issued certificate to the gateway before the
+// domain moves on to its HTTPS check. A Secret cert-manager has not stored
+// yet is waited for; an error retrying cannot fix fails the domain.
+func (w *AwaitCertificateWorker) serveCertificate(ctx context.Context, rec domain.Record, logger *slog.Logger, decision certDecision) (certDecision, error) {
+	stored, err := w.deps.Kube.ServeCertificate(ctx, refOf(rec))
+	switch {
+	case errors.Is(err, ErrPermanent):
+		logger.Warn("could not hand the certificate to the gateway", "error", err)
+		if rerr := w.deps.Store.RecordDetail(ctx, rec, map[string]any{"stage": domain.KindAwaitCertificate, "error": err.Error()}); rerr != nil {
+			logger.Warn("could not record the error in the domain's history", "error", rerr)
+		}
+		return certDecision{To: domain.StatusCertificateFailed,
+			Message: fmt.Sprintf("The certificate for %s was issued, but could not be handed to the gateway. %s", rec.Domain, tenantKubeReason(err))}, nil
+	case err != nil:
+		return decision, fmt.Errorf("hand the certificate of %s to the gateway: %w", rec.Domain, err)
+	case !stored:
+		return certDecision{To: domain.StatusCertificateIssuing, Snooze: certRecheckMin,
+			Message: fmt.Sprintf("Certificate for %s issued; waiting for cert-manager to store it.", rec.Domain)}, nil
+	}
+	return decision, nil
 }

@@ -164,6 +164,7 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 		river.AddWorker(workers, &ApplyWorker{deps: deps})
 		river.AddWorker(workers, &AwaitCertificateWorker{deps: deps})
 		river.AddWorker(workers, &DisableWorker{deps: deps})
+		river.AddWorker(workers, &CopySecretWorker{deps: deps})
 	}
 	if deps.Prober != nil {
 		river.AddWorker(workers, &ProbeWorker{deps: deps})

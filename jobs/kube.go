@@ -75,6 +75,10 @@ type Kube interface {
 	// CertificateReadyWatched says whether the Certificate watch has seen
 	// the Certificate Ready already (no request; false when no watch runs).
 	CertificateReadyWatched(d DomainRef) bool
+	// ServeCertificate puts the issued certificate where the gateway reads
+	// it (a copy of the TLS Secret in the gateway's namespace, when that is
+	// not the Certificate's); false while cert-manager has not stored it.
+	ServeCertificate(ctx context.Context, d DomainRef) (bool, error)
 	Delete(ctx context.Context, d DomainRef) error
 }
 

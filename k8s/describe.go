@@ -46,7 +46,8 @@ type CertificateDetail struct {
 
 // DomainState is what the API server holds about one domain, for an
 // operator's diagnosis: each object applied (and the TLS Secret
-// cert-manager writes), the Certificate's status and its issuance chain.
+// cert-manager writes, and its copy for the gateway), the Certificate's
+// status and its issuance chain.
 type DomainState struct {
 	Objects []ObjectState `json:"objects"`
 	// Certificate is nil when the Certificate does not exist.
@@ -57,9 +58,10 @@ type DomainState struct {
 	IssuanceError string `json:"issuance_error,omitempty"`
 }
 
-// DescribeDomain reads d's Certificate, Gateway, VirtualService and TLS
-// Secret (metadata only: the Secret's data is never kept) and the
-// Certificate's issuance chain. It fails only when the objects cannot be
+// DescribeDomain reads d's Certificate, Gateway, VirtualService, TLS Secret
+// and, when the gateway namespace differs, the Secret's copy there
+// (metadata only: a Secret's data is never kept), and the Certificate's
+// issuance chain. It fails only when the objects cannot be
 // read at all (ErrUnreachable, Forbidden).
 func (c *Client) DescribeDomain(ctx context.Context, d Domain, cfg Config) (DomainState, error) {
 	var out DomainState
@@ -67,15 +69,21 @@ func (c *Client) DescribeDomain(ctx context.Context, d Domain, cfg Config) (Doma
 	if err != nil {
 		return out, fmt.Errorf("describe portal domain objects: %w", err)
 	}
-	for _, o := range []struct {
+	type object struct {
 		gvr             schema.GroupVersionResource
 		namespace, name string
-	}{
+	}
+	objects := []object{
 		{CertificateGVR, n.CertNamespace, n.Certificate},
 		{GatewayGVR, n.GatewayNamespace, n.Gateway},
 		{VirtualServiceGVR, n.CertNamespace, n.VirtualService},
 		{SecretGVR, n.CertNamespace, n.Secret},
-	} {
+	}
+	if n.GatewayNamespace != n.CertNamespace {
+		// The copy the gateway reads (CopySecretToGateway).
+		objects = append(objects, object{SecretGVR, n.GatewayNamespace, n.Secret})
+	}
+	for _, o := range objects {
 		kind := kindOf(o.gvr)
 		st := ObjectState{Kind: kind, Namespace: o.namespace, Name: o.name}
 		obj, err := c.dyn.Resource(o.gvr).Namespace(o.namespace).Get(ctx, o.name, metav1.GetOptions{})

@@ -74,7 +74,7 @@ func TestIssuance(t *testing.T) {
 		ctx := t.Context()
 		state, err := b.client.DescribeDomain(ctx, b.d, b.cfg)
 		require.NoError(t, err)
-		require.Len(t, state.Objects, 4)
+		require.Len(t, state.Objects, 5, "the Secret's copy in the gateway namespace too")
 		for _, o := range state.Objects {
 			require.False(t, o.Exists, "%s not applied yet", o.Kind)
 		}
@@ -95,6 +95,18 @@ func TestIssuance(t *testing.T) {
 			require.Equal(t, b.cfg.Installation, kinds[kind].Installation, kind)
 		}
 		require.False(t, kinds["Secret"].Exists, "cert-manager wrote no Secret")
+		_, err = b.env.CreateTLSSecret(ctx, b.cfg.CertNamespace, b.names.Certificate)
+		require.NoError(t, err)
+		state, err = b.client.DescribeDomain(ctx, b.d, b.cfg)
+		require.NoError(t, err)
+		secrets := map[string]bool{}
+		for _, o := range state.Objects {
+			if o.Kind == "Secret" {
+				secrets[o.Namespace] = o.Exists
+			}
+		}
+		require.Equal(t, map[string]bool{b.cfg.CertNamespace: true, b.cfg.GatewayNamespace: false}, secrets,
+			"the Secret is there, its copy for the gateway not yet")
 		require.NotNil(t, state.Certificate)
 		require.Equal(t, []string{b.d.Host}, state.Certificate.DNSNames)
 		var ready k8s.Condition

@@ -128,9 +128,17 @@ func TestRBAC(t *testing.T) {
 
 		_, err = env.CreateTLSSecret(ctx, cfg.CertNamespace, b.names.Certificate)
 		require.NoError(t, err)
+		copied, err := b.client.CopySecretToGateway(ctx, b.d, b.cfg)
+		require.NoError(t, err)
+		require.Equal(t, k8s.SecretCopied, copied)
+		copied, err = b.client.CopySecretToGateway(ctx, b.d, b.cfg)
+		require.NoError(t, err)
+		require.Equal(t, k8s.SecretCopyCurrent, copied)
 		require.NoError(t, b.client.Delete(ctx, b.d, b.cfg))
 		_, err = env.Clientset.CoreV1().Secrets(cfg.CertNamespace).Get(ctx, b.names.Secret, metav1.GetOptions{})
 		require.True(t, apierrors.IsNotFound(err), "the Secret was deleted: %v", err)
+		_, err = env.Clientset.CoreV1().Secrets(cfg.GatewayNamespace).Get(ctx, b.names.Secret, metav1.GetOptions{})
+		require.True(t, apierrors.IsNotFound(err), "the Secret's copy was deleted: %v", err)
 
 		// Orphan sweep path.
 		_, err = b.client.Apply(ctx, b.render(t))
@@ -159,6 +167,7 @@ func TestRBAC(t *testing.T) {
 		forbidden["delete secret in another namespace"] = cs.CoreV1().Secrets(other).Delete(ctx, "someone-elses", metav1.DeleteOptions{})
 		_, forbidden["get secret in another namespace"] = cs.CoreV1().Secrets(other).Get(ctx, "someone-elses", metav1.GetOptions{})
 		_, forbidden["list secrets in the cert namespace"] = cs.CoreV1().Secrets(cfg.CertNamespace).List(ctx, metav1.ListOptions{})
+		_, forbidden["list secrets in the gateway namespace"] = cs.CoreV1().Secrets(cfg.GatewayNamespace).List(ctx, metav1.ListOptions{})
 		_, forbidden["create secret"] = cs.CoreV1().Secrets(cfg.CertNamespace).Create(ctx, secret("x"), metav1.CreateOptions{})
 		_, forbidden["update certificate status"] = dyn.Resource(k8s.CertificateGVR).Namespace(cfg.CertNamespace).
 			UpdateStatus(ctx, &unstructured.Unstructured{Object: map[string]any{

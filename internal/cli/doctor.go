@@ -330,7 +330,7 @@ func nextStep(r DoctorReport, cfg worker.Config) (string, bool) {
 	case rec.Status == domain.StatusCertificateFailed:
 		return "Fix what the message says (" + oneLine(rec.StatusMessage, 200) + "), then: " + retry, false
 	case (rec.Status == domain.StatusActive || rec.Status == domain.StatusDeploying && ready.Status == "True") && r.HTTPS != nil && !r.HTTPS.OK:
-		return "HTTPS does not serve the certificate yet: " + r.HTTPS.Message + " The ingress gateway must find the TLS Secret in its own namespace (docs/issuance.md).", false
+		return "HTTPS does not serve the certificate yet: " + r.HTTPS.Message + " The ingress gateway must find the TLS Secret, or the worker's copy of it, in its own namespace (docs/issuance.md).", false
 	case len(r.Alerts) > 0:
 		return "An alert is open: " + r.Alerts[0].Message, false
 	case rec.Status == domain.StatusActive && r.HTTPS != nil:

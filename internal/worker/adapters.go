@@ -249,6 +249,18 @@ func (k Kube) CertificateReadyWatched(d jobs.DomainRef) bool {
 	return ok && st.IsReady()
 }
 
+// ServeCertificate copies the TLS Secret into the gateway namespace when
+// the gateway does not read the Certificate's (k8s.Client.CopySecretToGateway).
+func (k Kube) ServeCertificate(ctx context.Context, d jobs.DomainRef) (served bool, err error) {
+	ctx, sp := span(ctx, k.Tracer, "kubernetes.copy_secret", d)
+	defer func() { endSpan(sp, err) }()
+	res, err := k.Client.CopySecretToGateway(ctx, toK8s(d), k.Config)
+	if err != nil {
+		return false, kubeKind(permanentIfHopeless(err))
+	}
+	return res != k8s.SecretSourceMissing, nil
+}
+
 // CertificateState reads the Certificate's Ready condition and whether the
 // routes exist.
 func (k Kube) CertificateState(ctx context.Context, d jobs.DomainRef) (jobs.CertState, error) {

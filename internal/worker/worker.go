@@ -330,6 +330,9 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 				// delay.
 				return
 			}
+			if st.Renewed && st.IsReady() {
+				w.copyRenewedSecret(ctx, domainID, st.NotAfter)
+			}
 			w.wakeStageJob(ctx, domainID, st.IsReady(), 0)
 		})
 		if ctx.Err() != nil {
@@ -340,6 +343,15 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 		case <-ctx.Done():
 		case <-time.After(2 * time.Second):
 		}
+	}
+}
+
+// copyRenewedSecret enqueues the job that hands a renewed certificate to
+// the gateway (the copy in the gateway namespace). A renewal missed while no
+// worker watched is caught by the next re-apply or re-check.
+func (w *Worker) copyRenewedSecret(ctx context.Context, domainID string, notAfter time.Time) {
+	if _, err := w.client.Insert(ctx, jobs.CopySecretArgs{DomainID: domainID, NotAfter: notAfter.UTC()}, nil); err != nil && ctx.Err() == nil {
+		w.logger.Warn("could not enqueue the copy of a renewed certificate", "portal_domain_id", domainID, "error", err)
 	}
 }
 

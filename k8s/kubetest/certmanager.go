@@ -62,6 +62,29 @@ func (e *Env) CreateTLSSecret(ctx context.Context, namespace, certName string) (
 	return certPEM, nil
 }
 
+// RenewCertificate plays cert-manager renewing an issued Certificate at
+// now: it writes a new key pair into the existing Secret, then marks the
+// Certificate Ready again with the new validity (notAfter from now), in
+// that order, and returns the new certificate PEM.
+func (e *Env) RenewCertificate(ctx context.Context, namespace, certName string, now time.Time) ([]byte, error) {
+	cert, err := e.Dynamic.Resource(k8s.CertificateGVR).Namespace(namespace).Get(ctx, certName, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("get Certificate %s/%s: %w", namespace, certName, err)
+	}
+	secret, certPEM, err := issuer.Issue(e.CA, cert, now)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := e.Dynamic.Resource(k8s.SecretGVR).Namespace(namespace).Apply(ctx, secret.GetName(), secret,
+		metav1.ApplyOptions{FieldManager: issuingManager, Force: true}); err != nil {
+		return nil, fmt.Errorf("renew Secret %s/%s: %w", namespace, secret.GetName(), err)
+	}
+	err = e.UpdateCertificateStatus(ctx, namespace, certName, func(cert *unstructured.Unstructured, status map[string]any) {
+		issuer.MarkReady(cert, status, now, "Certificate is up to date and has not expired")
+	})
+	return certPEM, err
+}
+
 // SelfSignedPEM makes a self-signed certificate for names, valid from
 // notBefore to notAfter, as PEM certificate and key (issuer.SelfSigned).
 func SelfSignedPEM(notBefore, notAfter time.Time, names ...string) (certPEM, keyPEM []byte, err error) {

@@ -50,7 +50,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	require.NoError(t, err)
 
 	work := t.TempDir()
-	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "istio-system")
+	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "msp", "istio-system")
 
 	const tenantID = "f00dcaf0-0000-4000-8000-000000000001"
 	// The gateway's address, and one where nothing listens: the "elsewhere" Pebble is sent to.
@@ -102,7 +102,6 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 		"PORTAL_DOMAIN_DNS_RECHECK_MIN":    "1s",
 		"PORTAL_DOMAIN_DNS_RECHECK_MAX":    "2s",
 		"PORTAL_DOMAIN_ISSUER_NAME":        "pebble",
-		"PORTAL_DOMAIN_CERT_NAMESPACE":     "istio-system",
 		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS": gw.Addr(),
 		"PORTAL_DOMAIN_PROBE_CA_FILE":      rootFile,
 		"PORTAL_DOMAIN_STUCK_CRON":         "@every 1s",
@@ -148,7 +147,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 		return r
 	}
 	certStatus := func() map[string]any {
-		c, err := dyn.Resource(k8s.CertificateGVR).Namespace("istio-system").Get(ctx, "portal-domain-f00dcaf", metav1.GetOptions{})
+		c, err := dyn.Resource(k8s.CertificateGVR).Namespace("msp").Get(ctx, "portal-domain-f00dcaf", metav1.GetOptions{})
 		if err != nil {
 			return nil
 		}
@@ -253,7 +252,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	t.Logf("doctor portal.fail.test:\n%s", text)
 	at := 0
 	for _, want := range []string{"Domain portal.fail.test", "certificate_issuing", "Jobs:", "DNS and CAA:", "✓ cname",
-		"Objects in the cluster:", "✓ Certificate istio-system/portal-domain-f00dcaf", "Issuing=False Failed",
+		"Objects in the cluster:", "✓ Certificate msp/portal-domain-f00dcaf", "Issuing=False Failed",
 		"Issuance:", "CertificateRequest ", ": Failed", "Order ", ": invalid", "Challenge ", ": invalid", "The CA's reason (connection)",
 		"HTTPS https://portal.fail.test/:", "Open alerts:", "certificate_not_ready", "Next: Let's Encrypt could not reach"} {
 		i := strings.Index(text[at:], want)
