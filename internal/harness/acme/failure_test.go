@@ -281,7 +281,9 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 
 	// Issued: doctor shows what HTTPS serves (Pebble's certificate for the domain) and
 	// that nothing is left to do.
+	start := time.Now()
 	out, code := doctor("portal.fail.test", "--json")
+	t.Logf("doctor --json of the issued domain took %s", time.Since(start).Round(time.Millisecond))
 	var issued cli.DoctorReport
 	require.NoError(t, json.Unmarshal([]byte(out), &issued), out)
 	require.Equal(t, 0, code, out)
