@@ -32,7 +32,8 @@ const (
 // DoctorReport is everything doctor found about one domain, in the order it
 // prints it; --json writes it as is.
 type DoctorReport struct {
-	Domain string `json:"domain"`
+	Domain    string    `json:"domain"`
+	CheckedAt time.Time `json:"checked_at"`
 	// Registered: the domain has a portal_domains row. Without one, only
 	// DNS and CAA are checked.
 	Registered bool           `json:"registered"`
@@ -164,7 +165,7 @@ func (e *Env) doctor(args []string) error {
 // failing is an error: the cluster and HTTPS failing are findings.
 func (e *Env) gatherDoctor(cfg worker.Config, pool *pgxpool.Pool, host string, rec domain.Record, canonical string) (DoctorReport, error) {
 	ctx := e.Ctx
-	r := DoctorReport{Domain: host, Registered: rec.ID != "", Alerts: []db.Alert{}}
+	r := DoctorReport{Domain: host, CheckedAt: time.Now().UTC(), Registered: rec.ID != "", Alerts: []db.Alert{}}
 	if r.Registered {
 		r.Domain, r.Row = rec.Domain, &rec
 		events, err := db.ListEvents(ctx, pool, rec.ID)
@@ -279,6 +280,26 @@ func pastApply(s domain.Status) bool {
 		domain.StatusDeploying, domain.StatusActive}, s)
 }
 
+// selfCheckPatience is how long cert-manager's own HTTP-01 check may fail
+// before doctor calls it the thing to fix: it passes within seconds when the
+// route works.
+const selfCheckPatience = time.Minute
+
+// stuckChallenge is a Challenge cert-manager has not yet handed to the CA
+// and whose own check has been failing for longer than selfCheckPatience;
+// nil when none.
+func stuckChallenge(c *DoctorCluster, now time.Time) *k8s.IssuanceStep {
+	if c == nil {
+		return nil
+	}
+	for i, ch := range c.Issuance.Challenges {
+		if ch.State == "pending" && ch.Reason != "" && ch.URL != "" && now.Sub(ch.CreatedAt) > selfCheckPatience {
+			return &c.Issuance.Challenges[i]
+		}
+	}
+	return nil
+}
+
 // nextStep is the one thing to do next, decided from everything doctor
 // gathered; ok is false when it is a fix rather than "nothing to do".
 func nextStep(r DoctorReport, cfg worker.Config) (string, bool) {
@@ -325,6 +346,10 @@ func nextStep(r DoctorReport, cfg worker.Config) (string, bool) {
 			return msg + " Then: " + retry, false
 		}
 		return msg + " Once fixed, cert-manager tries again after its backoff (1h, 2h, 4h…), or at once with `cmctl renew`.", false
+	case inCluster && ready.Status != "True" && stuckChallenge(c, r.CheckedAt) != nil:
+		ch := stuckChallenge(c, r.CheckedAt)
+		return fmt.Sprintf("cert-manager's own check of %s has not passed for %s: %s. Check that %s's CNAME points to %s and that port 80 of %s reaches the ingress gateway from inside the cluster.",
+			ch.URL, r.CheckedAt.Sub(ch.CreatedAt).Round(time.Second), oneLine(ch.Reason, 300), rec.Domain, rec.CNAMETarget(), rec.Domain), false
 	case inCluster && ready.Status != "True" && issuing.Status == "False" && issuing.Reason == "Failed":
 		return "cert-manager could not issue the certificate: " + issuing.Message + " See `kubectl describe challenges -n " + cfg.Kube.CertNamespace + "`.", false
 	case rec.Status == domain.StatusCertificateFailed:
