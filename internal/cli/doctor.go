@@ -340,7 +340,7 @@ func nextStep(r DoctorReport, cfg worker.Config) (string, bool) {
 		return "Could not read the cluster (" + c.Error + "): check the worker's cluster access (KUBECONFIG, deploy/rbac.yaml).", false
 	case inCluster && c != nil && len(c.missing()) > 0:
 		return strings.Join(c.missing(), ", ") + " missing from the cluster: " + refresh, false
-	case inCluster && ready.Status != "True" && c.CAProblem != nil:
+	case inCluster && ready.Status != "True" && c != nil && c.CAProblem != nil:
 		msg := jobs.CAFailureMessage(rec, cfg.CAAIdentity, jobs.CAFailure{Kind: c.CAProblem.Type, Detail: c.CAProblem.Detail, URL: c.CAProblem.URL})
 		if rec.Status == domain.StatusCertificateFailed {
 			return msg + " Then: " + retry, false
