@@ -145,7 +145,8 @@ func AddRechecks(ctx context.Context, q Querier, domains []NewRecheck, at []time
 // DueRechecksSQL locks up to $1 due re-check rows, earliest first, through
 // portal_domain_rechecks_due_idx (an index range scan, however many domains
 // there are), and says of each whether its domain is still active in that
-// generation. Rows another transaction holds are skipped, so two schedulers
+// generation (one primary-key lookup per row: the LATERAL ... LIMIT 1 keeps
+// the planner from hashing the whole of portal_domains for a small batch). Rows another transaction holds are skipped, so two schedulers
 // never claim the same check.
 const DueRechecksSQL = `WITH due AS (
 		SELECT domain_id, generation, next_check_at FROM portal_domain_rechecks
@@ -155,7 +156,8 @@ const DueRechecksSQL = `WITH due AS (
 		FOR UPDATE SKIP LOCKED)
 	SELECT due.domain_id::text, due.generation, due.next_check_at,
 		coalesce(d.status = 'active' AND d.pipeline_generation = due.generation, false)
-	FROM due LEFT JOIN portal_domains d ON d.id = due.domain_id`
+	FROM due LEFT JOIN LATERAL (SELECT status, pipeline_generation FROM portal_domains WHERE id = due.domain_id LIMIT 1) d ON true
+	ORDER BY due.next_check_at`
 
 // DueRecheck is a check whose time has come.
 type DueRecheck struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -394,7 +395,17 @@ func (w *RecheckWorker) actOnAlerts(ctx context.Context, d recheckDecision) erro
 type RecheckScheduleWorker struct {
 	river.WorkerDefaults[RecheckScheduleArgs]
 	deps *Deps
+	// lastDiscovery is when this worker last looked for active domains
+	// without a schedule (unix nanoseconds).
+	lastDiscovery atomic.Int64
 }
+
+// discoverEvery is how often the scheduler looks for newly active domains:
+// that reads every active row (tens of milliseconds at 100,000), while
+// claiming due checks is an index range. A new domain's first check is
+// anywhere in the coming interval anyway, so finding it ten runs late
+// changes nothing.
+func (c RecheckConfig) discoverEvery() time.Duration { return 10 * c.ScheduleEvery }
 
 // Work runs one round. Each part runs even if another fails; the job fails
 // (and is retried) if any did.
@@ -402,11 +413,18 @@ func (w *RecheckScheduleWorker) Work(ctx context.Context, job *river.Job[Recheck
 	cfg := w.deps.Config.Recheck.withDefaults()
 	now := w.deps.now()
 	var errs []error
-	added, err := w.deps.Rechecks.ScheduleNew(ctx, cfg.Batch, func() time.Time {
-		return FirstRecheck(now, cfg.Interval, w.deps.rand())
-	})
-	if err != nil {
-		errs = append(errs, fmt.Errorf("schedule newly active domains: %w", err))
+	added := 0
+	if last := w.lastDiscovery.Load(); last == 0 || now.Sub(time.Unix(0, last)) >= cfg.discoverEvery() {
+		var err error
+		added, err = w.deps.Rechecks.ScheduleNew(ctx, cfg.Batch, func() time.Time {
+			return FirstRecheck(now, cfg.Interval, w.deps.rand())
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("schedule newly active domains: %w", err))
+		} else if added < cfg.Batch {
+			// A full batch means more are waiting: look again next run.
+			w.lastDiscovery.Store(now.UnixNano())
+		}
 	}
 	enqueued, dropped, err := w.deps.Rechecks.EnqueueDue(ctx, cfg.Batch, func() time.Time {
 		return NextRecheck(now, cfg.Interval, w.deps.rand())
