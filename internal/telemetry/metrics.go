@@ -69,8 +69,11 @@ type MetricsConfig struct {
 	// Statuses lists every status, so one with no rows reports 0 instead of
 	// vanishing (a vanished series breaks rate panels and "== 0" alerts).
 	Statuses []string
-	// OpenAlerts counts open stuck-certificate alerts. Required.
-	OpenAlerts func(ctx context.Context) (int, error)
+	// OpenAlerts counts open alerts by kind. Required.
+	OpenAlerts func(ctx context.Context) (map[string]int, error)
+	// AlertKinds lists every alert kind, so one without open alerts
+	// reports 0 instead of vanishing.
+	AlertKinds []string
 	// Rechecks reads the re-check's gauges (the expiry window ends at
 	// expiringBefore); nil leaves them out.
 	Rechecks func(ctx context.Context, expiringBefore time.Time) (RecheckGauges, error)
@@ -175,7 +178,7 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 		oldest: prometheus.NewDesc(MetricOldestInStatusSeconds,
 			"Seconds the longest-waiting domain has been in its status, by status.", []string{"status"}, nil),
 		openAlerts: prometheus.NewDesc(MetricOpenAlerts,
-			"Open alerts (stuck certificates and domains, live re-check problems past their grace), counted at scrape time.", nil, nil),
+			"Open alerts by kind (certificate_not_ready, domain_stuck, dns_drift, https_failed, ...), counted at scrape time.", []string{"kind"}, nil),
 		problems: prometheus.NewDesc(MetricRecheckProblems,
 			"Active domains whose last live re-check found a problem, by kind (dns_drift, https_failed), grace period or not.", []string{"kind"}, nil),
 		oldestDue: prometheus.NewDesc(MetricRecheckOldestDueSeconds,
@@ -290,11 +293,18 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	if n, err := c.cfg.OpenAlerts(ctx); err != nil {
+	if counts, err := c.cfg.OpenAlerts(ctx); err != nil {
 		c.collectErrors.WithLabelValues("open_alerts").Inc()
 		c.cfg.Logger.ErrorContext(ctx, "metrics: count open alerts", "error", err)
 	} else {
-		ch <- prometheus.MustNewConstMetric(c.openAlerts, prometheus.GaugeValue, float64(n))
+		for kind, n := range counts {
+			ch <- prometheus.MustNewConstMetric(c.openAlerts, prometheus.GaugeValue, float64(n), kind)
+		}
+		for _, kind := range c.cfg.AlertKinds {
+			if _, seen := counts[kind]; !seen {
+				ch <- prometheus.MustNewConstMetric(c.openAlerts, prometheus.GaugeValue, 0, kind)
+			}
+		}
 	}
 	if c.cfg.Rechecks != nil {
 		c.collectRechecks(ctx, ch)

@@ -62,7 +62,8 @@ func TestMetrics(t *testing.T) {
 				}, nil
 			},
 			Statuses:   []string{"pending_dns", "active", "certificate_issuing", "dns_failed"},
-			OpenAlerts: func(context.Context) (int, error) { return 3, nil },
+			OpenAlerts: func(context.Context) (map[string]int, error) { return map[string]int{"certificate_not_ready": 3}, nil },
+			AlertKinds: []string{"certificate_not_ready", "dns_drift"},
 			Now:        func() time.Time { return now },
 		})
 
@@ -81,7 +82,9 @@ func TestMetrics(t *testing.T) {
 			`portal_domains_by_status{status="pending_dns"} 0`,
 			`portal_domains_by_status{status="dns_failed"} 0`,
 			`portal_domains_oldest_in_status_seconds{status="certificate_issuing"} 5400`,
-			`portal_domains_open_alerts 3`,
+			`portal_domains_open_alerts{kind="certificate_not_ready"} 3`,
+			// Kinds without open alerts report 0.
+			`portal_domains_open_alerts{kind="dns_drift"} 0`,
 			`portal_domains_stage_duration_seconds_bucket{outcome="advanced",stage="verify_dns",le="0.25"} 1`,
 			`portal_domains_stage_duration_seconds_count{outcome="advanced",stage="verify_dns"} 1`,
 			`portal_domains_dns_checks_total{outcome="mismatch"} 2`,
@@ -104,12 +107,13 @@ func TestMetrics(t *testing.T) {
 				return nil, errors.New("connection refused")
 			},
 			Statuses:   []string{"active"},
-			OpenAlerts: func(context.Context) (int, error) { return 0, nil },
+			OpenAlerts: func(context.Context) (map[string]int, error) { return nil, nil },
+			AlertKinds: []string{"dns_drift"},
 		})
 
 		first := b.scrape()
 		require.NotContains(t, first, "portal_domains_by_status{", "no false zeros when the query failed")
-		require.Contains(t, first, "portal_domains_open_alerts 0", "the other query still reports")
+		require.Contains(t, first, `portal_domains_open_alerts{kind="dns_drift"} 0`, "the other query still reports")
 
 		second := b.scrape()
 		require.Contains(t, second, `portal_domains_collect_errors_total{collector="domains_by_status"}`)
@@ -124,7 +128,7 @@ func TestMetrics(t *testing.T) {
 				hadDeadline.Store(ok)
 				return nil, nil
 			},
-			OpenAlerts: func(context.Context) (int, error) { return 0, nil },
+			OpenAlerts: func(context.Context) (map[string]int, error) { return nil, nil },
 		})
 		b.scrape()
 		require.True(t, hadDeadline.Load())
@@ -141,7 +145,7 @@ func TestMetrics(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		cfg := telemetry.MetricsConfig{
 			DomainsByStatus: func(context.Context) (map[string]telemetry.StatusCount, error) { return nil, nil },
-			OpenAlerts:      func(context.Context) (int, error) { return 0, nil },
+			OpenAlerts:      func(context.Context) (map[string]int, error) { return nil, nil },
 		}
 		_, err := telemetry.NewMetrics(reg, cfg)
 		require.NoError(t, err)

@@ -130,7 +130,8 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 			}
 			return out, err
 		},
-		OpenAlerts: func(ctx context.Context) (int, error) { return db.CountOpenAlerts(ctx, w.pool) },
+		OpenAlerts: func(ctx context.Context) (map[string]int, error) { return db.CountOpenAlerts(ctx, w.pool) },
+		AlertKinds: jobs.AlertKinds,
 		Rechecks: func(ctx context.Context, expiringBefore time.Time) (telemetry.RecheckGauges, error) {
 			st, err := db.ReadRecheckStats(ctx, w.pool, expiringBefore)
 			return telemetry.RecheckGauges{Problems: st.Problems, OldestDue: st.OldestDue, ExpiringSoon: st.ExpiringSoon,
