@@ -147,6 +147,35 @@ func (d *Deps) now() time.Time {
 
 // AddWorkers registers every stage worker whose outside system is present.
 func AddWorkers(workers *river.Workers, deps *Deps) {
+	deps.setDefaults()
+	if deps.DNS != nil {
+		river.AddWorker(workers, &VerifyDNSWorker{deps: deps})
+	}
+	if deps.Kube != nil {
+		river.AddWorker(workers, &ApplyWorker{deps: deps})
+		river.AddWorker(workers, &AwaitCertificateWorker{deps: deps})
+		river.AddWorker(workers, &DisableWorker{deps: deps})
+	}
+	if deps.Prober != nil {
+		river.AddWorker(workers, &ProbeWorker{deps: deps})
+	}
+	if deps.Sweeper != nil && deps.Owners != nil {
+		river.AddWorker(workers, &OrphanSweepWorker{deps: deps})
+	}
+	if deps.Stages != nil {
+		river.AddWorker(workers, &ReconcileWorker{deps: deps})
+	}
+	if deps.Rechecks != nil && deps.Alerts != nil && deps.DNS != nil && deps.Prober != nil {
+		river.AddWorker(workers, NewRecheckWorker(deps))
+		river.AddWorker(workers, &RecheckScheduleWorker{deps: deps})
+	}
+	if deps.Git != nil && deps.Manifests != nil && deps.Tenants != nil {
+		river.AddWorker(workers, &GitRecordWorker{deps: deps})
+	}
+}
+
+// setDefaults fills in what the caller left unset.
+func (deps *Deps) setDefaults() {
 	if deps.Observer == nil {
 		deps.Observer = nopObserver{}
 	}
@@ -175,31 +204,7 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	if deps.Config.CanonicalSuffix == "" {
 		deps.Config.CanonicalSuffix = defaults.CanonicalSuffix
 	}
-	if deps.DNS != nil {
-		river.AddWorker(workers, &VerifyDNSWorker{deps: deps})
-	}
-	if deps.Kube != nil {
-		river.AddWorker(workers, &ApplyWorker{deps: deps})
-		river.AddWorker(workers, &AwaitCertificateWorker{deps: deps})
-		river.AddWorker(workers, &DisableWorker{deps: deps})
-	}
-	if deps.Prober != nil {
-		river.AddWorker(workers, &ProbeWorker{deps: deps})
-	}
-	if deps.Sweeper != nil && deps.Owners != nil {
-		river.AddWorker(workers, &OrphanSweepWorker{deps: deps})
-	}
-	if deps.Stages != nil {
-		river.AddWorker(workers, &ReconcileWorker{deps: deps})
-	}
 	deps.Config.Recheck = deps.Config.Recheck.withDefaults()
-	if deps.Rechecks != nil && deps.Alerts != nil && deps.DNS != nil && deps.Prober != nil {
-		river.AddWorker(workers, &RecheckWorker{deps: deps})
-		river.AddWorker(workers, &RecheckScheduleWorker{deps: deps})
-	}
-	if deps.Git != nil && deps.Manifests != nil && deps.Tenants != nil {
-		river.AddWorker(workers, &GitRecordWorker{deps: deps})
-	}
 }
 
 type nopObserver struct{}

@@ -307,6 +307,13 @@ type RecheckWorker struct {
 	deps *Deps
 }
 
+// NewRecheckWorker returns the re-check worker; the bench of its cost calls
+// its Work directly.
+func NewRecheckWorker(deps *Deps) *RecheckWorker {
+	deps.setDefaults()
+	return &RecheckWorker{deps: deps}
+}
+
 // Middleware puts argsGuard in front, as for the stage workers.
 func (w *RecheckWorker) Middleware(*rivertype.JobRow) []rivertype.WorkerMiddleware {
 	return guard(w.deps)
