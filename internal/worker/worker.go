@@ -200,14 +200,18 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 		return nil, err
 	}
 	// The live re-check of active domains needs no cluster: DNS, HTTPS and
-	// the database.
-	deps.Rechecks = Rechecks{Pool: w.pool, River: alerts.River}
-	deps.Alerts = alerts
-	deps.AlertNotify = cfg.Alerts.WebhookURL != ""
-	deps.Rechecked = w.metrics.Rechecked
-	deps.Config.Recheck = cfg.Recheck
-	queues[jobs.QueueRecheck] = river.QueueConfig{MaxWorkers: cmp.Or(cfg.RecheckWorkers, DefaultRecheckWorkers)}
-	periodic = append(periodic, jobs.RecheckSchedulePeriodicJob(cfg.Recheck))
+	// the database. The appliance edition's domains were provisioned by
+	// AlgaPSA itself, not here, so they are not checked against our
+	// canonical hosts.
+	if !cfg.Appliance {
+		deps.Rechecks = Rechecks{Pool: w.pool, River: alerts.River}
+		deps.Alerts = alerts
+		deps.AlertNotify = cfg.Alerts.WebhookURL != ""
+		deps.Rechecked = w.metrics.Rechecked
+		deps.Config.Recheck = cfg.Recheck
+		queues[jobs.QueueRecheck] = river.QueueConfig{MaxWorkers: cmp.Or(cfg.RecheckWorkers, DefaultRecheckWorkers)}
+		periodic = append(periodic, jobs.RecheckSchedulePeriodicJob(cfg.Recheck))
+	}
 	workers := river.NewWorkers()
 	jobs.AddWorkers(workers, deps)
 	scan, err := w.addAlerts(workers, cfg, alerts)
@@ -398,7 +402,10 @@ func (w *Worker) wakeStageJob(ctx context.Context, domainID string, ready bool, 
 }
 
 func (w *Worker) queueNames() []string {
-	names := []string{domain.QueueDNS, domain.QueueProbe, domain.QueueMaintenance, jobs.QueueRecheck}
+	names := []string{domain.QueueDNS, domain.QueueProbe, domain.QueueMaintenance}
+	if !w.cfg.Appliance {
+		names = append(names, jobs.QueueRecheck)
+	}
 	if w.kube != nil {
 		names = append(names, domain.QueueKubernetes)
 	}
