@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -282,7 +283,7 @@ func decideRecheck(in recheckInput, cfg RecheckConfig) recheckDecision {
 		}
 	} else {
 		message = fmt.Sprintf("HTTPS check of %s failed: %s. We are looking into it; nothing is needed from you. Seen since %s.",
-			rec.Domain, in.Probe.Message, since)
+			rec.Domain, strings.TrimSuffix(in.Probe.Message, "."), since)
 		alertMessage = fmt.Sprintf("Active domain %s does not serve a valid certificate covering it (since %s): %s",
 			rec.Domain, since, in.Probe.Message)
 		details["https"] = in.Probe.Message
