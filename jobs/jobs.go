@@ -54,6 +54,9 @@ type Config struct {
 	CertDeadline time.Duration
 	// IssuerName is named in messages ("requested from letsencrypt-prod").
 	IssuerName string
+	// CAAIdentity is the CA's CAA identity (letsencrypt.org): it names the
+	// CA in messages about its refusals.
+	CAAIdentity string
 	// DNSRecheckMin and DNSRecheckMax bound the re-check schedule while a
 	// CNAME is missing or wrong (default 10s growing to 15m).
 	DNSRecheckMin, DNSRecheckMax time.Duration
@@ -155,6 +158,7 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 		river.AddWorker(workers, &ApplyWorker{deps: deps})
 		river.AddWorker(workers, &AwaitCertificateWorker{deps: deps})
 		river.AddWorker(workers, &DisableWorker{deps: deps})
+		river.AddWorker(workers, &CopySecretWorker{deps: deps})
 	}
 	if deps.Prober != nil {
 		river.AddWorker(workers, &ProbeWorker{deps: deps})
