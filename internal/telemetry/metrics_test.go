@@ -134,6 +134,38 @@ func TestMetrics(t *testing.T) {
 		require.True(t, hadDeadline.Load())
 	})
 
+	t.Run("RecheckCountersAndGauges", func(t *testing.T) {
+		t.Parallel()
+		var window time.Time
+		b := setupMetrics(t, telemetry.MetricsConfig{
+			DomainsByStatus: func(context.Context) (map[string]telemetry.StatusCount, error) { return nil, nil },
+			OpenAlerts:      func(context.Context) (map[string]int, error) { return nil, nil },
+			Rechecks: func(_ context.Context, expiringBefore time.Time) (telemetry.RecheckGauges, error) {
+				window = expiringBefore
+				return telemetry.RecheckGauges{Problems: map[string]int{"dns_drift": 2}, OldestDue: now.Add(-90 * time.Second),
+					ExpiringSoon: 3, EarliestNotAfter: now.Add(10 * 24 * time.Hour)}, nil
+			},
+			Now: func() time.Time { return now },
+		})
+		b.metrics.Rechecked("ok", 40*time.Millisecond)
+		b.metrics.Rechecked("dns_mismatch", 30*time.Millisecond)
+		out := b.scrape()
+		for _, want := range []string{
+			`portal_domains_rechecks_total{outcome="ok"} 1`,
+			`portal_domains_rechecks_total{outcome="dns_mismatch"} 1`,
+			`portal_domains_recheck_duration_seconds_count 2`,
+			`portal_domains_recheck_problems{kind="dns_drift"} 2`,
+			// A kind without problems reports 0.
+			`portal_domains_recheck_problems{kind="https_failed"} 0`,
+			`portal_domains_recheck_oldest_due_seconds 90`,
+			`portal_domains_served_certificates_expiring_soon 3`,
+			`portal_domains_served_certificate_earliest_expiry_seconds 864000`,
+		} {
+			require.Contains(t, out, want)
+		}
+		require.Equal(t, now.Add(telemetry.ServedExpiryWindow), window, "expiring soon means within 14 days")
+	})
+
 	t.Run("RequiresCollectorFuncs", func(t *testing.T) {
 		t.Parallel()
 		_, err := telemetry.NewMetrics(prometheus.NewRegistry(), telemetry.MetricsConfig{})
