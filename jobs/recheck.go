@@ -274,8 +274,12 @@ func decideRecheck(in recheckInput, cfg RecheckConfig) recheckDecision {
 		"checked_at": now.UTC(), "expected_cname": rec.CNAMETarget()}
 	var message, alertMessage string
 	if d.ProblemKind == AlertDNSDrift {
-		message = fmt.Sprintf("Your domain's DNS changed after it went live: %s Until this is fixed, visitors may not reach your portal and its certificate cannot be renewed. Seen since %s.",
-			in.DNS.Message, since)
+		consequence := "visitors may not reach your portal and its certificate cannot be renewed"
+		if d.Outcome == RecheckCAAForbidden {
+			consequence = "its certificate cannot be renewed"
+		}
+		message = fmt.Sprintf("Your domain's DNS changed after it went live: %s Until this is fixed, %s. Seen since %s.",
+			in.DNS.Message, consequence, since)
 		alertMessage = fmt.Sprintf("The DNS of active domain %s no longer leads to %s (since %s): %s",
 			rec.Domain, rec.CNAMETarget(), since, in.DNS.Message)
 		if len(in.DNS.Observation) > 0 {

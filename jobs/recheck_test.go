@@ -111,7 +111,8 @@ func TestDecideRecheck(t *testing.T) {
 			Probe: httpsOK, Now: t0}, recheckCfg)
 		require.Equal(t, RecheckCAAForbidden, d.Outcome)
 		require.Equal(t, AlertDNSDrift, d.ProblemKind)
-		require.Contains(t, d.Message, "its certificate cannot be renewed")
+		require.Contains(t, d.Message, "Until this is fixed, its certificate cannot be renewed.")
+		require.NotContains(t, d.Message, "visitors may not reach", "the CNAME still leads here")
 	})
 
 	t.Run("HTTPS failing with DNS right is its own incident, not the tenant's to fix", func(t *testing.T) {
