@@ -53,6 +53,10 @@ func ListAlerts(ctx context.Context, q Querier, all bool) ([]Alert, error) {
 const (
 	AlertCertificateNotReady = "certificate_not_ready"
 	AlertDomainStuck         = "domain_stuck"
+	// The re-check of active domains: their DNS stopped leading here, or
+	// HTTPS stopped serving a certificate that covers them.
+	AlertDNSDrift    = "dns_drift"
+	AlertHTTPSFailed = "https_failed"
 )
 
 // NewAlert is an alert the stuck scan wants open. Tenant and host are read

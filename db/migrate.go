@@ -176,7 +176,8 @@ func applyFunctions(ctx context.Context, tx pgx.Tx) error {
 }
 
 // Fingerprint identifies what this build installs in the database: its
-// functions and triggers and the rule tables copied from domain. A worker
+// numbered migrations, functions and triggers and the rule tables copied
+// from domain. A worker
 // whose fingerprint differs from the database's would run against rules it
 // was not built with.
 func Fingerprint() (string, error) {
@@ -191,6 +192,15 @@ func Fingerprint() (string, error) {
 			return "", fmt.Errorf("read %s: %w", name, err)
 		}
 		fmt.Fprintf(h, "%s\x00%d\x00%s", name, len(body), body)
+	}
+	// The numbered migrations too: a build whose queries need a table of a
+	// newer migration must not start on a database without it.
+	migs, err := LoadMigrations()
+	if err != nil {
+		return "", err
+	}
+	for _, m := range migs {
+		fmt.Fprintf(h, "migration\x00%03d\x00%s\x00", m.Version, m.Name)
 	}
 	for _, t := range domain.Transitions {
 		fmt.Fprintf(h, "transition\x00%s\x00%s\x00%s\x00", t.From, t.To, t.Message)

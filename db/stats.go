@@ -28,11 +28,21 @@ func CountByStatus(ctx context.Context, q Querier) ([]StatusCount, error) {
 	})
 }
 
-// CountOpenAlerts counts unresolved alerts.
-func CountOpenAlerts(ctx context.Context, q Querier) (int, error) {
-	var n int
-	if err := q.QueryRow(ctx, `SELECT count(*) FROM portal_domain_alerts WHERE resolved_at IS NULL`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("count open alerts: %w", err)
+// CountOpenAlerts counts unresolved alerts by kind.
+func CountOpenAlerts(ctx context.Context, q Querier) (map[string]int, error) {
+	rows, err := q.Query(ctx, `SELECT kind, count(*) FROM portal_domain_alerts WHERE resolved_at IS NULL GROUP BY kind`)
+	if err != nil {
+		return nil, fmt.Errorf("count open alerts: %w", err)
 	}
-	return n, nil
+	counts := map[string]int{}
+	var kind string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&kind, &n}, func() error {
+		counts[kind] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count open alerts: %w", err)
+	}
+	return counts, nil
 }

@@ -65,7 +65,8 @@ type webhookPayload struct {
 // alertText is the one-line human message of an event.
 func alertText(event string, a Alert) string {
 	who := fmt.Sprintf("(tenant %s, portal domain %s, alert %d)", a.Tenant, a.DomainID, a.ID)
-	title := map[string]string{AlertCertificateNotReady: "certificate not Ready", AlertDomainStuck: "domain stuck"}[a.Kind]
+	title := map[string]string{AlertCertificateNotReady: "certificate not Ready", AlertDomainStuck: "domain stuck",
+		AlertDNSDrift: "DNS no longer points here", AlertHTTPSFailed: "HTTPS check failing"}[a.Kind]
 	if title == "" {
 		title = a.Kind
 	}

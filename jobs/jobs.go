@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -68,6 +69,8 @@ type Config struct {
 	// ReviewRecheck is how soon an apply waiting for its review branch to
 	// be merged looks again (default 30s, growing to 5m).
 	ReviewRecheck time.Duration
+	// Recheck schedules the live re-check of active domains.
+	Recheck RecheckConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -79,6 +82,7 @@ func DefaultConfig() Config {
 		DNSRecheckMin:   10 * time.Second,
 		DNSRecheckMax:   15 * time.Minute,
 		Sweep:           SweepConfig{MinAge: DefaultSweepMinAge, MaxDeletes: DefaultSweepMaxDeletes},
+		Recheck:         DefaultRecheckConfig(),
 	}
 }
 
@@ -112,12 +116,29 @@ type Deps struct {
 	Tenants   TenantDomains
 	// Review, with Manifests, makes the apply wait until its change is
 	// merged in the manifest repository.
-	Review   ChangeReviewer
+	Review ChangeReviewer
+	// Rechecks and Alerts, with DNS and Prober, enable the live re-check of
+	// active domains; AlertNotify sends its alerts to the webhook.
+	Rechecks    Rechecks
+	Alerts      AlertStore
+	AlertNotify bool
+	// Rechecked, when set, counts each re-check by outcome.
+	Rechecked func(outcome string, took time.Duration)
+	// Rand is uniform in [0, 1), for the re-check's jitter; tests may pin
+	// it.
+	Rand     func() float64
 	Observer Observer
 	Logger   *slog.Logger
 	Config   Config
 	// Now is the clock; tests may pin it.
 	Now func() time.Time
+}
+
+func (d *Deps) rand() float64 {
+	if d.Rand != nil {
+		return d.Rand()
+	}
+	return rand.Float64()
 }
 
 func (d *Deps) now() time.Time {
@@ -129,6 +150,36 @@ func (d *Deps) now() time.Time {
 
 // AddWorkers registers every stage worker whose outside system is present.
 func AddWorkers(workers *river.Workers, deps *Deps) {
+	deps.setDefaults()
+	if deps.DNS != nil {
+		river.AddWorker(workers, &VerifyDNSWorker{deps: deps})
+	}
+	if deps.Kube != nil {
+		river.AddWorker(workers, &ApplyWorker{deps: deps})
+		river.AddWorker(workers, &AwaitCertificateWorker{deps: deps})
+		river.AddWorker(workers, &DisableWorker{deps: deps})
+		river.AddWorker(workers, &CopySecretWorker{deps: deps})
+	}
+	if deps.Prober != nil {
+		river.AddWorker(workers, &ProbeWorker{deps: deps})
+	}
+	if deps.Sweeper != nil && deps.Owners != nil {
+		river.AddWorker(workers, &OrphanSweepWorker{deps: deps})
+	}
+	if deps.Stages != nil {
+		river.AddWorker(workers, &ReconcileWorker{deps: deps})
+	}
+	if deps.Rechecks != nil && deps.Alerts != nil && deps.DNS != nil && deps.Prober != nil {
+		river.AddWorker(workers, NewRecheckWorker(deps))
+		river.AddWorker(workers, &RecheckScheduleWorker{deps: deps})
+	}
+	if deps.Git != nil && deps.Manifests != nil && deps.Tenants != nil {
+		river.AddWorker(workers, &GitRecordWorker{deps: deps})
+	}
+}
+
+// setDefaults fills in what the caller left unset.
+func (deps *Deps) setDefaults() {
 	if deps.Observer == nil {
 		deps.Observer = nopObserver{}
 	}
@@ -157,27 +208,7 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 	if deps.Config.CanonicalSuffix == "" {
 		deps.Config.CanonicalSuffix = defaults.CanonicalSuffix
 	}
-	if deps.DNS != nil {
-		river.AddWorker(workers, &VerifyDNSWorker{deps: deps})
-	}
-	if deps.Kube != nil {
-		river.AddWorker(workers, &ApplyWorker{deps: deps})
-		river.AddWorker(workers, &AwaitCertificateWorker{deps: deps})
-		river.AddWorker(workers, &DisableWorker{deps: deps})
-		river.AddWorker(workers, &CopySecretWorker{deps: deps})
-	}
-	if deps.Prober != nil {
-		river.AddWorker(workers, &ProbeWorker{deps: deps})
-	}
-	if deps.Sweeper != nil && deps.Owners != nil {
-		river.AddWorker(workers, &OrphanSweepWorker{deps: deps})
-	}
-	if deps.Stages != nil {
-		river.AddWorker(workers, &ReconcileWorker{deps: deps})
-	}
-	if deps.Git != nil && deps.Manifests != nil && deps.Tenants != nil {
-		river.AddWorker(workers, &GitRecordWorker{deps: deps})
-	}
+	deps.Config.Recheck = deps.Config.Recheck.withDefaults()
 }
 
 type nopObserver struct{}

@@ -87,6 +87,9 @@ type ProbeResult struct {
 	OK bool
 	// Message says what failed, for the tenant and the operator.
 	Message string
+	// CertificateNotAfter is the served certificate's expiry, when the
+	// handshake got that far (zero otherwise).
+	CertificateNotAfter time.Time
 }
 
 // Prober makes an HTTPS request to the domain and checks the certificate

@@ -18,7 +18,7 @@ const (
 // decideProbe is the pure policy of the probe stage.
 func decideProbe(res ProbeResult, rec domain.Record, now time.Time, deadline time.Duration) certDecision {
 	if res.OK {
-		return certDecision{To: domain.StatusActive, Message: "Your domain is live and protected by HTTPS."}
+		return certDecision{To: domain.StatusActive, Message: liveMessage}
 	}
 	waited := now.Sub(rec.StatusChangedAt)
 	msg := fmt.Sprintf("HTTPS check of %s failed: %s", rec.Domain, res.Message)

@@ -31,6 +31,10 @@ const (
 	AlertDomainStuck = "domain_stuck"
 )
 
+// AlertKinds lists every kind of alert (portal_domain_alerts.kind), the
+// stuck scan's and the re-check's.
+var AlertKinds = []string{AlertCertificateNotReady, AlertDomainStuck, AlertDNSDrift, AlertHTTPSFailed}
+
 // Alert is one portal_domain_alerts row as the scan and the webhook see it.
 // Its JSON is the webhook's structured "alert" field.
 type Alert struct {

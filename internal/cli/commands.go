@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -269,15 +270,22 @@ func (e *Env) status(args []string) error {
 		if err != nil {
 			return err
 		}
+		rows, err := withLiveChecks(e.Ctx, pool, []domain.Record{rec})
+		if err != nil {
+			return err
+		}
 		jobsURL := domain.JobsURL(cfg.UIURL, rec.Domain, rec.Tenant)
 		if *asJSON {
 			out := map[string]any{"domain": rec, "events": events}
+			if rows[0].LiveCheck != nil {
+				out["live_check"] = rows[0].LiveCheck
+			}
 			if jobsURL != "" {
 				out["jobs_url"] = jobsURL
 			}
 			return writeJSON(e.Stdout, out)
 		}
-		writeTable(e.Stdout, []domain.Record{rec})
+		writeTable(e.Stdout, rows)
 		if jobsURL != "" {
 			fmt.Fprintf(e.Stdout, "\nJobs in River UI: %s\n", jobsURL)
 		}
@@ -293,22 +301,65 @@ func (e *Env) status(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		if recs == nil {
-			recs = []domain.Record{}
-		}
-		return writeJSON(e.Stdout, recs)
+	rows, err := withLiveChecks(e.Ctx, pool, recs)
+	if err != nil {
+		return err
 	}
-	writeTable(e.Stdout, recs)
+	if *asJSON {
+		return writeJSON(e.Stdout, rows)
+	}
+	writeTable(e.Stdout, rows)
 	return nil
 }
 
-func writeTable(w io.Writer, recs []domain.Record) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTENANT\tDOMAIN\tCNAME TARGET\tSTATUS\tSINCE\tMESSAGE")
+// statusRow is a domain as status shows it: the row, and for an active
+// domain its live re-check (last check, outcome, served certificate's
+// expiry). In JSON the row's fields stay at the top level.
+type statusRow struct {
+	domain.Record
+	LiveCheck *db.Recheck `json:"live_check,omitempty"`
+}
+
+// withLiveChecks pairs each active domain with its re-check of the current
+// generation.
+func withLiveChecks(ctx context.Context, q db.Querier, recs []domain.Record) ([]statusRow, error) {
+	var ids []string
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Tenant, r.Domain, r.CanonicalHost, r.Status,
-			r.StatusChangedAt.UTC().Format(time.RFC3339), oneLine(r.StatusMessage, 100))
+		if r.Status == domain.StatusActive {
+			ids = append(ids, r.ID)
+		}
+	}
+	checks, err := db.RechecksByID(ctx, q, ids)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]statusRow, len(recs))
+	for i, r := range recs {
+		rows[i].Record = r
+		if c, ok := checks[r.ID]; ok && r.Status == domain.StatusActive && c.Generation == r.Generation {
+			rows[i].LiveCheck = &c
+		}
+	}
+	return rows, nil
+}
+
+func writeTable(w io.Writer, rows []statusRow) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTENANT\tDOMAIN\tCNAME TARGET\tSTATUS\tSINCE\tLAST CHECK\tCERT EXPIRES\tMESSAGE")
+	for _, r := range rows {
+		lastCheck, expires := "-", "-"
+		if c := r.LiveCheck; c != nil {
+			if c.LastCheckedAt != nil {
+				lastCheck = c.LastCheckedAt.UTC().Format(time.RFC3339) + " " + c.LastOutcome
+			} else {
+				lastCheck = "due " + c.NextCheckAt.UTC().Format(time.RFC3339)
+			}
+			if c.ServedNotAfter != nil {
+				expires = c.ServedNotAfter.UTC().Format(time.DateOnly)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Tenant, r.Domain, r.CanonicalHost, r.Status,
+			r.StatusChangedAt.UTC().Format(time.RFC3339), lastCheck, expires, oneLine(r.StatusMessage, 100))
 	}
 	_ = tw.Flush()
 }

@@ -335,3 +335,47 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+func TestStatusShowsLiveChecks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	res := cli(t, b.env, "register", "--tenant", tenantA, "--domain", "portal.acme.test")
+	require.Equal(t, 0, res.code, res.stderr)
+	ctx := context.Background()
+	// The domain went live and its live re-check found the CNAME gone.
+	_, err := b.schema.Pool.Exec(ctx, `BEGIN;
+		ALTER TABLE portal_domains DISABLE TRIGGER USER;
+		UPDATE portal_domains SET status = 'active';
+		ALTER TABLE portal_domains ENABLE TRIGGER USER;
+		INSERT INTO portal_domain_rechecks (domain_id, generation, next_check_at, last_checked_at, last_outcome,
+			problem_kind, problem_since, served_not_after, checks)
+		SELECT id, pipeline_generation, now() + interval '15 minutes', '2026-12-06T10:30:00Z', 'dns_mismatch',
+			'dns_drift', '2026-12-06T10:00:00Z', '2027-02-01T12:00:00Z', 4 FROM portal_domains;
+		COMMIT`)
+	require.NoError(t, err)
+
+	res = cli(t, b.env, "status")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "LAST CHECK")
+	require.Contains(t, res.stdout, "CERT EXPIRES")
+	require.Contains(t, res.stdout, "2026-12-06T10:30:00Z dns_mismatch")
+	require.Contains(t, res.stdout, "2027-02-01")
+
+	res = cli(t, b.env, "status", "--json")
+	require.Equal(t, 0, res.code, res.stderr)
+	var rows []struct {
+		domain.Record
+		LiveCheck *db.Recheck `json:"live_check"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &rows))
+	require.Len(t, rows, 1)
+	require.Equal(t, domain.StatusActive, rows[0].Status, "the row's own fields stay where they were")
+	require.NotNil(t, rows[0].LiveCheck)
+	require.Equal(t, "dns_drift", rows[0].LiveCheck.ProblemKind)
+	require.EqualValues(t, 4, rows[0].LiveCheck.Checks)
+
+	res = cli(t, b.env, "status", "--domain-id", rows[0].ID, "--json")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, `"live_check"`)
+	require.Contains(t, res.stdout, `"served_not_after": "2027-02-01T12:00:00Z"`)
+}

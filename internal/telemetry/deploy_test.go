@@ -41,11 +41,14 @@ func registeredFamilies(t *testing.T) map[string]dto.MetricType {
 		DomainsByStatus: func(context.Context) (map[string]telemetry.StatusCount, error) {
 			return map[string]telemetry.StatusCount{"deploying": {Count: 1, OldestSince: time.Unix(1, 0)}}, nil
 		},
-		OpenAlerts: func(context.Context) (int, error) {
+		OpenAlerts: func(context.Context) (map[string]int, error) {
 			if calls.Add(1) == 1 {
-				return 0, errors.New("first scrape fails")
+				return nil, errors.New("first scrape fails")
 			}
-			return 0, nil
+			return map[string]int{"dns_drift": 1}, nil
+		},
+		Rechecks: func(context.Context, time.Time) (telemetry.RecheckGauges, error) {
+			return telemetry.RecheckGauges{OldestDue: time.Unix(1, 0), EarliestNotAfter: time.Unix(2, 0)}, nil
 		},
 	})
 	require.NoError(t, err)
@@ -54,6 +57,7 @@ func registeredFamilies(t *testing.T) map[string]dto.MetricType {
 	m.ApplyError("conflict")
 	m.Failed("dns_failed")
 	m.Activated(time.Minute)
+	m.Rechecked("ok", time.Second)
 	_, err = reg.Gather()
 	require.NoError(t, err)
 	families, err := reg.Gather()
@@ -100,6 +104,9 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 		telemetry.MetricDomainsByStatus, telemetry.MetricOldestInStatusSeconds, telemetry.MetricOpenAlerts,
 		telemetry.MetricStageDurationSeconds, telemetry.MetricDNSChecksTotal, telemetry.MetricApplyErrorsTotal,
 		telemetry.MetricFailuresTotal, telemetry.MetricRegistrationToActiveSeconds, telemetry.MetricCollectErrorsTotal,
+		telemetry.MetricRechecksTotal, telemetry.MetricRecheckDurationSeconds, telemetry.MetricRecheckProblems,
+		telemetry.MetricRecheckOldestDueSeconds, telemetry.MetricServedCertificatesExpiringSoon,
+		telemetry.MetricServedCertificateEarliestExpiry,
 	} {
 		require.Contains(t, families, name)
 	}
@@ -137,6 +144,8 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 		for _, name := range []string{
 			telemetry.MetricRegistrationToActiveSeconds, telemetry.MetricFailuresTotal, telemetry.MetricDomainsByStatus,
 			telemetry.MetricStageDurationSeconds, telemetry.MetricDNSChecksTotal, telemetry.MetricOpenAlerts,
+			telemetry.MetricRechecksTotal, telemetry.MetricRecheckProblems, telemetry.MetricServedCertificatesExpiringSoon,
+			telemetry.MetricServedCertificateEarliestExpiry, telemetry.MetricRecheckOldestDueSeconds,
 		} {
 			require.True(t, used[name], "dashboard does not show %s", name)
 		}
@@ -188,6 +197,9 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 		require.Contains(t, alerts, "PortalDomainStuck")
 		require.True(t, slices.Contains(usedBy[telemetry.MetricOpenAlerts], "PortalDomainCertificateNotReady"))
 		require.True(t, slices.Contains(usedBy[telemetry.MetricOldestInStatusSeconds], "PortalDomainStuck"))
+		require.True(t, slices.Contains(usedBy[telemetry.MetricOpenAlerts], "PortalDomainLiveCheckFailing"))
+		require.True(t, slices.Contains(usedBy[telemetry.MetricServedCertificateEarliestExpiry], "PortalDomainServedCertificateExpiring"))
+		require.True(t, slices.Contains(usedBy[telemetry.MetricRecheckOldestDueSeconds], "PortalDomainRechecksBehind"))
 	})
 
 	t.Run("PromtoolRuleTests", func(t *testing.T) {

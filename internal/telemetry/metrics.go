@@ -23,7 +23,34 @@ const (
 	MetricRegistrationToActiveSeconds = "portal_domains_registration_to_active_seconds"
 	MetricCollectErrorsTotal          = "portal_domains_collect_errors_total"
 	MetricSweepObjectsTotal           = "portal_domains_sweep_objects_total"
+	// The live re-check of active domains.
+	MetricRechecksTotal                   = "portal_domains_rechecks_total"
+	MetricRecheckDurationSeconds          = "portal_domains_recheck_duration_seconds"
+	MetricRecheckProblems                 = "portal_domains_recheck_problems"
+	MetricRecheckOldestDueSeconds         = "portal_domains_recheck_oldest_due_seconds"
+	MetricServedCertificatesExpiringSoon  = "portal_domains_served_certificates_expiring_soon"
+	MetricServedCertificateEarliestExpiry = "portal_domains_served_certificate_earliest_expiry_seconds"
 )
+
+// ServedExpiryWindow is what "expiring soon" means for a served
+// certificate: cert-manager renews Let's Encrypt's 90-day certificates 30
+// days before they expire, so one served with 14 days left has missed its
+// renewal by more than two weeks.
+const ServedExpiryWindow = 14 * 24 * time.Hour
+
+// RecheckGauges are the re-check's scrape-time numbers.
+type RecheckGauges struct {
+	// Problems counts active domains with a current problem, by kind
+	// (dns_drift, https_failed).
+	Problems map[string]int
+	// OldestDue is the earliest scheduled check (zero without any).
+	OldestDue time.Time
+	// ExpiringSoon counts active domains whose served certificate expires
+	// within ServedExpiryWindow.
+	ExpiringSoon int
+	// EarliestNotAfter is the soonest served expiry (zero when none).
+	EarliestNotAfter time.Time
+}
 
 // StatusCount is one status's row count at scrape time. OldestSince is when
 // the longest-waiting domain entered that status (zero when unknown); it is
@@ -42,8 +69,14 @@ type MetricsConfig struct {
 	// Statuses lists every status, so one with no rows reports 0 instead of
 	// vanishing (a vanished series breaks rate panels and "== 0" alerts).
 	Statuses []string
-	// OpenAlerts counts open stuck-certificate alerts. Required.
-	OpenAlerts func(ctx context.Context) (int, error)
+	// OpenAlerts counts open alerts by kind. Required.
+	OpenAlerts func(ctx context.Context) (map[string]int, error)
+	// AlertKinds lists every alert kind, so one without open alerts
+	// reports 0 instead of vanishing.
+	AlertKinds []string
+	// Rechecks reads the re-check's gauges (the expiry window ends at
+	// expiringBefore); nil leaves them out.
+	Rechecks func(ctx context.Context, expiringBefore time.Time) (RecheckGauges, error)
 	// CollectTimeout bounds each scrape-time query. Default 5s.
 	CollectTimeout time.Duration
 	// Now is the clock for ages; tests pin it. Default time.Now.
@@ -64,6 +97,8 @@ type Metrics struct {
 	failures       *prometheus.CounterVec
 	regToActive    prometheus.Histogram
 	collectErrors  *prometheus.CounterVec
+	rechecks       *prometheus.CounterVec
+	recheckTook    prometheus.Histogram
 	stateCollector *stateCollector
 }
 
@@ -123,6 +158,17 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 			Name: MetricCollectErrorsTotal,
 			Help: "Scrape-time database queries that failed, by collector; the gauges they feed are missing from that scrape.",
 		}, []string{"collector"}),
+		rechecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricRechecksTotal,
+			Help: "Live re-checks of active domains by outcome (ok, dns_mismatch, caa_forbidden, https_failed, resolver_error).",
+		}, []string{"outcome"}),
+		recheckTook: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: MetricRecheckDurationSeconds,
+			Help: "Time one live re-check took: DNS lookups, the HTTPS request and the database writes.",
+			// A few DNS queries and one HTTPS request: tens of
+			// milliseconds, up to the timeouts when something hangs.
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+		}),
 	}
 	m.stateCollector = &stateCollector{
 		cfg:           cfg,
@@ -132,10 +178,18 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 		oldest: prometheus.NewDesc(MetricOldestInStatusSeconds,
 			"Seconds the longest-waiting domain has been in its status, by status.", []string{"status"}, nil),
 		openAlerts: prometheus.NewDesc(MetricOpenAlerts,
-			"Open alerts for certificates not Ready for over an hour, counted at scrape time.", nil, nil),
+			"Open alerts by kind (certificate_not_ready, domain_stuck, dns_drift, https_failed, ...), counted at scrape time.", []string{"kind"}, nil),
+		problems: prometheus.NewDesc(MetricRecheckProblems,
+			"Active domains whose last live re-check found a problem, by kind (dns_drift, https_failed), grace period or not.", []string{"kind"}, nil),
+		oldestDue: prometheus.NewDesc(MetricRecheckOldestDueSeconds,
+			"Seconds the most overdue live re-check has been due (0 when none is due): growing means the scheduler is not running or the recheck queue cannot keep up.", nil, nil),
+		expiring: prometheus.NewDesc(MetricServedCertificatesExpiringSoon,
+			"Active domains whose served certificate, as the last live re-check saw it, expires within 14 days.", nil, nil),
+		earliest: prometheus.NewDesc(MetricServedCertificateEarliestExpiry,
+			"Seconds until the soonest-expiring certificate served by an active domain expires (negative once expired).", nil, nil),
 	}
 
-	for _, c := range []prometheus.Collector{m.stageDuration, m.dnsChecks, m.applyErrors, m.sweepObjects, m.failures, m.regToActive, m.collectErrors, m.stateCollector} {
+	for _, c := range []prometheus.Collector{m.stageDuration, m.dnsChecks, m.applyErrors, m.sweepObjects, m.failures, m.regToActive, m.collectErrors, m.rechecks, m.recheckTook, m.stateCollector} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("new metrics: register: %w", err)
 		}
@@ -175,6 +229,13 @@ func (m *Metrics) Activated(d time.Duration) {
 	m.regToActive.Observe(d.Seconds())
 }
 
+// Rechecked counts one live re-check by outcome and records how long it
+// took.
+func (m *Metrics) Rechecked(outcome string, took time.Duration) {
+	m.rechecks.WithLabelValues(outcome).Inc()
+	m.recheckTook.Observe(took.Seconds())
+}
+
 // stateCollector reads the gauges from the database when Prometheus scrapes,
 // instead of keeping in-memory gauges that each replica would get wrong.
 type stateCollector struct {
@@ -183,12 +244,22 @@ type stateCollector struct {
 	domains       *prometheus.Desc
 	oldest        *prometheus.Desc
 	openAlerts    *prometheus.Desc
+	problems      *prometheus.Desc
+	oldestDue     *prometheus.Desc
+	expiring      *prometheus.Desc
+	earliest      *prometheus.Desc
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.domains
 	ch <- c.oldest
 	ch <- c.openAlerts
+	if c.cfg.Rechecks != nil {
+		ch <- c.problems
+		ch <- c.oldestDue
+		ch <- c.expiring
+		ch <- c.earliest
+	}
 }
 
 // Collect has no context parameter (a prometheus.Collector limit), so each
@@ -222,10 +293,46 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	if n, err := c.cfg.OpenAlerts(ctx); err != nil {
+	if counts, err := c.cfg.OpenAlerts(ctx); err != nil {
 		c.collectErrors.WithLabelValues("open_alerts").Inc()
 		c.cfg.Logger.ErrorContext(ctx, "metrics: count open alerts", "error", err)
 	} else {
-		ch <- prometheus.MustNewConstMetric(c.openAlerts, prometheus.GaugeValue, float64(n))
+		for kind, n := range counts {
+			ch <- prometheus.MustNewConstMetric(c.openAlerts, prometheus.GaugeValue, float64(n), kind)
+		}
+		for _, kind := range c.cfg.AlertKinds {
+			if _, seen := counts[kind]; !seen {
+				ch <- prometheus.MustNewConstMetric(c.openAlerts, prometheus.GaugeValue, 0, kind)
+			}
+		}
+	}
+	if c.cfg.Rechecks != nil {
+		c.collectRechecks(ctx, ch)
+	}
+}
+
+// The re-check's problem kinds, reported even at zero so "> 0" rules and
+// rate panels see a series.
+var recheckProblemKinds = []string{"dns_drift", "https_failed"}
+
+func (c *stateCollector) collectRechecks(ctx context.Context, ch chan<- prometheus.Metric) {
+	now := c.cfg.Now()
+	g, err := c.cfg.Rechecks(ctx, now.Add(ServedExpiryWindow))
+	if err != nil {
+		c.collectErrors.WithLabelValues("rechecks").Inc()
+		c.cfg.Logger.ErrorContext(ctx, "metrics: read re-check state", "error", err)
+		return
+	}
+	for _, kind := range recheckProblemKinds {
+		ch <- prometheus.MustNewConstMetric(c.problems, prometheus.GaugeValue, float64(g.Problems[kind]), kind)
+	}
+	overdue := 0.0
+	if !g.OldestDue.IsZero() {
+		overdue = max(0, now.Sub(g.OldestDue).Seconds())
+	}
+	ch <- prometheus.MustNewConstMetric(c.oldestDue, prometheus.GaugeValue, overdue)
+	ch <- prometheus.MustNewConstMetric(c.expiring, prometheus.GaugeValue, float64(g.ExpiringSoon))
+	if !g.EarliestNotAfter.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.earliest, prometheus.GaugeValue, g.EarliestNotAfter.Sub(now).Seconds())
 	}
 }

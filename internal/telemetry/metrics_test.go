@@ -62,7 +62,8 @@ func TestMetrics(t *testing.T) {
 				}, nil
 			},
 			Statuses:   []string{"pending_dns", "active", "certificate_issuing", "dns_failed"},
-			OpenAlerts: func(context.Context) (int, error) { return 3, nil },
+			OpenAlerts: func(context.Context) (map[string]int, error) { return map[string]int{"certificate_not_ready": 3}, nil },
+			AlertKinds: []string{"certificate_not_ready", "dns_drift"},
 			Now:        func() time.Time { return now },
 		})
 
@@ -81,7 +82,9 @@ func TestMetrics(t *testing.T) {
 			`portal_domains_by_status{status="pending_dns"} 0`,
 			`portal_domains_by_status{status="dns_failed"} 0`,
 			`portal_domains_oldest_in_status_seconds{status="certificate_issuing"} 5400`,
-			`portal_domains_open_alerts 3`,
+			`portal_domains_open_alerts{kind="certificate_not_ready"} 3`,
+			// Kinds without open alerts report 0.
+			`portal_domains_open_alerts{kind="dns_drift"} 0`,
 			`portal_domains_stage_duration_seconds_bucket{outcome="advanced",stage="verify_dns",le="0.25"} 1`,
 			`portal_domains_stage_duration_seconds_count{outcome="advanced",stage="verify_dns"} 1`,
 			`portal_domains_dns_checks_total{outcome="mismatch"} 2`,
@@ -104,12 +107,13 @@ func TestMetrics(t *testing.T) {
 				return nil, errors.New("connection refused")
 			},
 			Statuses:   []string{"active"},
-			OpenAlerts: func(context.Context) (int, error) { return 0, nil },
+			OpenAlerts: func(context.Context) (map[string]int, error) { return nil, nil },
+			AlertKinds: []string{"dns_drift"},
 		})
 
 		first := b.scrape()
 		require.NotContains(t, first, "portal_domains_by_status{", "no false zeros when the query failed")
-		require.Contains(t, first, "portal_domains_open_alerts 0", "the other query still reports")
+		require.Contains(t, first, `portal_domains_open_alerts{kind="dns_drift"} 0`, "the other query still reports")
 
 		second := b.scrape()
 		require.Contains(t, second, `portal_domains_collect_errors_total{collector="domains_by_status"}`)
@@ -124,10 +128,42 @@ func TestMetrics(t *testing.T) {
 				hadDeadline.Store(ok)
 				return nil, nil
 			},
-			OpenAlerts: func(context.Context) (int, error) { return 0, nil },
+			OpenAlerts: func(context.Context) (map[string]int, error) { return nil, nil },
 		})
 		b.scrape()
 		require.True(t, hadDeadline.Load())
+	})
+
+	t.Run("RecheckCountersAndGauges", func(t *testing.T) {
+		t.Parallel()
+		var window time.Time
+		b := setupMetrics(t, telemetry.MetricsConfig{
+			DomainsByStatus: func(context.Context) (map[string]telemetry.StatusCount, error) { return nil, nil },
+			OpenAlerts:      func(context.Context) (map[string]int, error) { return nil, nil },
+			Rechecks: func(_ context.Context, expiringBefore time.Time) (telemetry.RecheckGauges, error) {
+				window = expiringBefore
+				return telemetry.RecheckGauges{Problems: map[string]int{"dns_drift": 2}, OldestDue: now.Add(-90 * time.Second),
+					ExpiringSoon: 3, EarliestNotAfter: now.Add(10 * 24 * time.Hour)}, nil
+			},
+			Now: func() time.Time { return now },
+		})
+		b.metrics.Rechecked("ok", 40*time.Millisecond)
+		b.metrics.Rechecked("dns_mismatch", 30*time.Millisecond)
+		out := b.scrape()
+		for _, want := range []string{
+			`portal_domains_rechecks_total{outcome="ok"} 1`,
+			`portal_domains_rechecks_total{outcome="dns_mismatch"} 1`,
+			`portal_domains_recheck_duration_seconds_count 2`,
+			`portal_domains_recheck_problems{kind="dns_drift"} 2`,
+			// A kind without problems reports 0.
+			`portal_domains_recheck_problems{kind="https_failed"} 0`,
+			`portal_domains_recheck_oldest_due_seconds 90`,
+			`portal_domains_served_certificates_expiring_soon 3`,
+			`portal_domains_served_certificate_earliest_expiry_seconds 864000`,
+		} {
+			require.Contains(t, out, want)
+		}
+		require.Equal(t, now.Add(telemetry.ServedExpiryWindow), window, "expiring soon means within 14 days")
 	})
 
 	t.Run("RequiresCollectorFuncs", func(t *testing.T) {
@@ -141,7 +177,7 @@ func TestMetrics(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		cfg := telemetry.MetricsConfig{
 			DomainsByStatus: func(context.Context) (map[string]telemetry.StatusCount, error) { return nil, nil },
-			OpenAlerts:      func(context.Context) (int, error) { return 0, nil },
+			OpenAlerts:      func(context.Context) (map[string]int, error) { return nil, nil },
 		}
 		_, err := telemetry.NewMetrics(reg, cfg)
 		require.NoError(t, err)

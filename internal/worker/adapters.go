@@ -389,7 +389,7 @@ func (p Prober) Probe(ctx context.Context, d jobs.DomainRef) jobs.ProbeResult {
 	res := probe.Probe(ctx, p.Config, d.Host)
 	sp.SetAttributes(attribute.Int("http.status_code", res.StatusCode))
 	endSpan(sp, res.Err)
-	return jobs.ProbeResult{OK: res.OK, Message: res.Message}
+	return jobs.ProbeResult{OK: res.OK, Message: res.Message, CertificateNotAfter: res.CertificateNotAfter}
 }
 
 // snapshotDir is the runbook's <tenant7> folder: the canonical host's first
@@ -663,4 +663,109 @@ func (g GitRecorder) Propose(ctx context.Context, c jobs.GitChange) (string, boo
 	p, err := g.Recorder.Propose(ctx, gitrecord.Change{Key: c.Key, Tenant: c.Tenant, DomainID: c.DomainID, Domain: c.Domain,
 		Slug: c.Slug, Status: string(c.Status), Generation: c.Generation, Documents: c.Documents})
 	return p.Branch, p.Merged, err
+}
+
+// Rechecks gives the live re-check of active domains the database. The
+// scheduler's claim, the jobs it enqueues and the moved next checks share
+// one transaction: a check is enqueued exactly when its time was moved on.
+type Rechecks struct {
+	Pool *pgxpool.Pool
+	// River is an insert-only client for InsertManyTx.
+	River *river.Client[pgx.Tx]
+}
+
+var _ jobs.Rechecks = Rechecks{}
+
+// ScheduleNew gives active domains not seen in their generation a first
+// check.
+func (r Rechecks) ScheduleNew(ctx context.Context, limit int, first func() time.Time) (int, error) {
+	var n int
+	err := db.InTx(ctx, r.Pool, func(tx pgx.Tx) error {
+		found, err := db.UnscheduledActive(ctx, tx, limit)
+		if err != nil || len(found) == 0 {
+			return err
+		}
+		at := make([]time.Time, len(found))
+		for i := range found {
+			at[i] = first()
+		}
+		n = len(found)
+		return db.AddRechecks(ctx, tx, found, at)
+	})
+	return n, err
+}
+
+// EnqueueDue claims the due checks, enqueues a job for each live one, moves
+// its next check and drops the rest, in one transaction.
+func (r Rechecks) EnqueueDue(ctx context.Context, limit int, next func() time.Time) (enqueued, dropped int, err error) {
+	err = db.InTx(ctx, r.Pool, func(tx pgx.Tx) error {
+		due, err := db.ClaimDueRechecks(ctx, tx, limit)
+		if err != nil || len(due) == 0 {
+			return err
+		}
+		var live, gone []string
+		var nexts []time.Time
+		params := make([]river.InsertManyParams, 0, len(due))
+		for _, d := range due {
+			if !d.Live {
+				gone = append(gone, d.DomainID)
+				continue
+			}
+			live = append(live, d.DomainID)
+			nexts = append(nexts, next())
+			params = append(params, river.InsertManyParams{Args: jobs.RecheckArgs{
+				DomainArgs: jobs.DomainArgs{DomainID: d.DomainID, Generation: d.Generation}, Due: d.Due.UTC()}})
+		}
+		if len(params) > 0 {
+			if _, err := r.River.InsertManyTx(ctx, tx, params); err != nil {
+				return fmt.Errorf("enqueue %d re-checks: %w", len(params), err)
+			}
+		}
+		if err := db.MoveRechecks(ctx, tx, live, nexts); err != nil {
+			return err
+		}
+		if err := db.DropRechecks(ctx, tx, gone); err != nil {
+			return err
+		}
+		enqueued, dropped = len(live), len(gone)
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return enqueued, dropped, nil
+}
+
+// RecheckState reads the domain's re-check row and open re-check alerts.
+func (r Rechecks) RecheckState(ctx context.Context, domainID string) (jobs.RecheckState, error) {
+	row, err := db.GetRecheck(ctx, r.Pool, domainID)
+	if errors.Is(err, db.ErrNotFound) {
+		return jobs.RecheckState{}, nil
+	}
+	if err != nil {
+		return jobs.RecheckState{}, err
+	}
+	state := jobs.RecheckState{ProblemKind: row.ProblemKind}
+	if row.ProblemSince != nil {
+		state.ProblemSince = *row.ProblemSince
+	}
+	for _, a := range row.OpenAlerts {
+		if state.OpenAlerts == nil {
+			state.OpenAlerts = map[string]int64{}
+		}
+		state.OpenAlerts[a.Kind] = a.ID
+	}
+	return state, nil
+}
+
+// RecordRecheck stores a result in one transaction.
+func (r Rechecks) RecordRecheck(ctx context.Context, rec jobs.RecheckRecord) (bool, error) {
+	res := db.RecheckResult{DomainID: rec.DomainID, Generation: rec.Generation, Outcome: rec.Outcome,
+		ProblemKind: rec.ProblemKind, ProblemSince: timePtr(rec.ProblemSince), ServedNotAfter: timePtr(rec.ServedNotAfter),
+		CheckBy: timePtr(rec.CheckBy), Message: rec.Message, Details: rec.Details}
+	err := db.InTx(ctx, r.Pool, func(tx pgx.Tx) error { return db.RecordRecheck(ctx, tx, res) })
+	if errors.Is(err, db.ErrStale) {
+		return false, nil
+	}
+	return err == nil, err
 }

@@ -65,7 +65,7 @@ func alertConfigFromEnv(getenv func(string) string) (AlertConfig, error) {
 // addAlerts registers the stuck scan and the webhook job and returns the
 // scan's periodic job. Certificates are scanned only with a cluster, and
 // only in the namespace this worker puts them in.
-func (w *Worker) addAlerts(workers *river.Workers, cfg Config) (*river.PeriodicJob, error) {
+func (w *Worker) addAlerts(workers *river.Workers, cfg Config, store *AlertStore) (*river.PeriodicJob, error) {
 	alerts := cfg.Alerts
 	if alerts.Schedule == nil {
 		alerts.Cron = cmp.Or(alerts.Cron, DefaultStuckCron)
@@ -74,10 +74,6 @@ func (w *Worker) addAlerts(workers *river.Workers, cfg Config) (*river.PeriodicJ
 			return nil, fmt.Errorf("stuck scan schedule %q: %w", alerts.Cron, err)
 		}
 		alerts.Schedule = schedule
-	}
-	store, err := NewAlertStore(w.pool, w.logger)
-	if err != nil {
-		return nil, err
 	}
 	deps := &jobs.AlertDeps{Store: store, WebhookURL: alerts.WebhookURL, UIURL: cfg.UIURL, Logger: w.logger,
 		Config: jobs.AlertConfig{CertificateAfter: alerts.StuckAfter, StatusAfter: alerts.StatusAfter,

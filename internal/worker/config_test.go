@@ -65,3 +65,40 @@ func TestFetchCooldownFromEnv(t *testing.T) {
 		require.ErrorContains(t, err, "PORTAL_DOMAIN_FETCH_COOLDOWN", bad)
 	}
 }
+
+func TestRecheckFromEnv(t *testing.T) {
+	t.Parallel()
+	read := func(extra map[string]string) (worker.Config, error) {
+		return worker.ConfigFromEnv(func(k string) string {
+			if k == "PORTAL_DOMAIN_DNS_SERVERS" {
+				return "127.0.0.1:53"
+			}
+			return extra[k]
+		})
+	}
+	cfg, err := read(nil)
+	require.NoError(t, err)
+	require.Equal(t, 6*time.Hour, cfg.Recheck.Interval)
+	require.Equal(t, time.Hour, cfg.Recheck.Grace)
+	require.Equal(t, worker.DefaultRecheckWorkers, cfg.RecheckWorkers)
+
+	cfg, err = read(map[string]string{"PORTAL_DOMAIN_ACTIVE_RECHECK": "2h", "PORTAL_DOMAIN_DRIFT_GRACE": "72h",
+		"PORTAL_DOMAIN_RECHECK_WORKERS": "4"})
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Hour, cfg.Recheck.Interval)
+	require.Equal(t, 72*time.Hour, cfg.Recheck.Grace)
+	require.Equal(t, 4, cfg.RecheckWorkers)
+
+	for env, value := range map[string]string{
+		"PORTAL_DOMAIN_ACTIVE_RECHECK":  "30s",
+		"PORTAL_DOMAIN_DRIFT_GRACE":     "0",
+		"PORTAL_DOMAIN_RECHECK_WORKERS": "none",
+	} {
+		_, err := read(map[string]string{env: value})
+		require.ErrorContains(t, err, env, value)
+	}
+	_, err = read(map[string]string{"PORTAL_DOMAIN_ACTIVE_RECHECK": "30d"})
+	require.ErrorContains(t, err, "not a duration like")
+	_, err = read(map[string]string{"PORTAL_DOMAIN_ACTIVE_RECHECK": "200h"})
+	require.ErrorContains(t, err, "must be from 1m to 168h")
+}

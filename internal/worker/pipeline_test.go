@@ -57,6 +57,8 @@ type bundle struct {
 	manifestDir string
 	// installation is the worker's installation id, on its objects.
 	installation string
+	// worker is the running worker (its metrics registry).
+	worker *worker.Worker
 }
 
 type setupOpts struct {
@@ -83,6 +85,8 @@ type setupOpts struct {
 	restConfig *rest.Config
 	// git turns the manifest record on (PORTAL_DOMAIN_GIT_*).
 	git gitrecord.Config
+	// recheck sets the live re-check of active domains (default: every 6h).
+	recheck jobs.RecheckConfig
 }
 
 // setup starts real Postgres (schema), DNS, kube-apiserver and HTTPS
@@ -133,6 +137,7 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 		ReconcileInterval: opts.reconcileInterval,
 		UIURL:             opts.uiURL,
 		Git:               opts.git,
+		Recheck:           opts.recheck,
 	}
 	if opts.git.Review {
 		b.cfg.GitReviewRecheck = 100 * time.Millisecond
@@ -150,6 +155,7 @@ func setup(t *testing.T, opts setupOpts) *bundle {
 	w, err := worker.New(ctx, b.cfg, worker.Options{Pool: pool, RestConfig: cmp.Or(opts.restConfig, b.kube.Config), Logger: testLogger(t), TracerProvider: opts.tracer})
 	require.NoError(t, err)
 	b.installation = w.Installation()
+	b.worker = w
 	b.cfg.Kube.Installation = b.installation
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/portal-domains/portal-domains/db/dbtest"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/worker"
+	"github.com/portal-domains/portal-domains/jobs"
 )
 
 func TestWorkerRefusesASchemaThisBuildDidNotInstall(t *testing.T) {
@@ -36,11 +38,20 @@ func TestWorkerRefusesASchemaThisBuildDidNotInstall(t *testing.T) {
 // domain goes active, and disabling it removes its objects and its row.
 func TestWorkerUnderItsShippedGrants(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{asWorkerRole: true, reconcileInterval: 200 * time.Millisecond})
+	b := setup(t, setupOpts{asWorkerRole: true, reconcileInterval: 200 * time.Millisecond,
+		recheck: jobs.RecheckConfig{Interval: time.Second, Grace: time.Second}})
 	rec := b.register(t, tenant, "portal.acme.test")
 	b.waitFor(t, rec.ID, "reached certificate_issuing", func(r domain.Record) bool { return r.Status == domain.StatusCertificateIssuing })
 	b.playCertManager(t, rec, true, "Ready", "Certificate is up to date and has not expired")
 	b.waitFor(t, rec.ID, "became active", func(r domain.Record) bool { return r.Status == domain.StatusActive })
+
+	// The live re-check: scheduled, checked, drift told and alerted.
+	b.waitForRecheck(t, rec.ID, "checked the live domain", func(r db.Recheck) bool { return r.Checks >= 1 })
+	b.dns.Remove("portal.acme.test", "CNAME")
+	b.waitFor(t, rec.ID, "told the tenant about the missing CNAME", func(r domain.Record) bool {
+		return strings.Contains(r.StatusMessage, "No DNS record found for portal.acme.test")
+	})
+	b.waitForRecheck(t, rec.ID, "alerted", func(r db.Recheck) bool { return len(r.OpenAlerts) == 1 })
 
 	require.NoError(t, db.InTx(b.ctx, b.schema.Pool, func(tx pgx.Tx) error {
 		_, err := db.Disable(b.ctx, tx, tenant, rec.ID)

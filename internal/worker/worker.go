@@ -130,8 +130,14 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 			}
 			return out, err
 		},
-		OpenAlerts: func(ctx context.Context) (int, error) { return db.CountOpenAlerts(ctx, w.pool) },
-		Logger:     w.logger,
+		OpenAlerts: func(ctx context.Context) (map[string]int, error) { return db.CountOpenAlerts(ctx, w.pool) },
+		AlertKinds: jobs.AlertKinds,
+		Rechecks: func(ctx context.Context, expiringBefore time.Time) (telemetry.RecheckGauges, error) {
+			st, err := db.ReadRecheckStats(ctx, w.pool, expiringBefore)
+			return telemetry.RecheckGauges{Problems: st.Problems, OldestDue: st.OldestDue, ExpiringSoon: st.ExpiringSoon,
+				EarliestNotAfter: st.EarliestNotAfter}, err
+		},
+		Logger: w.logger,
 	})
 	if err != nil {
 		return nil, err
@@ -189,9 +195,26 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 		deps.Tenants = Store{Pool: w.pool}
 		queues[jobs.QueueGit] = river.QueueConfig{MaxWorkers: 1}
 	}
+	alerts, err := NewAlertStore(w.pool, w.logger)
+	if err != nil {
+		return nil, err
+	}
+	// The live re-check of active domains needs no cluster: DNS, HTTPS and
+	// the database. The appliance edition's domains were provisioned by
+	// AlgaPSA itself, not here, so they are not checked against our
+	// canonical hosts.
+	if !cfg.Appliance {
+		deps.Rechecks = Rechecks{Pool: w.pool, River: alerts.River}
+		deps.Alerts = alerts
+		deps.AlertNotify = cfg.Alerts.WebhookURL != ""
+		deps.Rechecked = w.metrics.Rechecked
+		deps.Config.Recheck = cfg.Recheck
+		queues[jobs.QueueRecheck] = river.QueueConfig{MaxWorkers: cmp.Or(cfg.RecheckWorkers, DefaultRecheckWorkers)}
+		periodic = append(periodic, jobs.RecheckSchedulePeriodicJob(cfg.Recheck))
+	}
 	workers := river.NewWorkers()
 	jobs.AddWorkers(workers, deps)
-	scan, err := w.addAlerts(workers, cfg)
+	scan, err := w.addAlerts(workers, cfg, alerts)
 	if err != nil {
 		return nil, err
 	}
@@ -392,6 +415,9 @@ func (w *Worker) wakeStageJob(ctx context.Context, domainID string, ready bool, 
 
 func (w *Worker) queueNames() []string {
 	names := []string{domain.QueueDNS, domain.QueueProbe, domain.QueueMaintenance}
+	if !w.cfg.Appliance {
+		names = append(names, jobs.QueueRecheck)
+	}
 	if w.kube != nil {
 		names = append(names, domain.QueueKubernetes)
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/portal-domains/portal-domains/dns/dnstest"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/harness/issuer"
+	"github.com/portal-domains/portal-domains/jobs"
 	"github.com/portal-domains/portal-domains/k8s"
 	"github.com/portal-domains/portal-domains/k8s/kubetest"
 )
@@ -677,11 +678,13 @@ func (w *world) checkGuarantees(fx []fixture, c checks) {
 
 	// Periodic jobs (sweep, stuck scan) are enqueued by the leader only:
 	// two runs of one periodic kind never overlap, whoever was leader.
+	// Re-checks of active domains are one job per domain, not periodic:
+	// those of different domains run side by side.
 	rows, err = w.pool.Query(ctx, `SELECT a.kind || ' ' || a.id || ' overlaps ' || b.id FROM river_job a JOIN river_job b
 		ON a.kind = b.kind AND a.id < b.id
 		WHERE NOT (a.kind = ANY($1)) AND a.attempted_at IS NOT NULL AND b.attempted_at IS NOT NULL
 		  AND tstzrange(a.attempted_at, coalesce(a.finalized_at, 'infinity')) && tstzrange(b.attempted_at, coalesce(b.finalized_at, 'infinity'))`,
-		stageKinds)
+		append(slices.Clone(stageKinds), jobs.KindRecheck))
 	require.NoError(t, err)
 	overlaps, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
