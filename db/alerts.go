@@ -51,8 +51,10 @@ func ListAlerts(ctx context.Context, q Querier, all bool) ([]Alert, error) {
 
 // Alert kinds (portal_domain_alerts.kind).
 const (
-	AlertCertificateNotReady = "certificate_not_ready"
-	AlertDomainStuck         = "domain_stuck"
+	AlertCertificateNotReady      = "certificate_not_ready"
+	AlertDomainStuck              = "domain_stuck"
+	AlertCertificateRenewalFailed = "certificate_renewal_failed"
+	AlertCertificateExpiring      = "certificate_expiring"
 )
 
 // NewAlert is an alert the stuck scan wants open. Tenant and host are read

@@ -36,3 +36,22 @@ func CountOpenAlerts(ctx context.Context, q Querier) (int, error) {
 	}
 	return n, nil
 }
+
+// CountOpenAlertsByKind counts unresolved alerts per kind.
+func CountOpenAlertsByKind(ctx context.Context, q Querier) (map[string]int, error) {
+	rows, err := q.Query(ctx, `SELECT kind, count(*) FROM portal_domain_alerts WHERE resolved_at IS NULL GROUP BY kind`)
+	if err != nil {
+		return nil, fmt.Errorf("count open alerts by kind: %w", err)
+	}
+	out := map[string]int{}
+	var kind string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&kind, &n}, func() error {
+		out[kind] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count open alerts by kind: %w", err)
+	}
+	return out, nil
+}

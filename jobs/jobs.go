@@ -109,7 +109,11 @@ type Deps struct {
 	Tenants   TenantDomains
 	// Review, with Manifests, makes the apply wait until its change is
 	// merged in the manifest repository.
-	Review   ChangeReviewer
+	Review ChangeReviewer
+	// Heals enables the heal job (with Kube); Healed, when set, counts
+	// the objects it applied again by kind and change (edited, deleted).
+	Heals    HealStore
+	Healed   func(kind, change string)
 	Observer Observer
 	Logger   *slog.Logger
 	Config   Config
@@ -161,6 +165,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 		river.AddWorker(workers, &ApplyWorker{deps: deps})
 		river.AddWorker(workers, &AwaitCertificateWorker{deps: deps})
 		river.AddWorker(workers, &DisableWorker{deps: deps})
+		if deps.Heals != nil {
+			river.AddWorker(workers, &HealWorker{deps: deps})
+		}
 	}
 	if deps.Prober != nil {
 		river.AddWorker(workers, &ProbeWorker{deps: deps})

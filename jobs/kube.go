@@ -57,6 +57,10 @@ type Kube interface {
 	// the Certificate Ready already (no request; false when no watch runs).
 	CertificateReadyWatched(d DomainRef) bool
 	Delete(ctx context.Context, d DomainRef) error
+	// Drift reads the domain's objects and reports those deleted or
+	// differing in a field the worker sets; ErrKubeNotOurs when one exists
+	// without this installation's label.
+	Drift(ctx context.Context, d DomainRef) ([]ObjectDrift, error)
 }
 
 // ProbeResult is one HTTPS check of a live domain.

@@ -23,6 +23,8 @@ const (
 	MetricRegistrationToActiveSeconds = "portal_domains_registration_to_active_seconds"
 	MetricCollectErrorsTotal          = "portal_domains_collect_errors_total"
 	MetricSweepObjectsTotal           = "portal_domains_sweep_objects_total"
+	MetricHealsTotal                  = "portal_domains_heals_total"
+	MetricOpenAlertsByKind            = "portal_domains_open_alerts_by_kind"
 )
 
 // StatusCount is one status's row count at scrape time. OldestSince is when
@@ -44,6 +46,10 @@ type MetricsConfig struct {
 	Statuses []string
 	// OpenAlerts counts open stuck-certificate alerts. Required.
 	OpenAlerts func(ctx context.Context) (int, error)
+	// OpenAlertsByKind counts open alerts per kind; AlertKinds lists every
+	// kind, so one with none open reports 0. Optional.
+	OpenAlertsByKind func(ctx context.Context) (map[string]int, error)
+	AlertKinds       []string
 	// CollectTimeout bounds each scrape-time query. Default 5s.
 	CollectTimeout time.Duration
 	// Now is the clock for ages; tests pin it. Default time.Now.
@@ -61,6 +67,7 @@ type Metrics struct {
 	dnsChecks      *prometheus.CounterVec
 	applyErrors    *prometheus.CounterVec
 	sweepObjects   *prometheus.CounterVec
+	heals          *prometheus.CounterVec
 	failures       *prometheus.CounterVec
 	regToActive    prometheus.Histogram
 	collectErrors  *prometheus.CounterVec
@@ -108,6 +115,10 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 			Name: MetricSweepObjectsTotal,
 			Help: "Orphaned objects of this installation seen by the sweep, by action (deleted, would_delete in a dry run, too_young, deferred past the per-run cap, failed).",
 		}, []string{"action"}),
+		heals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricHealsTotal,
+			Help: "Objects of active domains applied again after a hand change, by kind (Certificate, Gateway, VirtualService) and change (edited, deleted).",
+		}, []string{"kind", "change"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricFailuresTotal,
 			Help: "Domains that reached a failed terminal status (dns_failed, certificate_failed).",
@@ -133,9 +144,11 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 			"Seconds the longest-waiting domain has been in its status, by status.", []string{"status"}, nil),
 		openAlerts: prometheus.NewDesc(MetricOpenAlerts,
 			"Open alerts for certificates not Ready for over an hour, counted at scrape time.", nil, nil),
+		alertsByKind: prometheus.NewDesc(MetricOpenAlertsByKind,
+			"Open alerts by kind (certificate_expiring, certificate_renewal_failed, certificate_not_ready, domain_stuck), counted at scrape time.", []string{"kind"}, nil),
 	}
 
-	for _, c := range []prometheus.Collector{m.stageDuration, m.dnsChecks, m.applyErrors, m.sweepObjects, m.failures, m.regToActive, m.collectErrors, m.stateCollector} {
+	for _, c := range []prometheus.Collector{m.stageDuration, m.dnsChecks, m.applyErrors, m.sweepObjects, m.heals, m.failures, m.regToActive, m.collectErrors, m.stateCollector} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("new metrics: register: %w", err)
 		}
@@ -165,6 +178,12 @@ func (m *Metrics) SweepObjects(action string, n int) {
 	m.sweepObjects.WithLabelValues(action).Add(float64(n))
 }
 
+// Healed counts one object of an active domain applied again after a hand
+// change.
+func (m *Metrics) Healed(kind, change string) {
+	m.heals.WithLabelValues(kind, change).Inc()
+}
+
 // Failed counts a domain reaching a failed terminal status.
 func (m *Metrics) Failed(status string) {
 	m.failures.WithLabelValues(status).Inc()
@@ -183,12 +202,16 @@ type stateCollector struct {
 	domains       *prometheus.Desc
 	oldest        *prometheus.Desc
 	openAlerts    *prometheus.Desc
+	alertsByKind  *prometheus.Desc
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.domains
 	ch <- c.oldest
 	ch <- c.openAlerts
+	if c.cfg.OpenAlertsByKind != nil {
+		ch <- c.alertsByKind
+	}
 }
 
 // Collect has no context parameter (a prometheus.Collector limit), so each
@@ -227,5 +250,22 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		c.cfg.Logger.ErrorContext(ctx, "metrics: count open alerts", "error", err)
 	} else {
 		ch <- prometheus.MustNewConstMetric(c.openAlerts, prometheus.GaugeValue, float64(n))
+	}
+
+	if c.cfg.OpenAlertsByKind == nil {
+		return
+	}
+	if byKind, err := c.cfg.OpenAlertsByKind(ctx); err != nil {
+		c.collectErrors.WithLabelValues("open_alerts_by_kind").Inc()
+		c.cfg.Logger.ErrorContext(ctx, "metrics: count open alerts by kind", "error", err)
+	} else {
+		for _, kind := range c.cfg.AlertKinds {
+			if _, ok := byKind[kind]; !ok {
+				byKind[kind] = 0
+			}
+		}
+		for kind, n := range byKind {
+			ch <- prometheus.MustNewConstMetric(c.alertsByKind, prometheus.GaugeValue, float64(n), kind)
+		}
 	}
 }
