@@ -47,6 +47,8 @@ func registeredFamilies(t *testing.T) map[string]dto.MetricType {
 			}
 			return 0, nil
 		},
+		OpenAlertsByKind: func(context.Context) (map[string]int, error) { return map[string]int{"certificate_expiring": 1}, nil },
+		AlertKinds:       []string{"certificate_expiring", "certificate_renewal_failed"},
 	})
 	require.NoError(t, err)
 	m.ObserveStage("apply", "advanced", time.Second)
@@ -54,6 +56,7 @@ func registeredFamilies(t *testing.T) map[string]dto.MetricType {
 	m.ApplyError("conflict")
 	m.Failed("dns_failed")
 	m.Activated(time.Minute)
+	m.Healed("Gateway", "edited")
 	_, err = reg.Gather()
 	require.NoError(t, err)
 	families, err := reg.Gather()
@@ -100,6 +103,7 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 		telemetry.MetricDomainsByStatus, telemetry.MetricOldestInStatusSeconds, telemetry.MetricOpenAlerts,
 		telemetry.MetricStageDurationSeconds, telemetry.MetricDNSChecksTotal, telemetry.MetricApplyErrorsTotal,
 		telemetry.MetricFailuresTotal, telemetry.MetricRegistrationToActiveSeconds, telemetry.MetricCollectErrorsTotal,
+		telemetry.MetricHealsTotal, telemetry.MetricOpenAlertsByKind,
 	} {
 		require.Contains(t, families, name)
 	}
@@ -137,6 +141,7 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 		for _, name := range []string{
 			telemetry.MetricRegistrationToActiveSeconds, telemetry.MetricFailuresTotal, telemetry.MetricDomainsByStatus,
 			telemetry.MetricStageDurationSeconds, telemetry.MetricDNSChecksTotal, telemetry.MetricOpenAlerts,
+			telemetry.MetricOpenAlertsByKind, telemetry.MetricHealsTotal,
 		} {
 			require.True(t, used[name], "dashboard does not show %s", name)
 		}
@@ -188,6 +193,9 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 		require.Contains(t, alerts, "PortalDomainStuck")
 		require.True(t, slices.Contains(usedBy[telemetry.MetricOpenAlerts], "PortalDomainCertificateNotReady"))
 		require.True(t, slices.Contains(usedBy[telemetry.MetricOldestInStatusSeconds], "PortalDomainStuck"))
+		require.True(t, slices.Contains(usedBy[telemetry.MetricOpenAlertsByKind], "PortalDomainCertificateExpiring"))
+		require.True(t, slices.Contains(usedBy[telemetry.MetricOpenAlertsByKind], "PortalDomainCertificateRenewalFailing"))
+		require.True(t, slices.Contains(usedBy[telemetry.MetricHealsTotal], "PortalDomainObjectsHealedRepeatedly"))
 	})
 
 	t.Run("PromtoolRuleTests", func(t *testing.T) {
