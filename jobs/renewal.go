@@ -45,7 +45,10 @@ func notWatched(cert *Certificate, row *domain.Record) string {
 // decideRenewalAlert is the pure policy for certificate_renewal_failed: one
 // alert from the first failed issuance of an active domain's Certificate
 // until cert-manager issues it (which resets the failure count), carrying
-// cert-manager's reason, the attempts and the last failure.
+// cert-manager's reason, the attempts and the last failure. Failures from
+// before the domain went active are the first issuance's, which the
+// pipeline reported: cert-manager may mark the new certificate Ready a
+// moment before it clears their count.
 func decideRenewalAlert(cert *Certificate, row *domain.Record, open *Alert) alertDecision {
 	resolution := notWatched(cert, row)
 	if resolution == "" && !renewalFailing(*cert) {
@@ -65,6 +68,9 @@ func decideRenewalAlert(cert *Certificate, row *domain.Record, open *Alert) aler
 		return alertDecision{} // same incident, already alerted
 	}
 	c := *cert
+	if !c.LastFailureTime.IsZero() && c.LastFailureTime.Before(row.StatusChangedAt) {
+		return alertDecision{}
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Renewing the certificate of %s (Certificate %s/%s) failed", row.Domain, c.Namespace, c.Name)
 	if c.IssuingFailure != "" {

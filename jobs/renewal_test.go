@@ -39,6 +39,9 @@ func TestDecideRenewalAlerts(t *testing.T) {
 		require.Empty(t, decideRenewalAlert(failing, active, open), "same incident: nothing new")
 		require.Empty(t, decideRenewalAlert(&retrying, active, open), "a retry under way is still the incident")
 		require.NotNil(t, decideRenewalAlert(&retrying, active, nil).Open)
+		justActive := *active
+		justActive.StatusChangedAt = failing.LastFailureTime.Add(time.Minute)
+		require.Empty(t, decideRenewalAlert(failing, &justActive, nil), "failures before activation are the first issuance's")
 	})
 	t.Run("it resolves once cert-manager issues again, or the domain is no longer active", func(t *testing.T) {
 		require.Empty(t, decideRenewalAlert(healthy, active, nil))
