@@ -136,10 +136,16 @@ func specManagers(m *metav1.PartialObjectMetadata) []string {
 
 // slimMetadata keeps identity, generation, the domain-id label and, in
 // place of the managed fields, the names of the other managers of the spec.
+// client-go may hand it an object it slimmed already (the informer's
+// initial list goes through it twice), so it keeps what it computed then.
 func slimMetadata(obj any) (any, error) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return obj, nil
+	}
+	others := otherSpecManagers(m.ManagedFields)
+	if len(m.ManagedFields) == 0 {
+		others = specManagers(m)
 	}
 	slim := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion, Generation: m.Generation,
@@ -147,7 +153,7 @@ func slimMetadata(obj any) (any, error) {
 	if id := m.Labels[LabelDomainID]; id != "" {
 		slim.Labels = map[string]string{LabelDomainID: id}
 	}
-	if others := otherSpecManagers(m.ManagedFields); len(others) > 0 {
+	if len(others) > 0 {
 		slim.Annotations = map[string]string{specManagersKey: strings.Join(others, ",")}
 	}
 	return slim, nil

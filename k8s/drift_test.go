@@ -48,3 +48,21 @@ func TestDifferingFields(t *testing.T) {
 	vs.Object["spec"].(map[string]any)["http"] = []any{}
 	require.Equal(t, []string{"spec.http"}, differingFields(objs.VirtualService, vs), "lists are compared whole")
 }
+
+func TestSlimMetadataIsIdempotent(t *testing.T) {
+	t.Parallel()
+	m := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "portal-domain-gw-abc1234", Namespace: "istio-system",
+		Generation: 2, Labels: map[string]string{LabelDomainID: "d1", LabelManaged: "true"},
+		ManagedFields: []metav1.ManagedFieldsEntry{
+			{Manager: FieldManager, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}},
+			{Manager: "kubectl-edit", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:selector":{}}}`)}},
+		}}}
+	once, err := slimMetadata(m)
+	require.NoError(t, err)
+	twice, err := slimMetadata(once)
+	require.NoError(t, err)
+	require.Equal(t, once, twice, "the informer's initial list runs the transform on slimmed objects")
+	require.Equal(t, []string{"kubectl-edit"}, specManagers(twice.(*metav1.PartialObjectMetadata)))
+	require.Empty(t, twice.(*metav1.PartialObjectMetadata).ManagedFields)
+	require.Equal(t, map[string]string{LabelDomainID: "d1"}, twice.(*metav1.PartialObjectMetadata).Labels)
+}

@@ -180,6 +180,13 @@ func TestHandChangesAreHealed(t *testing.T) {
 		require.Len(t, b.healEvents(t, rec.ID), seen, "no heal recorded")
 	})
 
+	// One heal job per hand change: the heals' own applies, the worker
+	// being the only manager of what it sets, did not look like hand
+	// changes to the watch.
+	var healJobs int
+	require.NoError(t, b.schema.Pool.QueryRow(b.ctx, `SELECT count(*) FROM river_job WHERE kind = 'heal'`).Scan(&healJobs))
+	require.Equal(t, 2*len(edits)+1, healJobs)
+
 	after, err := db.GetDomain(b.ctx, b.schema.Pool, rec.ID)
 	require.NoError(t, err)
 	require.Equal(t, domain.StatusActive, after.Status)
