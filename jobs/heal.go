@@ -180,6 +180,11 @@ func (w *HealWorker) Work(ctx context.Context, job *river.Job[HealArgs]) error {
 		return &decision.Event, nil
 	})
 	switch {
+	case errors.Is(err, ErrPermanent) && !errors.Is(err, ErrKubeNotOurs):
+		// The domain cannot be rendered or the cluster refuses the
+		// objects: no retry helps, and the log says why.
+		logger.Error("cannot heal this domain's objects", "error", err)
+		return river.JobCancel(err)
 	case errors.Is(err, ErrKubeNotOurs):
 		// Someone replaced the object with one that is not this
 		// installation's: it is left alone, and the operator told.

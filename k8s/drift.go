@@ -34,7 +34,10 @@ type HandChange struct {
 	Namespace string
 	Name      string
 	DomainID  string
-	Change    string // ChangeEdited or ChangeDeleted
+	// Tenant and Host are the object's tenant label and domain-host
+	// annotation, for tagging the heal job.
+	Tenant, Host string
+	Change       string // ChangeEdited or ChangeDeleted
 	// Revision tells one change of the object from the next: its
 	// generation after an edit, its UID for a deletion.
 	Revision string
@@ -117,8 +120,8 @@ type schemaGVR struct {
 }
 
 func handChange(kind string, m *metav1.PartialObjectMetadata, change string) HandChange {
-	hc := HandChange{Kind: kind, Namespace: m.Namespace, Name: m.Name, DomainID: m.Labels[LabelDomainID], Change: change,
-		Managers: specManagers(m)}
+	hc := HandChange{Kind: kind, Namespace: m.Namespace, Name: m.Name, DomainID: m.Labels[LabelDomainID],
+		Tenant: m.Labels[LabelTenant], Host: m.Annotations[AnnotationDomainHost], Change: change, Managers: specManagers(m)}
 	if change == ChangeDeleted {
 		hc.Revision = string(m.UID)
 	} else {
@@ -134,8 +137,9 @@ func specManagers(m *metav1.PartialObjectMetadata) []string {
 	return nil
 }
 
-// slimMetadata keeps identity, generation, the domain-id label and, in
-// place of the managed fields, the names of the other managers of the spec.
+// slimMetadata keeps identity, generation, the domain-id and tenant labels,
+// the domain-host annotation and, in place of the managed fields, the names
+// of the other managers of the spec.
 // client-go may hand it an object it slimmed already (the informer's
 // initial list goes through it twice), so it keeps what it computed then.
 func slimMetadata(obj any) (any, error) {
@@ -150,11 +154,22 @@ func slimMetadata(obj any) (any, error) {
 	slim := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion, Generation: m.Generation,
 	}}
-	if id := m.Labels[LabelDomainID]; id != "" {
-		slim.Labels = map[string]string{LabelDomainID: id}
+	for _, l := range []string{LabelDomainID, LabelTenant} {
+		if v := m.Labels[l]; v != "" {
+			if slim.Labels == nil {
+				slim.Labels = map[string]string{}
+			}
+			slim.Labels[l] = v
+		}
+	}
+	if host := m.Annotations[AnnotationDomainHost]; host != "" {
+		slim.Annotations = map[string]string{AnnotationDomainHost: host}
 	}
 	if len(others) > 0 {
-		slim.Annotations = map[string]string{specManagersKey: strings.Join(others, ",")}
+		if slim.Annotations == nil {
+			slim.Annotations = map[string]string{}
+		}
+		slim.Annotations[specManagersKey] = strings.Join(others, ",")
 	}
 	return slim, nil
 }

@@ -52,7 +52,8 @@ func TestDifferingFields(t *testing.T) {
 func TestSlimMetadataIsIdempotent(t *testing.T) {
 	t.Parallel()
 	m := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "portal-domain-gw-abc1234", Namespace: "istio-system",
-		Generation: 2, Labels: map[string]string{LabelDomainID: "d1", LabelManaged: "true"},
+		Generation: 2, Labels: map[string]string{LabelDomainID: "d1", LabelManaged: "true", LabelTenant: "t1"},
+		Annotations: map[string]string{AnnotationDomainHost: "portal.acme.com", "other": "x"},
 		ManagedFields: []metav1.ManagedFieldsEntry{
 			{Manager: FieldManager, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}},
 			{Manager: "kubectl-edit", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:selector":{}}}`)}},
@@ -64,5 +65,8 @@ func TestSlimMetadataIsIdempotent(t *testing.T) {
 	require.Equal(t, once, twice, "the informer's initial list runs the transform on slimmed objects")
 	require.Equal(t, []string{"kubectl-edit"}, specManagers(twice.(*metav1.PartialObjectMetadata)))
 	require.Empty(t, twice.(*metav1.PartialObjectMetadata).ManagedFields)
-	require.Equal(t, map[string]string{LabelDomainID: "d1"}, twice.(*metav1.PartialObjectMetadata).Labels)
+	require.Equal(t, map[string]string{LabelDomainID: "d1", LabelTenant: "t1"}, twice.(*metav1.PartialObjectMetadata).Labels)
+	require.Equal(t, HandChange{Kind: "Gateway", Namespace: "istio-system", Name: "portal-domain-gw-abc1234", DomainID: "d1",
+		Tenant: "t1", Host: "portal.acme.com", Change: ChangeEdited, Revision: "2", Managers: []string{"kubectl-edit"}},
+		handChange("Gateway", twice.(*metav1.PartialObjectMetadata), ChangeEdited))
 }

@@ -124,7 +124,7 @@ func TestRBAC(t *testing.T) {
 		select {
 		case c := <-hands:
 			require.Equal(t, k8s.HandChange{Kind: "Gateway", Namespace: cfg.GatewayNamespace, Name: b.names.Gateway, DomainID: b.d.ID,
-				Change: k8s.ChangeEdited, Revision: c.Revision, Managers: []string{"kubectl-edit"}}, c)
+				Tenant: b.d.Tenant, Host: b.d.Host, Change: k8s.ChangeEdited, Revision: c.Revision, Managers: []string{"kubectl-edit"}}, c)
 		case <-time.After(30 * time.Second):
 			t.Fatal("the hand edit was not reported")
 		}

@@ -183,9 +183,11 @@ func TestHandChangesAreHealed(t *testing.T) {
 	// One heal job per hand change: the heals' own applies, the worker
 	// being the only manager of what it sets, did not look like hand
 	// changes to the watch.
-	var healJobs int
-	require.NoError(t, b.schema.Pool.QueryRow(b.ctx, `SELECT count(*) FROM river_job WHERE kind = 'heal'`).Scan(&healJobs))
+	var healJobs, tagged int
+	require.NoError(t, b.schema.Pool.QueryRow(b.ctx, `SELECT count(*), count(*) FILTER (WHERE tags @> $1)
+		FROM river_job WHERE kind = 'heal'`, domain.JobTags(rec.Domain, rec.Tenant)).Scan(&healJobs, &tagged))
 	require.Equal(t, 2*len(edits)+1, healJobs)
+	require.Equal(t, healJobs, tagged, "heal jobs carry the domain's and tenant's tags, as stage jobs do")
 
 	after, err := db.GetDomain(b.ctx, b.schema.Pool, rec.ID)
 	require.NoError(t, err)

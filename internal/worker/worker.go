@@ -368,7 +368,7 @@ func (w *Worker) watchHandChanges(ctx context.Context) {
 				return
 			}
 			args := jobs.HealArgs{DomainID: c.DomainID, Object: c.Kind, Change: c.Change, Revision: c.Revision}
-			res, err := w.client.Insert(ctx, args, nil)
+			res, err := w.client.Insert(ctx, args, &river.InsertOpts{Tags: domain.JobTags(c.Host, domain.TenantID(c.Tenant))})
 			if err != nil {
 				if ctx.Err() == nil {
 					w.logger.Warn("could not enqueue the heal of an object changed by hand", "portal_domain_id", c.DomainID,
