@@ -136,7 +136,7 @@ func TestDecideCertificateDrift(t *testing.T) {
 	t.Parallel()
 	rec := domain.Record{Domain: "portal.acme.test", StatusChangedAt: time.Now()}
 	d := decideCertificate(CertState{Found: true, Ready: "True", RoutesPresent: true,
-		Drift: "dnsNames [elsewhere.acme.test] instead of [portal.acme.test]"}, rec, time.Now(), time.Hour)
+		Drift: "dnsNames [elsewhere.acme.test] instead of [portal.acme.test]"}, rec, time.Now(), time.Hour, "")
 	require.True(t, d.Reapply, "a hand-edited Certificate is applied again, even when Ready")
 	require.Equal(t, domain.StatusCertificateIssuing, d.To)
 	require.Contains(t, d.Message, "elsewhere.acme.test")

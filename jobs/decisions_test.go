@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -65,12 +66,18 @@ func TestDecideCertificate(t *testing.T) {
 		{"a failed issuance shows cert-manager's Issuing message, not Ready's Secret state", CertState{Found: true, Ready: "False", Reason: "DoesNotExist",
 			Message: "Issuing certificate as Secret does not exist", IssuingFailure: `order is in "invalid" state`, FailedIssuanceAttempts: 1, RoutesPresent: true},
 			time.Minute, domain.StatusCertificateIssuing, false, `could not be issued: cert-manager reports: order is in "invalid" state (1 failed issuance attempts`},
+		{"a failed issuance shows the CA's own reason in tenant words when the Challenge was read", CertState{Found: true, Ready: "False", Reason: "DoesNotExist",
+			IssuingFailure: `order is in "invalid" state`, FailedIssuanceAttempts: 1, RoutesPresent: true,
+			CAFailure: &CAFailure{Kind: "connection", Detail: "127.0.0.9: Connection refused", URL: "http://portal.acme.com/.well-known/acme-challenge/tok"}},
+			time.Minute, domain.StatusCertificateIssuing, false,
+			"could not be issued. Let's Encrypt could not reach http://portal.acme.com/.well-known/acme-challenge/tok: 127.0.0.9: Connection refused. " +
+				"Check that portal.acme.com's CNAME points to abc1234.portal.algapsa.com and nothing in front of it blocks port 80. (1 failed issuance attempts"},
 		{"unknown keeps waiting", CertState{Found: true, Ready: "Unknown", RoutesPresent: true}, time.Minute, domain.StatusCertificateIssuing, false, "Waiting for the certificate"},
 		{"past the deadline fails with the reason", CertState{Found: true, Ready: "False", Reason: "Failed", Message: "rate limited", RoutesPresent: true},
 			7 * time.Hour, domain.StatusCertificateFailed, false, "rate limited"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := decideCertificate(tc.st, rec, t0.Add(tc.waited), deadline)
+			d := decideCertificate(tc.st, rec, t0.Add(tc.waited), deadline, "letsencrypt.org")
 			require.Equal(t, tc.to, d.To)
 			require.Equal(t, tc.reapply, d.Reapply)
 			require.Contains(t, d.Message, tc.msg)
@@ -79,6 +86,41 @@ func TestDecideCertificate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCAFailureMessage(t *testing.T) {
+	t.Parallel()
+	url := "http://portal.acme.com/.well-known/acme-challenge/tok"
+	for _, tc := range []struct {
+		failure CAFailure
+		want    []string
+	}{
+		{CAFailure{Kind: "connection", Detail: "Connection refused", URL: url},
+			[]string{"Let's Encrypt could not reach " + url + ": Connection refused.", "CNAME points to abc1234.portal.algapsa.com", "blocks port 80"}},
+		{CAFailure{Kind: "connection", Detail: `Get "` + url + `": dial tcp 127.0.0.9:80: connect: connection refused`, URL: url},
+			[]string{"could not reach " + url + ": dial tcp 127.0.0.9:80: connect: connection refused. Check"}},
+		{CAFailure{Kind: "connection", Detail: "127.0.0.9: Fetching " + url + ": Connection refused", URL: url},
+			[]string{"could not reach " + url + ": 127.0.0.9: Connection refused. Check"}},
+		{CAFailure{Kind: "unauthorized", Detail: `The key authorization file from the server did not match this challenge`, URL: url},
+			[]string{"fetched " + url + " but did not get this platform's answer", "no proxy or CDN"}},
+		{CAFailure{Kind: "dns", Detail: "NXDOMAIN looking up A for portal.acme.com"},
+			[]string{"could not look up portal.acme.com: NXDOMAIN", "DNS servers of portal.acme.com answer"}},
+		{CAFailure{Kind: "caa", Detail: "CAA record for portal.acme.com prevents issuance"},
+			[]string{"not allowed to issue certificates for portal.acme.com by its CAA records", "Add a CAA record allowing letsencrypt.org"}},
+		{CAFailure{Kind: "rateLimited", Detail: "too many failed authorizations recently"},
+			[]string{"limiting certificates for portal.acme.com", "Nothing needs changing"}},
+		{CAFailure{Detail: "something new"},
+			[]string{"Let's Encrypt refused to validate portal.acme.com: something new.", "CNAME points to"}},
+		{CAFailure{Kind: "connection", Detail: strings.Repeat("x", 1000)},
+			[]string{"could not reach http://portal.acme.com/.well-known/acme-challenge/…: xxx", "x….", "blocks port 80"}},
+	} {
+		msg := CAFailureMessage(rec, "letsencrypt.org", tc.failure)
+		for _, w := range tc.want {
+			require.Contains(t, msg, w)
+		}
+		require.Less(t, len(msg), 700, "the CA's detail is cut short: %s", msg)
+	}
+	require.Contains(t, CAFailureMessage(rec, "pki.goog", CAFailure{Kind: "connection"}), "The certificate authority (pki.goog) could not reach")
 }
 
 func TestDecideProbe(t *testing.T) {
@@ -140,4 +182,32 @@ func TestRetryDelay(t *testing.T) {
 	require.Equal(t, 2*time.Second, retryDelay(1))
 	require.Equal(t, 64*time.Second, retryDelay(6))
 	require.Equal(t, 5*time.Minute, retryDelay(20))
+}
+
+// TestDecideCertificateKeepsTheCAsReason: while cert-manager tries again
+// (Issuing is True again and the failed attempt's Challenge is gone), the
+// CA's reason read at the failure stays in the tenant's message; once the
+// certificate is Ready it is dropped.
+func TestDecideCertificateKeepsTheCAsReason(t *testing.T) {
+	t.Parallel()
+	failure := &CAFailure{Kind: "connection", Detail: "connection refused", URL: "http://portal.acme.com/.well-known/acme-challenge/tok"}
+	failed := CertState{Found: true, Ready: "False", Reason: "DoesNotExist", IssuingFailure: `order is in "invalid" state`,
+		FailedIssuanceAttempts: 1, RoutesPresent: true, CAFailure: failure}
+	details, err := json.Marshal(certDetails(failed))
+	require.NoError(t, err)
+	kept := rec
+	kept.VerificationDetails = details
+
+	retrying := CertState{Found: true, Ready: "False", Reason: "DoesNotExist", Message: "Issuing certificate as Secret does not exist",
+		FailedIssuanceAttempts: 1, RoutesPresent: true}
+	d := decideCertificate(retrying, kept, t0.Add(time.Hour), 6*time.Hour, "letsencrypt.org")
+	require.Equal(t, domain.StatusCertificateIssuing, d.To)
+	require.Contains(t, d.Message, "being requested again after 1 failed issuance attempts; the last one failed: Let's Encrypt could not reach "+failure.URL+": connection refused.")
+
+	d = decideCertificate(retrying, rec, t0.Add(time.Hour), 6*time.Hour, "letsencrypt.org")
+	require.NotContains(t, d.Message, "Let's Encrypt", "nothing kept, nothing shown")
+
+	cleared := certDetails(CertState{Found: true, Ready: "True", RoutesPresent: true})
+	require.Contains(t, cleared, caFailureKey)
+	require.Nil(t, cleared[caFailureKey], "Ready drops the kept reason")
 }

@@ -53,6 +53,9 @@ type Config struct {
 	CertDeadline time.Duration
 	// IssuerName is named in messages ("requested from letsencrypt-prod").
 	IssuerName string
+	// CAAIdentity is the CA's CAA identity (letsencrypt.org): it names the
+	// CA in messages about its refusals.
+	CAAIdentity string
 	// DNSRecheckMin and DNSRecheckMax bound the re-check schedule while a
 	// CNAME is missing or wrong (default 10s growing to 15m).
 	DNSRecheckMin, DNSRecheckMax time.Duration
@@ -165,6 +168,7 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 		river.AddWorker(workers, &ApplyWorker{deps: deps})
 		river.AddWorker(workers, &AwaitCertificateWorker{deps: deps})
 		river.AddWorker(workers, &DisableWorker{deps: deps})
+		river.AddWorker(workers, &CopySecretWorker{deps: deps})
 		if deps.Heals != nil {
 			river.AddWorker(workers, &HealWorker{deps: deps})
 		}

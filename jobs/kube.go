@@ -38,11 +38,30 @@ type CertState struct {
 	// IssuingFailure is cert-manager's message for its last failed issuance (the Issuing
 	// condition, reason Failed); "" when the last attempt did not fail.
 	IssuingFailure string
+	// CAFailure is the CA's own reason for that failure, read from the
+	// Challenge or Order of the failed issuance; nil when it could not be
+	// read (cert-manager has already started the next attempt) or the
+	// issuance did not fail.
+	CAFailure *CAFailure
 	// RoutesPresent: the Gateway and VirtualService exist.
 	RoutesPresent bool
 	// Drift names what of the Certificate's spec differs from what this
 	// worker applies (a hand edit such as changed dnsNames); "" when none.
 	Drift string
+}
+
+// CAFailure is why the certificate authority refused to validate a domain,
+// in its own words: cert-manager's Certificate says only that the order
+// failed.
+type CAFailure struct {
+	// Kind is the ACME problem type: connection, dns, unauthorized,
+	// incorrectResponse, caa, tls, rateLimited, rejectedIdentifier, … or ""
+	// when the CA named none.
+	Kind string `json:"kind,omitempty"`
+	// Detail is the CA's message; it may hold URLs and addresses.
+	Detail string `json:"detail"`
+	// URL is the challenge URL the CA fetched, when known.
+	URL string `json:"url,omitempty"`
 }
 
 // Kube renders and applies, reads and deletes a domain's objects. Errors
@@ -56,6 +75,10 @@ type Kube interface {
 	// CertificateReadyWatched says whether the Certificate watch has seen
 	// the Certificate Ready already (no request; false when no watch runs).
 	CertificateReadyWatched(d DomainRef) bool
+	// ServeCertificate puts the issued certificate where the gateway reads
+	// it (a copy of the TLS Secret in the gateway's namespace, when that is
+	// not the Certificate's); false while cert-manager has not stored it.
+	ServeCertificate(ctx context.Context, d DomainRef) (bool, error)
 	Delete(ctx context.Context, d DomainRef) error
 	// Drift reads the domain's objects and reports those deleted or
 	// differing in a field the worker sets; ErrKubeNotOurs when one exists

@@ -344,11 +344,19 @@ func decideCertificateAlert(cert *Certificate, row *domain.Record, open *Alert, 
 	if open != nil || since.IsZero() || now.Sub(since) <= after {
 		return alertDecision{}
 	}
+	msg := certificateAlertMessage(*cert, row.Domain, since, now)
+	details := map[string]any{"certificate": cert.Namespace + "/" + cert.Name, "ready": cmp.Or(cert.Ready, "missing"),
+		"domain_status": string(row.Status)}
+	// The await job keeps the CA's reason for the last failure on the row:
+	// the reason cert-manager's conditions do not give.
+	if f := lastCAFailure(*row); f != nil && cert.FailedIssuanceAttempts > 0 {
+		msg += fmt.Sprintf(" The CA's reason (%s): %s", cmp.Or(f.Kind, "unknown"), f.Detail)
+		details["ca_failure"] = f
+	}
 	return alertDecision{Open: &AlertOpening{DomainID: row.ID, Kind: AlertCertificateNotReady,
-		Reason: cmp.Or(cert.Reason, "NoReadyCondition"), Message: certificateAlertMessage(*cert, row.Domain, since, now),
+		Reason: cmp.Or(cert.Reason, "NoReadyCondition"), Message: msg,
 		FailedIssuanceAttempts: cert.FailedIssuanceAttempts, LastFailureTime: cert.LastFailureTime, NotReadySince: since,
-		Details: map[string]any{"certificate": cert.Namespace + "/" + cert.Name, "ready": cmp.Or(cert.Ready, "missing"),
-			"domain_status": string(row.Status)}}}
+		Details: details}}
 }
 
 func certificateAlertMessage(c Certificate, host string, since, now time.Time) string {

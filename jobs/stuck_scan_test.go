@@ -101,6 +101,8 @@ func TestDecideCertificateAlert(t *testing.T) {
 	failed := &domain.Record{ID: "d1", Domain: "portal.acme.com", Status: domain.StatusCertificateFailed}
 	active := &domain.Record{ID: "d1", Domain: "portal.acme.com", Status: domain.StatusActive}
 	disabled := &domain.Record{ID: "d1", Domain: "portal.acme.com", Status: domain.StatusDisabled}
+	withCAReason := &domain.Record{ID: "d1", Domain: "portal.acme.com", Status: domain.StatusCertificateIssuing,
+		VerificationDetails: []byte(`{"last_ca_failure": {"kind": "dns", "detail": "NXDOMAIN looking up A for portal.acme.com"}}`)}
 	cert := func(ready string, transitioned, created time.Duration, mutate ...func(*Certificate)) *Certificate {
 		c := &Certificate{Namespace: "msp", Name: "portal-domain-abc1234", DomainID: "d1", Ready: ready,
 			CreatedAt: scanNow.Add(-created)}
@@ -136,6 +138,8 @@ func TestDecideCertificateAlert(t *testing.T) {
 			"cert-manager has not reported on it"},
 		{"a failed domain whose certificate is still not Ready opens too", cert("False", 7*time.Hour, 7*time.Hour, failing), failed, nil, true, 7 * time.Hour, "", "3 failed issuance attempts"},
 		{"an active domain whose renewal fails opens too", cert("False", 2*time.Hour, 900*time.Hour, failing), active, nil, true, 2 * time.Hour, "", "Failed"},
+		{"the CA's reason kept on the row goes into the alert", cert("False", 2*time.Hour, 3*time.Hour, failing), withCAReason, nil, true, 2 * time.Hour, "",
+			"The CA's reason (dns): NXDOMAIN looking up A for portal.acme.com"},
 		{"one alert per incident", cert("False", 4*time.Hour, 5*time.Hour, failing), issuing, open, false, 0, "", ""},
 		{"Ready resolves", cert("True", time.Minute, 5*time.Hour), active, open, false, 0, "is Ready", ""},
 		{"Ready without an alert is nothing", cert("True", time.Minute, 5*time.Hour), active, nil, false, 0, "", ""},

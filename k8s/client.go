@@ -215,6 +215,9 @@ type CertStatus struct {
 	// applied.
 	DNSNames        []string
 	ResourceVersion string
+	// Renewed is set by WatchCertificates on an update that changed the
+	// notAfter of an issued certificate: cert-manager renewed it.
+	Renewed bool
 	// ObjectsPresent: the VirtualService for this Certificate and the
 	// Gateway it references both exist. Only GetCertificateStatus fills it
 	// in; WatchCertificates leaves it false.
@@ -394,8 +397,8 @@ func (c *Client) routingPresent(ctx context.Context, namespace, certName string)
 	return true, nil
 }
 
-// Delete removes the domain's VirtualService, Gateway, Certificate and TLS
-// Secret, in that order: routing goes first so nothing serves a half-deleted
+// Delete removes the domain's VirtualService, Gateway, Certificate, TLS
+// Secret and the Secret's copy in the gateway namespace, in that order: routing goes first so nothing serves a half-deleted
 // domain, and the Certificate goes before its Secret so cert-manager does not
 // re-issue into it. Objects already gone are fine, so Delete can be rerun.
 // Every deletion is attempted; the errors are joined.
@@ -418,11 +421,14 @@ func (c *Client) Delete(ctx context.Context, d Domain, cfg Config) error {
 	vsErr := c.deleteOwned(ctx, VirtualServiceGVR, n.CertNamespace, n.VirtualService, cfg.Installation)
 	gwErr := c.deleteOwned(ctx, GatewayGVR, n.GatewayNamespace, n.Gateway, cfg.Installation)
 	certErr := c.deleteOwned(ctx, CertificateGVR, n.CertNamespace, n.Certificate, cfg.Installation)
-	var secretErr error
+	var secretErr, copyErr error
 	if !errors.Is(certErr, ErrNotOurs) {
 		secretErr = c.deleteSecret(ctx, n.CertNamespace, n.Secret, n.Certificate, cfg.Installation)
 	}
-	return errors.Join(vsErr, gwErr, certErr, secretErr)
+	if n.GatewayNamespace != n.CertNamespace {
+		copyErr = c.deleteSecretCopy(ctx, n, cfg.Installation, true)
+	}
+	return errors.Join(vsErr, gwErr, certErr, secretErr, copyErr)
 }
 
 // deleteOwned deletes the object when it carries installation, on the
@@ -600,7 +606,8 @@ func gvrOfKind(kind string) (schema.GroupVersionResource, error) {
 }
 
 // DeleteManaged deletes one object found by ListManaged (the orphan sweep's
-// delete), and for a Certificate its Secret too. It refuses an object not
+// delete), for a Certificate its Secret too, and for a Gateway the copy of
+// the Secret it served. It refuses an object not
 // carrying installation (ErrNotOurs), and the delete is conditional on the
 // UID and resourceVersion ListManaged saw, so an object re-created or
 // re-applied since the list is left alone; that race is reported as an
@@ -631,6 +638,10 @@ func (c *Client) DeleteManaged(ctx context.Context, m ManagedObject, installatio
 	}
 	if gvr == CertificateGVR && m.Certificate.SecretName != "" {
 		return c.deleteSecret(ctx, m.Namespace, m.Certificate.SecretName, m.Name, installation)
+	}
+	if prefix, ok := strings.CutPrefix(m.Name, "portal-domain-gw-"); ok && gvr == GatewayGVR {
+		// The Gateway's credentialName; a copy there goes with it.
+		return c.deleteSecretCopy(ctx, Names{GatewayNamespace: m.Namespace, Secret: "portal-domain-" + prefix}, installation, false)
 	}
 	return nil
 }

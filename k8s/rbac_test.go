@@ -139,6 +139,20 @@ func TestRBAC(t *testing.T) {
 		require.Empty(t, drift)
 
 		w.next(t, func(s k8s.CertStatus) bool { return s.Exists })
+
+		// After a failed issuance the worker reads the CA's reason from the
+		// Challenge, and doctor describes everything.
+		_, err = env.CreateFailedIssuance(ctx, cfg.CertNamespace, b.names.Certificate, "urn:ietf:params:acme:error:connection: refused")
+		require.NoError(t, err)
+		chain, err := b.client.Issuance(ctx, cfg.CertNamespace, b.names.Certificate)
+		require.NoError(t, err, "read the issuance chain")
+		problem, failed := chain.CAProblem()
+		require.True(t, failed)
+		require.Equal(t, "refused", problem.Detail)
+		described, err := b.client.DescribeDomain(ctx, b.d, b.cfg)
+		require.NoError(t, err, "describe the domain")
+		require.Empty(t, described.IssuanceError)
+		require.Len(t, described.Issuance.Challenges, 1)
 		require.NoError(t, env.SetCertificateReady(ctx, cfg.CertNamespace, b.names.Certificate, true, "Ready", "ok"))
 		w.next(t, func(s k8s.CertStatus) bool { return s.Ready == k8s.ReadyTrue })
 
@@ -159,9 +173,17 @@ func TestRBAC(t *testing.T) {
 
 		_, err = env.CreateTLSSecret(ctx, cfg.CertNamespace, b.names.Certificate)
 		require.NoError(t, err)
+		copied, err := b.client.CopySecretToGateway(ctx, b.d, b.cfg)
+		require.NoError(t, err)
+		require.Equal(t, k8s.SecretCopied, copied)
+		copied, err = b.client.CopySecretToGateway(ctx, b.d, b.cfg)
+		require.NoError(t, err)
+		require.Equal(t, k8s.SecretCopyCurrent, copied)
 		require.NoError(t, b.client.Delete(ctx, b.d, b.cfg))
 		_, err = env.Clientset.CoreV1().Secrets(cfg.CertNamespace).Get(ctx, b.names.Secret, metav1.GetOptions{})
 		require.True(t, apierrors.IsNotFound(err), "the Secret was deleted: %v", err)
+		_, err = env.Clientset.CoreV1().Secrets(cfg.GatewayNamespace).Get(ctx, b.names.Secret, metav1.GetOptions{})
+		require.True(t, apierrors.IsNotFound(err), "the Secret's copy was deleted: %v", err)
 
 		// Orphan sweep path.
 		_, err = b.client.Apply(ctx, b.render(t))
@@ -190,6 +212,7 @@ func TestRBAC(t *testing.T) {
 		forbidden["delete secret in another namespace"] = cs.CoreV1().Secrets(other).Delete(ctx, "someone-elses", metav1.DeleteOptions{})
 		_, forbidden["get secret in another namespace"] = cs.CoreV1().Secrets(other).Get(ctx, "someone-elses", metav1.GetOptions{})
 		_, forbidden["list secrets in the cert namespace"] = cs.CoreV1().Secrets(cfg.CertNamespace).List(ctx, metav1.ListOptions{})
+		_, forbidden["list secrets in the gateway namespace"] = cs.CoreV1().Secrets(cfg.GatewayNamespace).List(ctx, metav1.ListOptions{})
 		_, forbidden["create secret"] = cs.CoreV1().Secrets(cfg.CertNamespace).Create(ctx, secret("x"), metav1.CreateOptions{})
 		_, forbidden["update certificate status"] = dyn.Resource(k8s.CertificateGVR).Namespace(cfg.CertNamespace).
 			UpdateStatus(ctx, &unstructured.Unstructured{Object: map[string]any{
@@ -197,6 +220,10 @@ func TestRBAC(t *testing.T) {
 				"metadata": map[string]any{"name": "x", "namespace": cfg.CertNamespace},
 			}}, metav1.UpdateOptions{})
 		_, forbidden["list services"] = cs.CoreV1().Services(cfg.CertNamespace).List(ctx, metav1.ListOptions{})
+		_, forbidden["list challenges in another namespace"] = dyn.Resource(k8s.ChallengeGVR).Namespace(other).List(ctx, metav1.ListOptions{})
+		_, forbidden["get a challenge"] = dyn.Resource(k8s.ChallengeGVR).Namespace(cfg.CertNamespace).Get(ctx, "x", metav1.GetOptions{})
+		_, forbidden["create an order"] = dyn.Resource(k8s.OrderGVR).Namespace(cfg.CertNamespace).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "acme.cert-manager.io/v1", "kind": "Order", "metadata": map[string]any{"name": "x"}}}, metav1.CreateOptions{})
 
 		d := newDomain(t)
 		otherCfg := k8s.Config{CertNamespace: other, GatewayNamespace: cfg.GatewayNamespace}

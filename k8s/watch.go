@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -13,8 +14,8 @@ import (
 
 // WatchCertificates calls onChange with the domain-id label and status of
 // every managed Certificate, in all namespaces, whenever its Ready condition
-// changes (status, reason, message, observed generation) or its failure
-// count does. It is how the pipeline notices Ready within well under a
+// changes (status, reason, message, observed generation), its failure
+// count does, or a renewal changes its notAfter (reported with Renewed). It is how the pipeline notices Ready within well under a
 // second instead of polling.
 //
 // On start (and after a re-list) onChange is called once for each existing
@@ -64,10 +65,18 @@ func (c *Client) WatchCertificates(ctx context.Context, onChange func(domainID s
 		UpdateFunc: func(oldObj, newObj any) {
 			o, ok1 := oldObj.(*unstructured.Unstructured)
 			n, ok2 := newObj.(*unstructured.Unstructured)
-			if ok1 && ok2 && readyKey(certStatusFrom(o)) == readyKey(certStatusFrom(n)) {
+			if !ok1 || !ok2 {
+				report(newObj, false)
 				return
 			}
-			report(newObj, false)
+			before, after := certStatusFrom(o), certStatusFrom(n)
+			if readyKey(before) == readyKey(after) {
+				return
+			}
+			after.Renewed = !before.NotAfter.IsZero() && !after.NotAfter.Equal(before.NotAfter)
+			if id := n.GetLabels()[LabelDomainID]; id != "" {
+				onChange(id, after)
+			}
 		},
 		DeleteFunc: func(obj any) { report(obj, true) },
 	})
@@ -87,10 +96,11 @@ type statusKey struct {
 	reason, message    string
 	observedGeneration int64
 	failed             int
+	notAfter           time.Time
 }
 
 func readyKey(s CertStatus) statusKey {
-	return statusKey{s.Ready, s.Reason, s.Message, s.ObservedGeneration, s.FailedIssuanceAttempts}
+	return statusKey{s.Ready, s.Reason, s.Message, s.ObservedGeneration, s.FailedIssuanceAttempts, s.NotAfter}
 }
 
 // slimCertificate keeps the fields certStatusFrom and the watch handlers

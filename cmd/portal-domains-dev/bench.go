@@ -42,17 +42,18 @@ func productWorker() ([]string, error) {
 // binary unless adjust names another.
 func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 	fs := e.Flags("bench")
-	n := fs.Int("n", bench.DefaultN, fmt.Sprintf("domains per throughput row, 1 to %d", bench.MaxN))
+	n := fs.Int("n", bench.DefaultN, fmt.Sprintf("domains per throughput row, 1 to %d (to %d for the scale row alone, -rows %s)", bench.MaxN, bench.MaxScaleN, bench.ScaleRowID))
 	workers := fs.Int("workers", 0, fmt.Sprintf("workers per queue (dns, kubernetes, probe) for the worker and its baselines; 0 keeps the worker's defaults (%d, %d, %d)",
 		bench.DefaultDNSWorkers, bench.DefaultKubeWorkers, bench.DefaultProbeWorkers))
 	asJSON := fs.Bool("json", false, "print the result as JSON instead of a table")
 	rounds := fs.Int("rounds", bench.DefaultRounds, "rows 2 and 3 alternate baseline and stage this many times and report medians")
-	rows := fs.String("rows", "", "comma-separated row IDs to measure (e.g. 2,3); empty measures every row")
+	rows := fs.String("rows", "", fmt.Sprintf("comma-separated row IDs to measure (e.g. 2,3); empty measures every row; %s is the scale row, run only on request", bench.ScaleRowID))
+	growth := fs.String("growth", "", fmt.Sprintf("run the scale row at %v domains and write an SVG of cost per domain against N to this file", bench.DefaultGrowthSizes))
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if *n < 1 || *n > bench.MaxN {
-		return cli.Usagef("bench: -n %d is not from 1 to %d", *n, bench.MaxN)
+	if *n < 1 || *n > bench.MaxScaleN {
+		return cli.Usagef("bench: -n %d is not from 1 to %d", *n, bench.MaxScaleN)
 	}
 	if *rounds < 1 || *rounds > 20 {
 		return cli.Usagef("bench: -rounds %d is not from 1 to 20", *rounds)
@@ -68,8 +69,8 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 	if *rows != "" {
 		for id := range strings.SplitSeq(*rows, ",") {
 			id = strings.TrimSpace(id)
-			if !slices.Contains(bench.RowIDs(), id) {
-				return cli.Usagef("bench: -rows: %q is not a row; rows are %s", id, strings.Join(bench.RowIDs(), ", "))
+			if !slices.Contains(bench.RowIDs(), id) && id != bench.ScaleRowID {
+				return cli.Usagef("bench: -rows: %q is not a row; rows are %s, and %s (scale)", id, strings.Join(bench.RowIDs(), ", "), bench.ScaleRowID)
 			}
 			onlyRows = append(onlyRows, id)
 		}
@@ -83,6 +84,7 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 		Root:     localapi.FindRoot(cwd),
 		Getenv:   e.Getenv,
 		Progress: e.Stderr,
+		Growth:   *growth,
 	}
 	if adjust != nil {
 		adjust(&opts)

@@ -78,7 +78,7 @@ Commands:
   retry      --tenant T --domain-id ID: start a failed domain over
   disable    --tenant T --domain-id ID: disable a domain and delete its objects
   status     [--tenant T | --domain-id ID | --status S] [--json]: domains as a table
-  doctor     --domain D | --domain-id ID [--json]: run the DNS checks now and say what to fix
+  doctor     D | --domain D | --domain-id ID [--json]: walk a domain's chain (row, jobs, DNS, CAA, objects, certificate, issuance, HTTPS, alerts) and say what to do next
   render     --domain-id ID: print the Kubernetes objects of a domain without applying them
   ui         serve the River UI alone
   alerts     [--all] [--json]: open stuck-certificate alerts

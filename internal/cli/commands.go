@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/portal-domains/portal-domains/db"
-	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/analytics"
 	"github.com/portal-domains/portal-domains/internal/worker"
@@ -326,96 +325,6 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// doctor runs the DNS checks now and prints each with what was seen and how
-// to fix it. Exit 0 only when every check passes.
-func (e *Env) doctor(args []string) error {
-	fs := e.Flags("doctor")
-	name := fs.String("domain", "", "the domain to check")
-	domainID := fs.String("domain-id", "", "check a registered domain by id")
-	canonical := fs.String("canonical-host", "", "the expected CNAME target (default: the registered one)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := Parse(fs, args); err != nil {
-		return err
-	}
-	if (*name == "") == (*domainID == "") {
-		return Usagef("doctor: give exactly one of --domain or --domain-id")
-	}
-	cfg, err := e.config()
-	if err != nil {
-		return err
-	}
-	host, expected := *name, *canonical
-	var jobsURL string
-	if host != "" {
-		if host, err = domain.ValidatePortalDomain(host, cfg.CanonicalSuffix); err != nil {
-			return err
-		}
-	}
-	if *domainID != "" || expected == "" {
-		pool, err := e.open(cfg)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		var rec domain.Record
-		if *domainID != "" {
-			rec, err = db.GetDomain(e.Ctx, pool, *domainID)
-		} else {
-			rec, err = db.GetDomainByName(e.Ctx, pool, host)
-			if errors.Is(err, db.ErrNotFound) {
-				return Usagef("doctor: %s is not registered; pass --canonical-host to check it anyway", host)
-			}
-		}
-		if err != nil {
-			return err
-		}
-		host = rec.Domain
-		if expected == "" {
-			expected = rec.CNAMETarget()
-		}
-		jobsURL = domain.JobsURL(cfg.UIURL, rec.Domain, rec.Tenant)
-	}
-	resolver, err := dns.NewResolver(dns.Config{Servers: cfg.DNSServers, Timeout: cfg.DNSTimeout})
-	if err != nil {
-		return err
-	}
-	report := resolver.Check(e.Ctx, host, expected, cfg.CAAIdentity)
-	if *asJSON {
-		out := struct {
-			dns.Report
-			JobsURL string `json:"jobs_url,omitempty"`
-		}{report, jobsURL}
-		if err := writeJSON(e.Stdout, out); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintf(e.Stdout, "%s → expected CNAME %s (resolvers %s)\n", host, expected, strings.Join(cfg.DNSServers, ", "))
-		for _, c := range report.Checks {
-			mark := "✓"
-			if !c.OK {
-				mark = "✗"
-			}
-			fmt.Fprintf(e.Stdout, "%s %s: %s\n", mark, c.Name, c.Seen)
-			if !c.OK {
-				if c.Expected != "" {
-					fmt.Fprintf(e.Stdout, "    expected: %s\n", c.Expected)
-				}
-				if c.Fix != "" {
-					fmt.Fprintf(e.Stdout, "    fix: %s\n", c.Fix)
-				}
-			}
-		}
-		fmt.Fprintln(e.Stdout, report.Message)
-		if jobsURL != "" {
-			fmt.Fprintf(e.Stdout, "Jobs in River UI: %s\n", jobsURL)
-		}
-	}
-	if report.Outcome != dns.OutcomeVerified {
-		return errSilent
-	}
-	return nil
 }
 
 // render prints a domain's objects exactly as the apply stage would send

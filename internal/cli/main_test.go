@@ -16,6 +16,7 @@ import (
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/db/dbtest"
+	"github.com/portal-domains/portal-domains/dns"
 	"github.com/portal-domains/portal-domains/dns/dnstest"
 	"github.com/portal-domains/portal-domains/domain"
 )
@@ -198,15 +199,13 @@ func TestDoctor(t *testing.T) {
 
 	res = cli(t, b.env, "doctor", "--domain", "portal.strict.acme.test", "--canonical-host", "abc1234.portal.test", "--json")
 	require.Equal(t, 1, res.code)
-	var report struct {
-		Outcome string `json:"outcome"`
-		Checks  []struct {
-			Name string `json:"name"`
-			OK   bool   `json:"ok"`
-		} `json:"checks"`
-	}
+	var report DoctorReport
 	require.NoError(t, json.Unmarshal([]byte(res.stdout), &report))
-	require.Equal(t, "caa_forbidden", report.Outcome)
+	require.False(t, report.Registered)
+	require.Equal(t, dns.OutcomeCAAForbidden, report.DNS.Outcome)
+	require.Nil(t, report.Cluster, "an unregistered domain gets DNS checks only")
+	require.Contains(t, report.Next, "CAA")
+	require.False(t, report.OK)
 
 	res = cli(t, b.env, "doctor", "--domain", "portal.nobody.test")
 	require.Equal(t, 2, res.code, "an unregistered domain needs --canonical-host")
@@ -230,12 +229,9 @@ func TestDoctor(t *testing.T) {
 	require.Contains(t, res.stdout, "Jobs in River UI: "+link)
 	res = cli(t, withUI, "doctor", "--domain", "portal.acme.test", "--json")
 	require.Equal(t, 0, res.code, res.stderr)
-	var withLink struct {
-		Outcome string `json:"outcome"`
-		JobsURL string `json:"jobs_url"`
-	}
+	var withLink DoctorReport
 	require.NoError(t, json.Unmarshal([]byte(res.stdout), &withLink))
-	require.Equal(t, "verified", withLink.Outcome)
+	require.Equal(t, dns.OutcomeVerified, withLink.DNS.Outcome)
 	require.Equal(t, link, withLink.JobsURL)
 	res = cli(t, b.env, "status", "--tenant", tenantA, "--json")
 	require.Equal(t, 0, res.code, res.stderr)

@@ -151,6 +151,7 @@ type Kube struct {
 	Config      k8s.Config
 	ManifestDir string
 	Tracer      trace.Tracer
+	Logger      *slog.Logger
 	// ApplyErrors counts apply failures by kind (conflict, invalid, ...).
 	ApplyErrors func(kind string)
 }
@@ -279,6 +280,18 @@ func (k Kube) CertificateReadyWatched(d jobs.DomainRef) bool {
 	return ok && st.IsReady()
 }
 
+// ServeCertificate copies the TLS Secret into the gateway namespace when
+// the gateway does not read the Certificate's (k8s.Client.CopySecretToGateway).
+func (k Kube) ServeCertificate(ctx context.Context, d jobs.DomainRef) (served bool, err error) {
+	ctx, sp := span(ctx, k.Tracer, "kubernetes.copy_secret", d)
+	defer func() { endSpan(sp, err) }()
+	res, err := k.Client.CopySecretToGateway(ctx, toK8s(d), k.Config)
+	if err != nil {
+		return false, kubeKind(permanentIfHopeless(err))
+	}
+	return res != k8s.SecretSourceMissing, nil
+}
+
 // CertificateState reads the Certificate's Ready condition and whether the
 // routes exist.
 func (k Kube) CertificateState(ctx context.Context, d jobs.DomainRef) (jobs.CertState, error) {
@@ -298,7 +311,30 @@ func (k Kube) CertificateState(ctx context.Context, d jobs.DomainRef) (jobs.Cert
 		}
 		state.Drift = certDrift(st, objs.Certificate)
 	}
+	if st.IssuingFailure != "" && !st.IsReady() {
+		state.CAFailure = k.caFailure(ctx, d, names)
+	}
 	return state, nil
+}
+
+// caFailure reads the CA's reason from the failed issuance's Challenge or
+// Order, which cert-manager keeps until its next attempt. Not being able
+// to read it (a cluster without the RBAC rule) only costs the tenant the
+// plainer message, so it is logged, not returned.
+func (k Kube) caFailure(ctx context.Context, d jobs.DomainRef, names k8s.Names) *jobs.CAFailure {
+	chain, err := k.Client.Issuance(ctx, names.CertNamespace, names.Certificate)
+	if err != nil {
+		if k.Logger != nil {
+			k.Logger.Warn("could not read the failed issuance's Challenge for the CA's reason", "portal_domain_id", d.ID,
+				"tenant_id", d.Tenant, "error", err)
+		}
+		return nil
+	}
+	p, ok := chain.CAProblem()
+	if !ok {
+		return nil
+	}
+	return &jobs.CAFailure{Kind: p.Type, Detail: p.Detail, URL: p.URL}
 }
 
 // certDrift names what of the Certificate in the cluster differs from the

@@ -1,9 +1,11 @@
 package worker_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -19,6 +21,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -222,26 +225,29 @@ func (b *bundle) waitForDeleted(t *testing.T, id string) {
 }
 
 // playCertManager marks the domain's Certificate Ready (or not) once it
-// exists, as cert-manager would after issuing.
+// exists, as cert-manager would after issuing: the TLS Secret is written
+// before Ready.
 func (b *bundle) playCertManager(t *testing.T, rec domain.Record, ready bool, reason, message string) {
 	t.Helper()
 	names, err := k8s.NamesFor(k8s.Domain{ID: rec.ID, Tenant: string(rec.Tenant), Host: rec.Domain, CanonicalHost: rec.CanonicalHost}, b.cfg.Kube)
 	require.NoError(t, err)
 	deadline := time.Now().Add(waitTimeout)
 	for {
-		err := b.kube.SetCertificateReady(b.ctx, names.CertNamespace, names.Certificate, ready, reason, message)
+		if ready {
+			_, err = b.kube.CreateTLSSecret(b.ctx, names.CertNamespace, names.Certificate)
+			if apierrors.IsAlreadyExists(err) {
+				err = nil
+			}
+		}
 		if err == nil {
-			break
+			err = b.kube.SetCertificateReady(b.ctx, names.CertNamespace, names.Certificate, ready, reason, message)
+		}
+		if err == nil {
+			return
 		}
 		require.True(t, apierrors.IsNotFound(err) || strings.Contains(err.Error(), "not found"), "set certificate status: %v", err)
 		require.True(t, time.Now().Before(deadline), "the Certificate was never created")
 		time.Sleep(50 * time.Millisecond)
-	}
-	if ready {
-		_, err := b.kube.CreateTLSSecret(b.ctx, names.CertNamespace, names.Certificate)
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			require.NoError(t, err)
-		}
 	}
 }
 
@@ -293,6 +299,47 @@ func generationStatuses(t *testing.T, b *bundle, id string, generation int64) []
 
 func TestPipeline(t *testing.T) {
 	t.Parallel()
+
+	t.Run("the gateway's copy of the certificate is made before the HTTPS check and follows each renewal", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{})
+		rec := b.register(t, tenant, "portal.acme.test")
+		b.waitFor(t, rec.ID, "reached certificate_issuing", func(r domain.Record) bool { return r.Status == domain.StatusCertificateIssuing })
+		b.playCertManager(t, rec, true, "Ready", "Certificate is up to date and has not expired")
+		b.waitFor(t, rec.ID, "became active", func(r domain.Record) bool { return r.Status == domain.StatusActive })
+
+		secrets := func(ns string) *corev1.Secret {
+			s, err := b.kube.Clientset.CoreV1().Secrets(ns).Get(b.ctx, "portal-domain-abc1234", metav1.GetOptions{})
+			require.NoError(t, err)
+			return s
+		}
+		require.Equal(t, secrets(b.cfg.Kube.CertNamespace).Data["tls.crt"], secrets(b.cfg.Kube.GatewayNamespace).Data["tls.crt"],
+			"active only once the gateway's namespace holds the certificate")
+
+		for renewal := 1; renewal <= 2; renewal++ {
+			renewed, err := b.kube.RenewCertificate(b.ctx, b.cfg.Kube.CertNamespace, "portal-domain-abc1234", time.Now().Add(time.Duration(renewal)*time.Hour))
+			require.NoError(t, err)
+			deadline := time.Now().Add(waitTimeout)
+			for !bytes.Equal(secrets(b.cfg.Kube.GatewayNamespace).Data["tls.crt"], renewed) {
+				require.True(t, time.Now().Before(deadline), "renewal %d never reached the gateway's copy", renewal)
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		events, err := db.ListEvents(b.ctx, b.schema.Pool, rec.ID)
+		require.NoError(t, err)
+		renewals := 0
+		for _, e := range events {
+			var details map[string]any
+			require.NoError(t, json.Unmarshal(e.Details, &details))
+			if details["certificate_renewed"] == true {
+				renewals++
+			}
+		}
+		require.Equal(t, 2, renewals, "each renewal is in the domain's history")
+		now, err := db.GetDomain(b.ctx, b.schema.Pool, rec.ID)
+		require.NoError(t, err)
+		require.Equal(t, domain.StatusActive, now.Status, "active throughout")
+	})
 
 	t.Run("a registered domain goes from pending_dns to active, and disable removes everything", func(t *testing.T) {
 		t.Parallel()

@@ -155,7 +155,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 		Observer: observers{metricsObserver{w.metrics}, opts.Observer},
 		Logger:   w.logger,
 		Config: jobs.Config{CanonicalSuffix: cfg.CanonicalSuffix, DNSDeadline: cfg.DNSDeadline,
-			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName, KeepDisabled: cfg.KeepDisabled,
+			CertDeadline: cfg.CertDeadline, IssuerName: cfg.Kube.IssuerName, CAAIdentity: cfg.CAAIdentity, KeepDisabled: cfg.KeepDisabled,
 			DNSRecheckMin: cfg.DNSRecheckMin, DNSRecheckMax: cfg.DNSRecheckMax, Sweep: cfg.Sweep, ReviewRecheck: cfg.GitReviewRecheck},
 		SweepCounted: w.metrics.SweepObjects,
 	}
@@ -171,7 +171,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 		domain.QueueMaintenance: {MaxWorkers: 2},
 	}
 	if w.kube != nil {
-		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir, Tracer: tracer, ApplyErrors: w.metrics.ApplyError}
+		deps.Kube = Kube{Client: w.kube, Config: cfg.Kube, ManifestDir: cfg.ManifestDir, Tracer: tracer, Logger: w.logger, ApplyErrors: w.metrics.ApplyError}
 		deps.Sweeper = Sweeper{Client: w.kube, Namespaces: managedNamespaces(cfg.Kube), Installation: cfg.Kube.Installation}
 		if cfg.Sweep.DryRun {
 			w.logger.Warn("orphan sweep in dry-run mode: it reports what it would delete and deletes nothing")
@@ -342,6 +342,9 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 				// delay.
 				return
 			}
+			if st.Renewed && st.IsReady() {
+				w.copyRenewedSecret(ctx, domainID, st.NotAfter)
+			}
 			w.wakeStageJob(ctx, domainID, st.IsReady(), 0)
 		})
 		if ctx.Err() != nil {
@@ -389,6 +392,15 @@ func (w *Worker) watchHandChanges(ctx context.Context) {
 		case <-ctx.Done():
 		case <-time.After(2 * time.Second):
 		}
+	}
+}
+
+// copyRenewedSecret enqueues the job that hands a renewed certificate to
+// the gateway (the copy in the gateway namespace). A renewal missed while no
+// worker watched is caught by the next re-apply or re-check.
+func (w *Worker) copyRenewedSecret(ctx context.Context, domainID string, notAfter time.Time) {
+	if _, err := w.client.Insert(ctx, jobs.CopySecretArgs{DomainID: domainID, NotAfter: notAfter.UTC()}, nil); err != nil && ctx.Err() == nil {
+		w.logger.Warn("could not enqueue the copy of a renewed certificate", "portal_domain_id", domainID, "error", err)
 	}
 }
 

@@ -38,10 +38,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/portal-domains/portal-domains/internal/harness/issuer"
-	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 )
 
 // SolverIngressClass is the ingress class of the Ingress cert-manager creates for each HTTP-01
@@ -53,24 +51,14 @@ const SolverIngressClass = "istio"
 // of cert-manager.
 const ClusterResourceNamespace = "cert-manager"
 
-// CRDSources are the cert-manager CRDs its controllers need beyond those localapi installs
-// for the worker: CertificateRequests, Orders and Challenges.
-func CRDSources() []localapi.CRDSource {
-	const mod, ver = "github.com/cert-manager/cert-manager", "v1.21.2"
-	return []localapi.CRDSource{
-		{Module: mod, Version: ver, File: "deploy/crds/cert-manager.io_certificaterequests.yaml", Names: []string{"certificaterequests.cert-manager.io"}},
-		{Module: mod, Version: ver, File: "deploy/crds/acme.cert-manager.io_orders.yaml", Names: []string{"orders.acme.cert-manager.io"}},
-		{Module: mod, Version: ver, File: "deploy/crds/acme.cert-manager.io_challenges.yaml", Names: []string{"challenges.acme.cert-manager.io"}},
-	}
-}
-
 // Options say what to run against.
 type Options struct {
 	// BinDir holds cert-manager-controller and pebble (EnsureBinaries).
 	BinDir string
 	// WorkDir gets Pebble's config and certificate, and both processes' logs.
 	WorkDir string
-	// API is the kube-apiserver the controllers work against.
+	// API is the kube-apiserver the controllers work against, with cert-manager's CRDs
+	// installed (localapi installs them all).
 	API *rest.Config
 	// Kubeconfig is a kubeconfig file for API.
 	Kubeconfig string
@@ -146,8 +134,8 @@ func haveBinaries(dir string) bool {
 	return true
 }
 
-// Start installs the CRDs cert-manager needs, starts Pebble and the controllers, creates the
-// ClusterIssuer and returns once it is Ready (its ACME account registered with Pebble).
+// Start starts Pebble and the controllers, creates the ClusterIssuer and returns once it is
+// Ready (its ACME account registered with Pebble).
 func Start(ctx context.Context, opts Options) (_ *ACME, err error) {
 	if !haveBinaries(opts.BinDir) {
 		return nil, fmt.Errorf("no cert-manager-controller and pebble in %s (EnsureBinaries builds them)", opts.BinDir)
@@ -169,13 +157,6 @@ func Start(ctx context.Context, opts Options) (_ *ACME, err error) {
 		}
 	}()
 
-	crds, err := localapi.LoadCRDs(ctx, CRDSources())
-	if err != nil {
-		return nil, err
-	}
-	if _, err := envtest.InstallCRDs(opts.API, envtest.CRDInstallOptions{CRDs: crds}); err != nil {
-		return nil, fmt.Errorf("install cert-manager's ACME CRDs: %w", err)
-	}
 	kube, err := kubernetes.NewForConfig(opts.API)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package acme_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/internal/cli"
 	"github.com/portal-domains/portal-domains/internal/harness/acme"
 	"github.com/portal-domains/portal-domains/internal/harness/localdns"
 	"github.com/portal-domains/portal-domains/internal/harness/stack"
@@ -48,7 +50,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	require.NoError(t, err)
 
 	work := t.TempDir()
-	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "istio-system")
+	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "msp", "istio-system")
 
 	const tenantID = "f00dcaf0-0000-4000-8000-000000000001"
 	// The gateway's address, and one where nothing listens: the "elsewhere" Pebble is sent to.
@@ -100,7 +102,6 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 		"PORTAL_DOMAIN_DNS_RECHECK_MIN":    "1s",
 		"PORTAL_DOMAIN_DNS_RECHECK_MAX":    "2s",
 		"PORTAL_DOMAIN_ISSUER_NAME":        "pebble",
-		"PORTAL_DOMAIN_CERT_NAMESPACE":     "istio-system",
 		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS": gw.Addr(),
 		"PORTAL_DOMAIN_PROBE_CA_FILE":      rootFile,
 		"PORTAL_DOMAIN_STUCK_CRON":         "@every 1s",
@@ -146,7 +147,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 		return r
 	}
 	certStatus := func() map[string]any {
-		c, err := dyn.Resource(k8s.CertificateGVR).Namespace("istio-system").Get(ctx, "portal-domain-f00dcaf", metav1.GetOptions{})
+		c, err := dyn.Resource(k8s.CertificateGVR).Namespace("msp").Get(ctx, "portal-domain-f00dcaf", metav1.GetOptions{})
 		if err != nil {
 			return nil
 		}
@@ -161,7 +162,12 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	})
 	r := domainState()
 	t.Logf("status_message: %s", r.StatusMessage)
-	require.Contains(t, r.StatusMessage, "could not be issued: cert-manager reports: ")
+	// Not cert-manager's `order is in "invalid" state`, but the CA's own reason, read from the
+	// Challenge, in words the tenant can act on.
+	require.Contains(t, r.StatusMessage, "could not be issued. Let's Encrypt could not reach http://portal.fail.test/.well-known/acme-challenge/")
+	require.Contains(t, r.StatusMessage, "Check that portal.fail.test's CNAME points to f00dcaf.portal.test and nothing in front of it blocks port 80.")
+	require.Contains(t, r.StatusMessage, "connection refused", "the CA's own words")
+	require.NotContains(t, r.StatusMessage, `order is in "invalid" state`)
 
 	var alert db.Alert
 	eventually("one open alert with the Certificate's failure counts", time.Minute, func() (bool, string) {
@@ -187,7 +193,72 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	require.EqualValues(t, attempts, alert.FailedIssuanceAttempts, "the alert carries the Certificate's failedIssuanceAttempts")
 	require.Equal(t, lastFailure, alert.LastFailureTime.UTC().Format(time.RFC3339), "the alert carries the Certificate's lastFailureTime")
 	require.Nil(t, alert.ResolvedAt)
+	require.Contains(t, alert.Message, "The CA's reason (connection): ", "the alert carries the CA's reason the await job kept")
 	t.Logf("alert: %s (%d failed issuance attempts, last failure %s)", alert.Message, alert.FailedIssuanceAttempts, lastFailure)
+
+	// doctor walks the failing chain: the Certificate's Issuing=False, the Order and Challenge
+	// with the CA's reason, the open alert, and a Next line saying what to fix. cert-manager
+	// keeps the failed request (and its Order and Challenge) until its retry, and replaces it
+	// then: wait for doctor to see a failed attempt kept.
+	env["KUBECONFIG"] = api.KubeconfigPath
+	doctor := func(args ...string) (string, int) {
+		var stdout, stderr strings.Builder
+		err := cli.Run(ctx, append([]string{"doctor"}, args...), func(k string) string { return env[k] }, strings.NewReader(""), &stdout, &stderr)
+		return stdout.String(), cli.ExitCode(err, &stderr)
+	}
+	var failing cli.DoctorReport
+	eventually("doctor --json shows the failed issuance with the CA's reason and the alert", time.Minute, func() (bool, string) {
+		out, code := doctor("portal.fail.test", "--json")
+		require.Equal(t, 1, code, "doctor fails while something needs fixing: %s", out)
+		failing = cli.DoctorReport{}
+		require.NoError(t, json.Unmarshal([]byte(out), &failing), out)
+		c := failing.Cluster
+		return c != nil && c.CAProblem != nil && len(failing.Alerts) == 1, out
+	})
+	require.True(t, failing.Registered)
+	require.Equal(t, rec.ID, failing.Row.ID)
+	require.NotEmpty(t, failing.Events)
+	require.NotEmpty(t, failing.Jobs)
+	require.Equal(t, "verified", string(failing.DNS.Outcome))
+	for _, o := range failing.Cluster.Objects {
+		require.Equal(t, o.Kind != "Secret", o.Exists, "%s %s/%s", o.Kind, o.Namespace, o.Name)
+	}
+	issuing := map[string]string{}
+	for _, c := range failing.Cluster.Certificate.Conditions {
+		issuing[c.Type] = c.Status + " " + c.Reason
+	}
+	require.Equal(t, "False Failed", issuing["Issuing"])
+	chain := failing.Cluster.Issuance
+	require.NotNil(t, chain.Request)
+	require.Equal(t, "Failed", chain.Request.State)
+	require.NotNil(t, chain.Order)
+	require.Equal(t, "invalid", chain.Order.State)
+	require.Len(t, chain.Challenges, 1)
+	require.Equal(t, "invalid", chain.Challenges[0].State)
+	require.Contains(t, chain.Challenges[0].Reason, "connection refused")
+	require.Equal(t, "connection", failing.Cluster.CAProblem.Type)
+	require.Equal(t, alert.ID, failing.Alerts[0].ID)
+	require.False(t, failing.OK)
+	require.Contains(t, failing.Next, "Let's Encrypt could not reach http://portal.fail.test/.well-known/acme-challenge/")
+	require.Contains(t, failing.Next, "Check that portal.fail.test's CNAME points to f00dcaf.portal.test")
+
+	var text string
+	eventually("doctor prints the same, section by section", time.Minute, func() (bool, string) {
+		var code int
+		text, code = doctor("portal.fail.test")
+		require.Equal(t, 1, code, text)
+		return strings.Contains(text, "Challenge ") && strings.Contains(text, "The CA's reason"), text
+	})
+	t.Logf("doctor portal.fail.test:\n%s", text)
+	at := 0
+	for _, want := range []string{"Domain portal.fail.test", "certificate_issuing", "Jobs:", "DNS and CAA:", "✓ cname",
+		"Objects in the cluster:", "✓ Certificate msp/portal-domain-f00dcaf", "Issuing=False Failed",
+		"Issuance:", "CertificateRequest ", ": Failed", "Order ", ": invalid", "Challenge ", ": invalid", "The CA's reason (connection)",
+		"HTTPS https://portal.fail.test/:", "Open alerts:", "certificate_not_ready", "Next: Let's Encrypt could not reach"} {
+		i := strings.Index(text[at:], want)
+		require.GreaterOrEqual(t, i, 0, "%q in order after position %d", want, at)
+		at += i + len(want)
+	}
 
 	// The fix: the name now resolves to the gateway for the CA too. cert-manager tries again
 	// after its backoff, on its own.
@@ -207,4 +278,27 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 		}
 		return false, "alert gone"
 	})
+
+	// Issued: doctor shows what HTTPS serves (Pebble's certificate for the domain) and
+	// that nothing is left to do.
+	start := time.Now()
+	out, code := doctor("portal.fail.test", "--json")
+	t.Logf("doctor --json of the issued domain took %s", time.Since(start).Round(time.Millisecond))
+	var issued cli.DoctorReport
+	require.NoError(t, json.Unmarshal([]byte(out), &issued), out)
+	require.Equal(t, 0, code, out)
+	require.True(t, issued.OK)
+	require.NotNil(t, issued.HTTPS)
+	require.True(t, issued.HTTPS.OK, issued.HTTPS.Message)
+	require.Contains(t, issued.HTTPS.Issuer, "Pebble")
+	require.Equal(t, []string{"portal.fail.test"}, issued.HTTPS.Names)
+	require.NotNil(t, issued.HTTPS.NotAfter)
+	require.True(t, issued.HTTPS.NotAfter.After(time.Now()))
+	require.Empty(t, issued.Alerts)
+	require.Contains(t, issued.Next, "Nothing to do: portal.fail.test is active and serves a certificate from "+issued.HTTPS.Issuer)
+	text, code = doctor("portal.fail.test")
+	require.Equal(t, 0, code, text)
+	require.Contains(t, text, "serves a certificate from "+issued.HTTPS.Issuer+" for portal.fail.test, valid until ")
+	require.Contains(t, text, "Ready=True")
+	t.Logf("doctor portal.fail.test once issued:\n%s", text)
 }

@@ -91,6 +91,20 @@ type Options struct {
 	Rows []string
 	// Progress gets one line per step; nil discards them.
 	Progress io.Writer
+	// Growth, when set, runs the scale step at each of GrowthSizes and
+	// writes an SVG of cost per domain against N to this path; the table
+	// gets the scale rows of the largest size.
+	Growth      string
+	GrowthSizes []int
+}
+
+// DefaultGrowthSizes are the sizes `bench -growth` measures.
+var DefaultGrowthSizes = []int{1_000, 10_000, 100_000}
+
+// scaleOnly reports whether the run measures only the scale step (rows 8,
+// or -growth), which sizes its own domains.
+func (o Options) scaleOnly() bool {
+	return o.Growth != "" || (len(o.Rows) > 0 && !slices.ContainsFunc(o.Rows, func(id string) bool { return id != ScaleRowID }))
 }
 
 func (o Options) withDefaults() Options {
@@ -103,6 +117,9 @@ func (o Options) withDefaults() Options {
 	o.LatencySpacing = cmp.Or(max(o.LatencySpacing, 0), 150*time.Millisecond)
 	o.ScanRows = cmp.Or(max(o.ScanRows, 0), DefaultScanRows)
 	o.SettleMax = cmp.Or(max(o.SettleMax, 0), defaultSettleMax)
+	if o.Growth != "" && len(o.GrowthSizes) == 0 {
+		o.GrowthSizes = DefaultGrowthSizes
+	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -116,12 +133,16 @@ func (o Options) validate() error {
 	switch {
 	case o.DatabaseURL == "":
 		return errors.New("bench: no database URL")
-	case o.N > MaxN:
-		return fmt.Errorf("bench: -n %d is more than %d", o.N, MaxN)
+	case o.N > MaxN && !o.scaleOnly():
+		return fmt.Errorf("bench: -n %d is more than %d (only the scale row, -rows %s, goes to %d)", o.N, MaxN, ScaleRowID, MaxScaleN)
+	case o.N > MaxScaleN:
+		return fmt.Errorf("bench: -n %d is more than %d", o.N, MaxScaleN)
+	case slices.ContainsFunc(o.GrowthSizes, func(n int) bool { return n < 1 || n > MaxScaleN }):
+		return fmt.Errorf("bench: growth sizes %v: each must be from 1 to %d", o.GrowthSizes, MaxScaleN)
 	case len(o.WorkerCommand) == 0:
 		return errors.New("bench: no worker command")
-	case slices.ContainsFunc(o.Rows, func(id string) bool { return !slices.Contains(RowIDs(), id) }):
-		return fmt.Errorf("bench: rows %v: each must be one of %v", o.Rows, RowIDs())
+	case slices.ContainsFunc(o.Rows, func(id string) bool { return !slices.Contains(RowIDs(), id) && id != ScaleRowID }):
+		return fmt.Errorf("bench: rows %v: each must be one of %v, or %s (scale, on request)", o.Rows, RowIDs(), ScaleRowID)
 	case runtime.GOOS != "linux":
 		return errors.New("bench: reads the worker's memory from /proc, so it runs on Linux only")
 	}
@@ -195,6 +216,8 @@ type Result struct {
 	Schema string `json:"schema"`
 	// Processes are the processes the run started (and stopped), in order.
 	Processes []Process `json:"processes"`
+	// Growth holds the scale step at each size of a -growth run.
+	Growth []GrowthPoint `json:"growth,omitempty"`
 }
 
 // Roles of the processes a run starts.
@@ -263,8 +286,29 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		{"rows 3, 4 and 6: end to end, latency and memory", []string{"3", "4a", "4b", "6"}, b.rowsEndToEnd},
 		{"row 5: the stuck scan", []string{"5"}, b.rowStuckScan},
 	}
+	if opts.scaleOnly() {
+		steps = steps[:0]
+	}
+	switch {
+	case opts.Growth != "":
+		steps = append(steps, struct {
+			what string
+			ids  []string
+			fn   func(context.Context) ([]Row, error)
+		}{fmt.Sprintf("growth: the scale step at %v domains", opts.GrowthSizes), []string{ScaleRowID}, func(ctx context.Context) ([]Row, error) {
+			rows, points, err := b.growth(ctx)
+			res.Growth = points
+			return rows, err
+		}})
+	case slices.Contains(opts.Rows, ScaleRowID):
+		steps = append(steps, struct {
+			what string
+			ids  []string
+			fn   func(context.Context) ([]Row, error)
+		}{"row 8: scale", []string{ScaleRowID}, b.rowsScale})
+	}
 	for _, s := range steps {
-		if len(opts.Rows) > 0 && !slices.ContainsFunc(s.ids, func(id string) bool { return slices.Contains(opts.Rows, id) }) {
+		if len(opts.Rows) > 0 && !slices.ContainsFunc(s.ids, func(id string) bool { return slices.Contains(opts.Rows, id) }) && s.ids[0] != ScaleRowID {
 			continue
 		}
 		b.progress("%s", s.what)

@@ -129,14 +129,9 @@ func (b *bench) start(ctx context.Context) error {
 		return err
 	}
 	b.ids = newIDGen()
-	b.domains = map[string][]benchDomain{
-		phaseDNS:      b.ids.domains(phaseDNS, b.opts.N),
-		phaseBaseline: b.ids.domains(phaseBaseline, b.opts.N),
-		phaseApply:    b.ids.domains(phaseApply, b.opts.N),
-		phaseE2E:      b.ids.domains(phaseE2E, b.opts.N),
-		phaseBare:     b.ids.domains(phaseBare, b.opts.N),
-		phaseLatency:  b.ids.domains(phaseLatency, b.opts.LatencySamples),
-		phaseWatch:    b.ids.domains(phaseWatch, b.opts.LatencySamples),
+	b.domains = map[string][]benchDomain{}
+	if !b.opts.scaleOnly() {
+		b.domains = b.phaseDomains()
 	}
 	if err := b.startDNS(); err != nil {
 		return err
@@ -150,6 +145,19 @@ func (b *bench) start(ctx context.Context) error {
 	}
 	b.parts.OnClose(b.stopAPIServer)
 	return b.findKubeBinaries(ctx)
+}
+
+// phaseDomains generates the domains of every phase but the scale step's.
+func (b *bench) phaseDomains() map[string][]benchDomain {
+	return map[string][]benchDomain{
+		phaseDNS:      b.ids.domains(phaseDNS, b.opts.N),
+		phaseBaseline: b.ids.domains(phaseBaseline, b.opts.N),
+		phaseApply:    b.ids.domains(phaseApply, b.opts.N),
+		phaseE2E:      b.ids.domains(phaseE2E, b.opts.N),
+		phaseBare:     b.ids.domains(phaseBare, b.opts.N),
+		phaseLatency:  b.ids.domains(phaseLatency, b.opts.LatencySamples),
+		phaseWatch:    b.ids.domains(phaseWatch, b.opts.LatencySamples),
+	}
 }
 
 // findKubeBinaries builds kube-apiserver and etcd on first use, before

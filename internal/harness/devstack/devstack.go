@@ -310,9 +310,6 @@ func (s *dev) startAll(ctx context.Context) (*worker.Worker, *server.Server, net
 	}
 	if s.info.ACME {
 		overlay["PORTAL_DOMAIN_ISSUER_NAME"] = ACMEIssuerName
-		// Istio's gateway reads credentialName from its own namespace: the Certificate (and
-		// so its Secret) goes there.
-		overlay["PORTAL_DOMAIN_CERT_NAMESPACE"] = cmp.Or(s.getenv("PORTAL_DOMAIN_GATEWAY_NAMESPACE"), "istio-system")
 	}
 	if localDNS {
 		zones, err := localdns.LoadZones(demofixtures.FS(), "*.zone")

@@ -28,6 +28,7 @@ import (
 	demofixtures "github.com/portal-domains/portal-domains/fixtures/demo"
 	"github.com/portal-domains/portal-domains/internal/harness/devstack"
 	"github.com/portal-domains/portal-domains/internal/harness/localapi"
+	"github.com/portal-domains/portal-domains/k8s"
 )
 
 // startTimeout covers the API server's start on a busy 2-core machine;
@@ -164,14 +165,16 @@ func TestRun(t *testing.T) {
 		}
 	})
 
-	t.Run("cert-manager issued each certificate from Pebble, in the gateway's namespace where Istio reads it", func(t *testing.T) {
+	t.Run("cert-manager issued each certificate from Pebble, and the worker copied it to the gateway's namespace where Istio reads it", func(t *testing.T) {
 		rootPEM, err := os.ReadFile(info.CAFile)
 		require.NoError(t, err)
 		cfg, err := clientcmd.BuildConfigFromFlags("", info.Kubeconfig) // the file we print for operators
 		require.NoError(t, err)
 		cs, err := kubernetes.NewForConfig(cfg)
 		require.NoError(t, err)
-		secrets, err := cs.CoreV1().Secrets("istio-system").List(t.Context(), metav1.ListOptions{LabelSelector: "controller.cert-manager.io/fao=true"})
+		// The default layout: cert-manager writes the Secret beside the Certificate (msp);
+		// the gateway reads its copy in istio-system.
+		secrets, err := cs.CoreV1().Secrets("msp").List(t.Context(), metav1.ListOptions{LabelSelector: "controller.cert-manager.io/fao=true"})
 		require.NoError(t, err)
 		require.Len(t, secrets.Items, len(demo.Tenants))
 		for _, s := range secrets.Items {
@@ -179,6 +182,10 @@ func TestRun(t *testing.T) {
 			require.Contains(t, demo.Domains(), dnsNames[0])
 			require.Equal(t, devstack.ACMEIssuerName, s.Annotations["cert-manager.io/issuer-name"])
 			require.NoError(t, verifyAgainst(s.Data["tls.crt"], rootPEM, dnsNames), s.Name)
+			copied, err := cs.CoreV1().Secrets("istio-system").Get(t.Context(), s.Name, metav1.GetOptions{})
+			require.NoError(t, err, "the copy the gateway reads")
+			require.Equal(t, s.Data["tls.crt"], copied.Data["tls.crt"])
+			require.Equal(t, "msp", copied.Labels[k8s.LabelOriginSecretNamespace])
 		}
 		require.Contains(t, r.out.String(), "Pebble validated "+demo.Tenants[0].Domain+" over HTTP-01")
 	})

@@ -26,16 +26,21 @@ type CRDSource struct {
 }
 
 // CRDSources are the upstream CRDs the worker touches: cert-manager's
-// Certificate and issuers, Istio's Gateway and VirtualService. Only these
-// are installed: Istio's file holds 15, and each costs start-up time.
-// k8s/kubetest installs the same list.
+// Certificate and issuers, the CertificateRequests, Orders and Challenges
+// it reads the CA's reason from, Istio's Gateway and VirtualService. Only
+// these are installed: Istio's file holds 15, and each costs start-up
+// time. k8s/kubetest installs the same list.
 func CRDSources() []CRDSource {
+	const certManager, certManagerVersion = "github.com/cert-manager/cert-manager", "v1.21.2"
 	return []CRDSource{
 		{
-			Module: "github.com/cert-manager/cert-manager", Version: "v1.21.2",
+			Module: certManager, Version: certManagerVersion,
 			File:  "deploy/crds/cert-manager.io_certificates.yaml",
 			Names: []string{"certificates.cert-manager.io"},
 		},
+		{Module: certManager, Version: certManagerVersion, File: "deploy/crds/cert-manager.io_certificaterequests.yaml", Names: []string{"certificaterequests.cert-manager.io"}},
+		{Module: certManager, Version: certManagerVersion, File: "deploy/crds/acme.cert-manager.io_orders.yaml", Names: []string{"orders.acme.cert-manager.io"}},
+		{Module: certManager, Version: certManagerVersion, File: "deploy/crds/acme.cert-manager.io_challenges.yaml", Names: []string{"challenges.acme.cert-manager.io"}},
 		{
 			Module: "github.com/cert-manager/cert-manager", Version: "v1.21.2",
 			File:  "deploy/crds/cert-manager.io_issuers.yaml",
