@@ -49,7 +49,7 @@ func notWatched(cert *Certificate, row *domain.Record) string {
 // before the domain went active are the first issuance's, which the
 // pipeline reported: cert-manager may mark the new certificate Ready a
 // moment before it clears their count.
-func decideRenewalAlert(cert *Certificate, row *domain.Record, open *Alert) alertDecision {
+func decideRenewalAlert(cert *Certificate, row *domain.Record, open *Alert, caaIdentity string) alertDecision {
 	resolution := notWatched(cert, row)
 	if resolution == "" && !renewalFailing(*cert) {
 		resolution = fmt.Sprintf("cert-manager issued the certificate for %s again", row.Domain)
@@ -79,6 +79,9 @@ func decideRenewalAlert(cert *Certificate, row *domain.Record, open *Alert) aler
 		b.WriteString("; cert-manager is trying again")
 	}
 	b.WriteString(".")
+	if c.CAFailure != nil {
+		b.WriteString(" " + CAFailureMessage(*row, caaIdentity, *c.CAFailure))
+	}
 	if c.FailedIssuanceAttempts > 0 {
 		fmt.Fprintf(&b, " %d failed issuance attempts", c.FailedIssuanceAttempts)
 		if !c.LastFailureTime.IsZero() {
@@ -93,6 +96,9 @@ func decideRenewalAlert(cert *Certificate, row *domain.Record, open *Alert) aler
 	}
 	if !c.RenewalTime.IsZero() {
 		details["renewal_time"] = c.RenewalTime.UTC()
+	}
+	if c.CAFailure != nil {
+		details["ca_failure"] = *c.CAFailure
 	}
 	return alertDecision{Open: &AlertOpening{DomainID: row.ID, Kind: AlertCertificateRenewalFailed,
 		Reason: issuingReason(c), Message: b.String(), FailedIssuanceAttempts: c.FailedIssuanceAttempts,

@@ -27,7 +27,7 @@ func TestDecideRenewalAlerts(t *testing.T) {
 	open := &Alert{ID: 9, DomainID: "d1"}
 
 	t.Run("a failed renewal of an active domain opens one alert with cert-manager's reason", func(t *testing.T) {
-		d := decideRenewalAlert(failing, active, nil)
+		d := decideRenewalAlert(failing, active, nil, "")
 		require.NotNil(t, d.Open)
 		require.Equal(t, AlertCertificateRenewalFailed, d.Open.Kind)
 		require.Equal(t, "Failed", d.Open.Reason)
@@ -36,20 +36,25 @@ func TestDecideRenewalAlerts(t *testing.T) {
 		require.Contains(t, d.Open.Message, "The domain stays active and serves its current certificate, valid until 2026-12-16T12:00:00Z.")
 		require.Equal(t, 3, d.Open.FailedIssuanceAttempts)
 		require.Equal(t, domain.StatusActive, d.Open.WhileStatus)
-		require.Empty(t, decideRenewalAlert(failing, active, open), "same incident: nothing new")
-		require.Empty(t, decideRenewalAlert(&retrying, active, open), "a retry under way is still the incident")
-		require.NotNil(t, decideRenewalAlert(&retrying, active, nil).Open)
+		require.Empty(t, decideRenewalAlert(failing, active, open, "letsencrypt.org"), "same incident: nothing new")
+		require.Empty(t, decideRenewalAlert(&retrying, active, open, "letsencrypt.org"), "a retry under way is still the incident")
+		require.NotNil(t, decideRenewalAlert(&retrying, active, nil, "letsencrypt.org").Open)
+		withCA := *failing
+		withCA.CAFailure = &CAFailure{Kind: "connection", Detail: "127.0.0.9: Connection refused", URL: "http://portal.acme.com/.well-known/acme-challenge/tok"}
+		d = decideRenewalAlert(&withCA, active, nil, "letsencrypt.org")
+		require.Contains(t, d.Open.Message, `order is in "invalid" state. Let's Encrypt could not reach http://portal.acme.com/.well-known/acme-challenge/tok: 127.0.0.9: Connection refused.`)
+		require.Equal(t, *withCA.CAFailure, d.Open.Details["ca_failure"])
 		justActive := *active
 		justActive.StatusChangedAt = failing.LastFailureTime.Add(time.Minute)
-		require.Empty(t, decideRenewalAlert(failing, &justActive, nil), "failures before activation are the first issuance's")
+		require.Empty(t, decideRenewalAlert(failing, &justActive, nil, "letsencrypt.org"), "failures before activation are the first issuance's")
 	})
 	t.Run("it resolves once cert-manager issues again, or the domain is no longer active", func(t *testing.T) {
-		require.Empty(t, decideRenewalAlert(healthy, active, nil))
-		require.Contains(t, decideRenewalAlert(healthy, active, open).Resolve, "issued the certificate for portal.acme.com again; it is valid until 2027-01-25T12:00:00Z")
-		require.Empty(t, decideRenewalAlert(failing, issuing, nil), "the pipeline reports on a domain not yet active")
-		require.Contains(t, decideRenewalAlert(failing, issuing, open).Resolve, "no longer active")
-		require.Contains(t, decideRenewalAlert(nil, active, open).Resolve, "Certificate of portal.acme.com is gone")
-		require.Contains(t, decideRenewalAlert(failing, nil, open).Resolve, "row was deleted")
+		require.Empty(t, decideRenewalAlert(healthy, active, nil, "letsencrypt.org"))
+		require.Contains(t, decideRenewalAlert(healthy, active, open, "letsencrypt.org").Resolve, "issued the certificate for portal.acme.com again; it is valid until 2027-01-25T12:00:00Z")
+		require.Empty(t, decideRenewalAlert(failing, issuing, nil, "letsencrypt.org"), "the pipeline reports on a domain not yet active")
+		require.Contains(t, decideRenewalAlert(failing, issuing, open, "letsencrypt.org").Resolve, "no longer active")
+		require.Contains(t, decideRenewalAlert(nil, active, open, "letsencrypt.org").Resolve, "Certificate of portal.acme.com is gone")
+		require.Contains(t, decideRenewalAlert(failing, nil, open, "letsencrypt.org").Resolve, "row was deleted")
 	})
 	t.Run("a certificate within the warning opens certificate_expiring, renewed resolves it", func(t *testing.T) {
 		require.Empty(t, decideExpiryAlert(failing, active, nil, scanNow, warn), "20 days left")

@@ -123,6 +123,16 @@ type Certificate struct {
 	// RenewalTime when cert-manager means to renew it (zero before the
 	// first issuance).
 	NotAfter, RenewalTime time.Time
+	// CAFailure is the CA's own reason for the failed issuance, read by
+	// the scan only for a renewal alert it is about to open; nil otherwise.
+	CAFailure *CAFailure
+}
+
+// CAFailureReader reads the CA's reason for a Certificate's failed
+// issuance from what cert-manager keeps of it (its Challenge or Order);
+// nil when there is none to read.
+type CAFailureReader interface {
+	CAFailure(ctx context.Context, namespace, name string) *CAFailure
 }
 
 // CertificateLister lists the managed Certificates (ListManaged in k8s).
@@ -180,6 +190,10 @@ type AlertDeps struct {
 	// are raised, and certificate alerts are left as they are (nothing can
 	// be seen to resolve them).
 	Certificates CertificateLister
+	// CAFailures, when set, adds the CA's own reason to a renewal alert;
+	// CAAIdentity names the CA in it.
+	CAFailures  CAFailureReader
+	CAAIdentity string
 	// WebhookURL, when set, receives every new and resolved alert. It may
 	// carry a secret (Slack puts one in the path): it is never logged.
 	WebhookURL string
@@ -528,9 +542,13 @@ func (w *StuckScanWorker) scanCertificates(ctx context.Context, now time.Time, b
 	var errs []error
 	for _, id := range slices.Sorted(maps.Keys(need)) {
 		cert, row := ptrIf(certs, id), ptrIf(rows, id)
+		if w.deps.CAFailures != nil && cert != nil && row != nil && row.Status == domain.StatusActive && renewalFailing(*cert) &&
+			ptrIf(byKind[AlertCertificateRenewalFailed], id) == nil {
+			cert.CAFailure = w.deps.CAFailures.CAFailure(ctx, cert.Namespace, cert.Name)
+		}
 		for kind, d := range map[string]alertDecision{
 			AlertCertificateNotReady:      decideCertificateAlert(cert, row, ptrIf(byKind[AlertCertificateNotReady], id), now, after),
-			AlertCertificateRenewalFailed: decideRenewalAlert(cert, row, ptrIf(byKind[AlertCertificateRenewalFailed], id)),
+			AlertCertificateRenewalFailed: decideRenewalAlert(cert, row, ptrIf(byKind[AlertCertificateRenewalFailed], id), w.deps.CAAIdentity),
 			AlertCertificateExpiring:      decideExpiryAlert(cert, row, ptrIf(byKind[AlertCertificateExpiring], id), now, warn),
 		} {
 			if err := w.act(ctx, d, ptrIf(byKind[kind], id), tally); err != nil {

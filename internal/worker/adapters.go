@@ -487,6 +487,23 @@ type Certificates struct {
 
 var _ jobs.CertificateLister = Certificates{}
 
+var _ jobs.CAFailureReader = Certificates{}
+
+// CAFailure reads the CA's reason for the Certificate's failed issuance
+// from its Challenge or Order; nil when cert-manager kept none or reading
+// failed (the alert then carries cert-manager's words alone).
+func (c Certificates) CAFailure(ctx context.Context, namespace, name string) *jobs.CAFailure {
+	chain, err := c.Client.Issuance(ctx, namespace, name)
+	if err != nil {
+		return nil
+	}
+	p, ok := chain.CAProblem()
+	if !ok {
+		return nil
+	}
+	return &jobs.CAFailure{Kind: p.Type, Detail: p.Detail, URL: p.URL}
+}
+
 // ManagedCertificates lists Certificates carrying this installation's id.
 func (c Certificates) ManagedCertificates(ctx context.Context) ([]jobs.Certificate, error) {
 	if c.Installation == "" {

@@ -89,8 +89,9 @@ func (w *Worker) addAlerts(workers *river.Workers, cfg Config) (*river.PeriodicJ
 		Config: jobs.AlertConfig{CertificateAfter: alerts.StuckAfter, StatusAfter: alerts.StatusAfter, ExpiryWarn: alerts.ExpiryWarn,
 			DNSDeadline: cfg.DNSDeadline, CertDeadline: cfg.CertDeadline}}
 	if w.kube != nil {
-		deps.Certificates = Certificates{Client: w.kube, Namespace: cmp.Or(cfg.Kube.CertNamespace, k8s.DefaultCertNamespace),
+		certs := Certificates{Client: w.kube, Namespace: cmp.Or(cfg.Kube.CertNamespace, k8s.DefaultCertNamespace),
 			Installation: cfg.Kube.Installation}
+		deps.Certificates, deps.CAFailures, deps.CAAIdentity = certs, certs, cfg.CAAIdentity
 	}
 	jobs.AddAlertWorkers(workers, deps)
 	w.logger.Info("stuck scan scheduled", "cron", alerts.Cron, "certificates", deps.Certificates != nil,

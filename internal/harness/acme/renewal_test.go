@@ -40,7 +40,7 @@ const (
 // one-minute certificates. The domain stays active through several renewals, each served
 // by the gateway as soon as cert-manager writes it. Then the name resolves elsewhere for
 // the CA: the next renewal fails, a certificate_renewal_failed alert opens carrying
-// cert-manager's own reason, and a certificate_expiring alert as the certificate nears its
+// cert-manager's own reason and the CA's, and a certificate_expiring alert as the certificate nears its
 // end; once the name is fixed, cert-manager's retry renews it, both alerts resolve, and the
 // domain was active throughout.
 func TestRenewalWatched(t *testing.T) {
@@ -239,6 +239,8 @@ func TestRenewalWatched(t *testing.T) {
 	require.Equal(t, "Failed", failed.Reason, "the Issuing condition's reason")
 	require.Contains(t, failed.Message, "cert-manager reports: ", "cert-manager's own message")
 	require.Contains(t, failed.Message, `order is in "invalid" state`, "the CA refused the order")
+	require.Contains(t, failed.Message, "Let's Encrypt could not reach http://"+host+"/.well-known/acme-challenge/",
+		"and the CA's own reason, from the failed Challenge")
 	require.GreaterOrEqual(t, failed.FailedIssuanceAttempts, 1)
 	require.NotNil(t, failed.LastFailureTime)
 	require.Nil(t, failed.ResolvedAt)
