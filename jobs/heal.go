@@ -22,8 +22,8 @@ const (
 	ChangeDeleted = "deleted"
 )
 
-// HealArgs names one hand change the watch saw. Revision (the object's
-// generation after an edit, its UID for a deletion) is part of River's
+// HealArgs names one hand change the watch saw. Revision (the object's UID
+// and generation after an edit, its UID for a deletion) is part of River's
 // unique key, so a burst of events about the same change makes one job,
 // while the next edit of the same object makes another.
 type HealArgs struct {

@@ -38,8 +38,9 @@ type HandChange struct {
 	// annotation, for tagging the heal job.
 	Tenant, Host string
 	Change       string // ChangeEdited or ChangeDeleted
-	// Revision tells one change of the object from the next: its
-	// generation after an edit, its UID for a deletion.
+	// Revision tells one change of the object from the next: its UID and
+	// generation after an edit ("<uid>/<generation>": a re-created object
+	// counts its generations from 1 again), its UID for a deletion.
 	Revision string
 	// Managers are the field managers other than this worker that own
 	// fields of the spec (kubectl-edit, kubectl-client-side-apply, ...).
@@ -125,7 +126,7 @@ func handChange(kind string, m *metav1.PartialObjectMetadata, change string) Han
 	if change == ChangeDeleted {
 		hc.Revision = string(m.UID)
 	} else {
-		hc.Revision = fmt.Sprint(m.Generation)
+		hc.Revision = fmt.Sprintf("%s/%d", m.UID, m.Generation)
 	}
 	return hc
 }

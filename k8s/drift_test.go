@@ -51,7 +51,7 @@ func TestDifferingFields(t *testing.T) {
 
 func TestSlimMetadataIsIdempotent(t *testing.T) {
 	t.Parallel()
-	m := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "portal-domain-gw-abc1234", Namespace: "istio-system",
+	m := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "portal-domain-gw-abc1234", Namespace: "istio-system", UID: "u1",
 		Generation: 2, Labels: map[string]string{LabelDomainID: "d1", LabelManaged: "true", LabelTenant: "t1"},
 		Annotations: map[string]string{AnnotationDomainHost: "portal.acme.com", "other": "x"},
 		ManagedFields: []metav1.ManagedFieldsEntry{
@@ -67,6 +67,6 @@ func TestSlimMetadataIsIdempotent(t *testing.T) {
 	require.Empty(t, twice.(*metav1.PartialObjectMetadata).ManagedFields)
 	require.Equal(t, map[string]string{LabelDomainID: "d1", LabelTenant: "t1"}, twice.(*metav1.PartialObjectMetadata).Labels)
 	require.Equal(t, HandChange{Kind: "Gateway", Namespace: "istio-system", Name: "portal-domain-gw-abc1234", DomainID: "d1",
-		Tenant: "t1", Host: "portal.acme.com", Change: ChangeEdited, Revision: "2", Managers: []string{"kubectl-edit"}},
+		Tenant: "t1", Host: "portal.acme.com", Change: ChangeEdited, Revision: "u1/2", Managers: []string{"kubectl-edit"}},
 		handChange("Gateway", twice.(*metav1.PartialObjectMetadata), ChangeEdited))
 }

@@ -55,8 +55,8 @@ func (b *bundle) healEvents(t *testing.T, id string) []healEvent {
 	return out
 }
 
-// TestHandChangesAreHealed edits and deletes each of an active domain's
-// three objects by hand, against a real API server and a worker running
+// TestHandChangesAreHealed edits, deletes and edits again each of an
+// active domain's three objects by hand, against a real API server and a worker running
 // under its shipped database grants: each is applied again, the history
 // says what was changed back, and the domain stays active throughout. An
 // object that no longer carries the installation's label is left alone.
@@ -143,6 +143,18 @@ func TestHandChangesAreHealed(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, b.installation, recreated.GetLabels()[k8s.LabelInstallation])
 		})
+
+		t.Run(kind+" re-created and edited again is applied again", func(t *testing.T) {
+			// The re-created object counts its generations from 1 again:
+			// its edit is a change of its own, not the first one's.
+			obj, err := res.Get(b.ctx, wantObj.GetName(), metav1.GetOptions{})
+			require.NoError(t, err)
+			edits[kind](obj)
+			_, err = res.Update(b.ctx, obj, metav1.UpdateOptions{FieldManager: "kubectl-edit"})
+			require.NoError(t, err)
+			ev := waitHealed(t, wantObj, "")
+			require.Equal(t, jobs.ChangeEdited, ev.Objects[0].Change)
+		})
 	}
 
 	t.Run("an object that lost the installation label is left alone", func(t *testing.T) {
@@ -186,7 +198,7 @@ func TestHandChangesAreHealed(t *testing.T) {
 	var healJobs, tagged int
 	require.NoError(t, b.schema.Pool.QueryRow(b.ctx, `SELECT count(*), count(*) FILTER (WHERE tags @> $1)
 		FROM river_job WHERE kind = 'heal'`, domain.JobTags(rec.Domain, rec.Tenant)).Scan(&healJobs, &tagged))
-	require.Equal(t, 2*len(edits)+1, healJobs)
+	require.Equal(t, 3*len(edits)+1, healJobs)
 	require.Equal(t, healJobs, tagged, "heal jobs carry the domain's and tenant's tags, as stage jobs do")
 
 	after, err := db.GetDomain(b.ctx, b.schema.Pool, rec.ID)
