@@ -57,6 +57,9 @@ const (
 	// HTTPS stopped serving a certificate that covers them.
 	AlertDNSDrift    = "dns_drift"
 	AlertHTTPSFailed = "https_failed"
+	// Renewal of an active domain's certificate failing, or its expiry near.
+	AlertCertificateRenewalFailed = "certificate_renewal_failed"
+	AlertCertificateExpiring      = "certificate_expiring"
 )
 
 // NewAlert is an alert the stuck scan wants open. Tenant and host are read

@@ -126,7 +126,11 @@ type Deps struct {
 	Rechecked func(outcome string, took time.Duration)
 	// Rand is uniform in [0, 1), for the re-check's jitter; tests may pin
 	// it.
-	Rand     func() float64
+	Rand func() float64
+	// Heals enables the heal job (with Kube); Healed, when set, counts
+	// the objects it applied again by kind and change (edited, deleted).
+	Heals    HealStore
+	Healed   func(kind, change string)
 	Observer Observer
 	Logger   *slog.Logger
 	Config   Config
@@ -159,6 +163,9 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 		river.AddWorker(workers, &AwaitCertificateWorker{deps: deps})
 		river.AddWorker(workers, &DisableWorker{deps: deps})
 		river.AddWorker(workers, &CopySecretWorker{deps: deps})
+		if deps.Heals != nil {
+			river.AddWorker(workers, &HealWorker{deps: deps})
+		}
 	}
 	if deps.Prober != nil {
 		river.AddWorker(workers, &ProbeWorker{deps: deps})

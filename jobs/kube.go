@@ -80,6 +80,10 @@ type Kube interface {
 	// not the Certificate's); false while cert-manager has not stored it.
 	ServeCertificate(ctx context.Context, d DomainRef) (bool, error)
 	Delete(ctx context.Context, d DomainRef) error
+	// Drift reads the domain's objects and reports those deleted or
+	// differing in a field the worker sets; ErrKubeNotOurs when one exists
+	// without this installation's label.
+	Drift(ctx context.Context, d DomainRef) ([]ObjectDrift, error)
 }
 
 // ProbeResult is one HTTPS check of a live domain.

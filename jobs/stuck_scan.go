@@ -29,11 +29,21 @@ const (
 	// AlertDomainStuck: a domain has sat in a working status longer than
 	// that status can legitimately take (see StuckCutoffs).
 	AlertDomainStuck = "domain_stuck"
+	// AlertCertificateRenewalFailed: cert-manager's last attempt to issue
+	// the Certificate of an active domain failed (a renewal, or a re-issue
+	// after a hand-deleted Secret); the domain serves its current
+	// certificate meanwhile.
+	AlertCertificateRenewalFailed = "certificate_renewal_failed"
+	// AlertCertificateExpiring: the certificate of an active domain expires
+	// within AlertConfig.ExpiryWarn, so cert-manager has not renewed it in
+	// time (it renews a third of the lifetime before expiry by default).
+	AlertCertificateExpiring = "certificate_expiring"
 )
 
-// AlertKinds lists every kind of alert (portal_domain_alerts.kind), the
-// stuck scan's and the re-check's.
-var AlertKinds = []string{AlertCertificateNotReady, AlertDomainStuck, AlertDNSDrift, AlertHTTPSFailed}
+// AlertKinds lists every kind of alert (portal_domain_alerts.kind): the
+// stuck scan's, the renewal watch's and the re-check's.
+var AlertKinds = []string{AlertCertificateNotReady, AlertDomainStuck, AlertCertificateRenewalFailed, AlertCertificateExpiring,
+	AlertDNSDrift, AlertHTTPSFailed}
 
 // Alert is one portal_domain_alerts row as the scan and the webhook see it.
 // Its JSON is the webhook's structured "alert" field.
@@ -107,6 +117,24 @@ type Certificate struct {
 	// Stale: the condition was computed for an older spec (just after a
 	// re-apply), so it says nothing about the current one.
 	Stale bool
+	// IssuingFailure is cert-manager's message when its last issuance
+	// failed (the Issuing condition False with reason Failed); "" while it
+	// issues or after a success.
+	IssuingFailure string
+	// NotAfter is when the certificate in the Secret expires and
+	// RenewalTime when cert-manager means to renew it (zero before the
+	// first issuance).
+	NotAfter, RenewalTime time.Time
+	// CAFailure is the CA's own reason for the failed issuance, read by
+	// the scan only for a renewal alert it is about to open; nil otherwise.
+	CAFailure *CAFailure
+}
+
+// CAFailureReader reads the CA's reason for a Certificate's failed
+// issuance from what cert-manager keeps of it (its Challenge or Order);
+// nil when there is none to read.
+type CAFailureReader interface {
+	CAFailure(ctx context.Context, namespace, name string) *CAFailure
 }
 
 // CertificateLister lists the managed Certificates (ListManaged in k8s).
@@ -125,16 +153,24 @@ type AlertConfig struct {
 	StatusAfter time.Duration
 	// DNSDeadline and CertDeadline are the stages' deadlines (jobs.Config).
 	DNSDeadline, CertDeadline time.Duration
+	// ExpiryWarn: a certificate of an active domain expiring within this
+	// is alerted on (PORTAL_DOMAIN_EXPIRY_WARN, 14 days).
+	ExpiryWarn time.Duration
 	// Limit caps the stuck domains handled per scan, so an outage that
 	// strands thousands of domains is reported in batches, oldest first,
 	// rather than in one huge scan.
 	Limit int
 }
 
+// DefaultExpiryWarn: Let's Encrypt's certificates last 90 days and
+// cert-manager renews them 30 days before expiry, so 14 days left means
+// renewal has been failing for over two weeks.
+const DefaultExpiryWarn = 14 * 24 * time.Hour
+
 // DefaultAlertConfig returns the documented defaults.
 func DefaultAlertConfig() AlertConfig {
 	d := DefaultConfig()
-	return AlertConfig{CertificateAfter: time.Hour, StatusAfter: 2 * time.Hour,
+	return AlertConfig{CertificateAfter: time.Hour, StatusAfter: 2 * time.Hour, ExpiryWarn: DefaultExpiryWarn,
 		DNSDeadline: d.DNSDeadline, CertDeadline: d.CertDeadline, Limit: 1000}
 }
 
@@ -142,6 +178,7 @@ func (c AlertConfig) withDefaults() AlertConfig {
 	d := DefaultAlertConfig()
 	c.CertificateAfter = cmp.Or(max(c.CertificateAfter, 0), d.CertificateAfter)
 	c.StatusAfter = cmp.Or(max(c.StatusAfter, 0), d.StatusAfter)
+	c.ExpiryWarn = cmp.Or(max(c.ExpiryWarn, 0), d.ExpiryWarn)
 	c.DNSDeadline = cmp.Or(max(c.DNSDeadline, 0), d.DNSDeadline)
 	c.CertDeadline = cmp.Or(max(c.CertDeadline, 0), d.CertDeadline)
 	c.Limit = cmp.Or(max(c.Limit, 0), d.Limit)
@@ -155,6 +192,10 @@ type AlertDeps struct {
 	// are raised, and certificate alerts are left as they are (nothing can
 	// be seen to resolve them).
 	Certificates CertificateLister
+	// CAFailures, when set, adds the CA's own reason to a renewal alert;
+	// CAAIdentity names the CA in it.
+	CAFailures  CAFailureReader
+	CAAIdentity string
 	// WebhookURL, when set, receives every new and resolved alert. It may
 	// carry a secret (Slack puts one in the path): it is never logged.
 	WebhookURL string
@@ -401,7 +442,10 @@ func (w *StuckScanWorker) Work(ctx context.Context, job *river.Job[StuckScanArgs
 	if err != nil {
 		return fmt.Errorf("read open alerts: %w", err)
 	}
-	byKind := map[string]map[string]Alert{AlertDomainStuck: {}, AlertCertificateNotReady: {}}
+	byKind := map[string]map[string]Alert{}
+	for _, kind := range AlertKinds {
+		byKind[kind] = map[string]Alert{}
+	}
 	for _, a := range open {
 		if m := byKind[a.Kind]; m != nil {
 			m[a.DomainID] = a
@@ -413,7 +457,7 @@ func (w *StuckScanWorker) Work(ctx context.Context, job *river.Job[StuckScanArgs
 		errs = append(errs, err)
 	}
 	if w.deps.Certificates != nil {
-		if err := w.scanCertificates(ctx, now, byKind[AlertCertificateNotReady], &tally); err != nil {
+		if err := w.scanCertificates(ctx, now, byKind, &tally); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -460,8 +504,8 @@ func (w *StuckScanWorker) scanDomains(ctx context.Context, now time.Time, open m
 	return errors.Join(errs...)
 }
 
-func (w *StuckScanWorker) scanCertificates(ctx context.Context, now time.Time, open map[string]Alert, tally *scanTally) error {
-	after := w.deps.Config.CertificateAfter
+func (w *StuckScanWorker) scanCertificates(ctx context.Context, now time.Time, byKind map[string]map[string]Alert, tally *scanTally) error {
+	after, warn := w.deps.Config.CertificateAfter, w.deps.Config.ExpiryWarn
 	listed, err := w.deps.Certificates.ManagedCertificates(ctx)
 	if err != nil {
 		return fmt.Errorf("list managed certificates: %w", err)
@@ -480,11 +524,13 @@ func (w *StuckScanWorker) scanCertificates(ctx context.Context, now time.Time, o
 	// Rows are read only for Certificates that may open an alert and for
 	// alerts that may resolve: a handful, however many domains are Ready.
 	need := map[string]bool{}
-	for id := range open {
-		need[id] = true
+	for _, kind := range []string{AlertCertificateNotReady, AlertCertificateRenewalFailed, AlertCertificateExpiring} {
+		for id := range byKind[kind] {
+			need[id] = true
+		}
 	}
 	for id, c := range certs {
-		if c.Ready != "True" && !c.Stale && now.Sub(notReadySince(c)) > after {
+		if (c.Ready != "True" && !c.Stale && now.Sub(notReadySince(c)) > after) || renewalFailing(c) || expiresWithin(c, now, warn) {
 			need[id] = true
 		}
 	}
@@ -497,9 +543,19 @@ func (w *StuckScanWorker) scanCertificates(ctx context.Context, now time.Time, o
 	}
 	var errs []error
 	for _, id := range slices.Sorted(maps.Keys(need)) {
-		d := decideCertificateAlert(ptrIf(certs, id), ptrIf(rows, id), ptrIf(open, id), now, after)
-		if err := w.act(ctx, d, ptrIf(open, id), tally); err != nil {
-			errs = append(errs, err)
+		cert, row := ptrIf(certs, id), ptrIf(rows, id)
+		if w.deps.CAFailures != nil && cert != nil && row != nil && row.Status == domain.StatusActive && renewalFailing(*cert) &&
+			ptrIf(byKind[AlertCertificateRenewalFailed], id) == nil {
+			cert.CAFailure = w.deps.CAFailures.CAFailure(ctx, cert.Namespace, cert.Name)
+		}
+		for kind, d := range map[string]alertDecision{
+			AlertCertificateNotReady:      decideCertificateAlert(cert, row, ptrIf(byKind[AlertCertificateNotReady], id), now, after),
+			AlertCertificateRenewalFailed: decideRenewalAlert(cert, row, ptrIf(byKind[AlertCertificateRenewalFailed], id), w.deps.CAAIdentity),
+			AlertCertificateExpiring:      decideExpiryAlert(cert, row, ptrIf(byKind[AlertCertificateExpiring], id), now, warn),
+		} {
+			if err := w.act(ctx, d, ptrIf(byKind[kind], id), tally); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

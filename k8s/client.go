@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
@@ -42,8 +43,9 @@ const (
 // Client applies, reads and deletes portal domain objects. It holds no
 // per-domain state and is safe for concurrent use.
 type Client struct {
-	dyn   dynamic.Interface // short requests, with DefaultRequestTimeout
-	watch dynamic.Interface // long-lived watch requests, no client timeout
+	dyn   dynamic.Interface  // short requests, with DefaultRequestTimeout
+	watch dynamic.Interface  // long-lived watch requests, no client timeout
+	meta  metadata.Interface // metadata-only watches (WatchHandChanges), no client timeout
 	// certs is the running WatchCertificates informer, if any: reads of a
 	// Certificate are served from it (see GetCertificateStatus).
 	certs atomic.Pointer[cache.SharedIndexInformer]
@@ -77,7 +79,11 @@ func NewClient(cfg *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new kubernetes watch client: %w", err)
 	}
-	return &Client{dyn: dyn, watch: watch}, nil
+	meta, err := metadata.NewForConfig(watchCfg)
+	if err != nil {
+		return nil, fmt.Errorf("new kubernetes metadata client: %w", err)
+	}
+	return &Client{dyn: dyn, watch: watch, meta: meta}, nil
 }
 
 // ApplyResult is what Apply leaves behind, for the portal_domains row.
@@ -114,8 +120,9 @@ func (c *Client) Apply(ctx context.Context, objs Objects) (ApplyResult, error) {
 // Reclaim is Apply with Force: fields another manager changed on objects
 // this worker already applied (a hand edit of dnsNames with kubectl edit)
 // are taken back instead of reported as ErrConflict. Only the
-// await-certificate stage calls it, to heal objects it applied itself for
-// the current generation; the first apply never takes fields from others.
+// await-certificate stage and the heal job call it, to restore objects this
+// worker applied itself for the domain's current generation; the first
+// apply never takes fields from others.
 func (c *Client) Reclaim(ctx context.Context, objs Objects) (ApplyResult, error) {
 	return c.apply(ctx, objs, true)
 }
@@ -201,7 +208,9 @@ type CertStatus struct {
 	// is where cert-manager says why issuance failed.
 	IssuingFailure string
 	NotAfter       time.Time
-	SecretName     string
+	// RenewalTime is when cert-manager means to renew the certificate.
+	RenewalTime time.Time
+	SecretName  string
 	// DNSNames is the spec's dnsNames, to tell a hand edit from what was
 	// applied.
 	DNSNames        []string
@@ -256,6 +265,9 @@ func certStatusFrom(obj *unstructured.Unstructured) CertStatus {
 	}
 	if v, ok, _ := unstructured.NestedFieldNoCopy(obj.Object, "status", "notAfter"); ok {
 		s.NotAfter = parseTime(v)
+	}
+	if v, ok, _ := unstructured.NestedFieldNoCopy(obj.Object, "status", "renewalTime"); ok {
+		s.RenewalTime = parseTime(v)
 	}
 	return s
 }

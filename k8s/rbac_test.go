@@ -1,14 +1,17 @@
 package k8s_test
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -80,7 +83,25 @@ func TestRBAC(t *testing.T) {
 		require.NoError(t, err, "watch certificates")
 		wi.Stop()
 
+		for _, gvr := range []schema.GroupVersionResource{k8s.GatewayGVR, k8s.VirtualServiceGVR} {
+			wi, err := dyn.Resource(gvr).Namespace(metav1.NamespaceAll).
+				Watch(ctx, metav1.ListOptions{LabelSelector: k8s.InstallationSelector(cfg.Installation)})
+			require.NoError(t, err, "watch %s", gvr.Resource)
+			wi.Stop()
+		}
+
 		w := watch(t, b.client, b.d.ID)
+		hands := make(chan k8s.HandChange, 10)
+		handsCtx, stopHands := context.WithCancel(context.WithoutCancel(ctx))
+		handsDone := make(chan error, 1)
+		go func() {
+			handsDone <- b.client.WatchHandChanges(handsCtx, cfg.Installation, func(c k8s.HandChange) {
+				if c.DomainID == b.d.ID {
+					hands <- c
+				}
+			})
+		}()
+		t.Cleanup(func() { stopHands(); require.NoError(t, <-handsDone) })
 
 		res, err := b.client.Apply(ctx, b.render(t)) // create through apply
 		require.NoError(t, err)
@@ -92,6 +113,30 @@ func TestRBAC(t *testing.T) {
 		_, err = b.client.Reclaim(ctx, b.render(t)) // forced patch
 		require.NoError(t, err)
 		require.Equal(t, b.names.Secret, res.SecretName)
+
+		// A hand edit of the Gateway is seen by the watch and by Drift, and
+		// the forced apply takes it back, all as the ServiceAccount.
+		gw, err := env.Dynamic.Resource(k8s.GatewayGVR).Namespace(cfg.GatewayNamespace).Get(ctx, b.names.Gateway, metav1.GetOptions{})
+		require.NoError(t, err)
+		require.NoError(t, unstructured.SetNestedStringMap(gw.Object, map[string]string{"istio": "elsewhere"}, "spec", "selector"))
+		_, err = env.Dynamic.Resource(k8s.GatewayGVR).Namespace(cfg.GatewayNamespace).Update(ctx, gw, metav1.UpdateOptions{FieldManager: "kubectl-edit"})
+		require.NoError(t, err)
+		select {
+		case c := <-hands:
+			require.Equal(t, k8s.HandChange{Kind: "Gateway", Namespace: cfg.GatewayNamespace, Name: b.names.Gateway, DomainID: b.d.ID,
+				Tenant: b.d.Tenant, Host: b.d.Host, Change: k8s.ChangeEdited, Revision: c.Revision, Managers: []string{"kubectl-edit"}}, c)
+		case <-time.After(30 * time.Second):
+			t.Fatal("the hand edit was not reported")
+		}
+		drift, err := b.client.Drift(ctx, b.render(t))
+		require.NoError(t, err)
+		require.Len(t, drift, 1)
+		require.Equal(t, []string{"spec.selector.istio"}, drift[0].Fields)
+		_, err = b.client.Reclaim(ctx, b.render(t))
+		require.NoError(t, err)
+		drift, err = b.client.Drift(ctx, b.render(t))
+		require.NoError(t, err)
+		require.Empty(t, drift)
 
 		w.next(t, func(s k8s.CertStatus) bool { return s.Exists })
 

@@ -50,6 +50,7 @@ func registeredFamilies(t *testing.T) map[string]dto.MetricType {
 		Rechecks: func(context.Context, time.Time) (telemetry.RecheckGauges, error) {
 			return telemetry.RecheckGauges{OldestDue: time.Unix(1, 0), EarliestNotAfter: time.Unix(2, 0)}, nil
 		},
+		AlertKinds: []string{"certificate_expiring", "certificate_renewal_failed"},
 	})
 	require.NoError(t, err)
 	m.ObserveStage("apply", "advanced", time.Second)
@@ -58,6 +59,7 @@ func registeredFamilies(t *testing.T) map[string]dto.MetricType {
 	m.Failed("dns_failed")
 	m.Activated(time.Minute)
 	m.Rechecked("ok", time.Second)
+	m.Healed("Gateway", "edited")
 	_, err = reg.Gather()
 	require.NoError(t, err)
 	families, err := reg.Gather()
@@ -107,6 +109,7 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 		telemetry.MetricRechecksTotal, telemetry.MetricRecheckDurationSeconds, telemetry.MetricRecheckProblems,
 		telemetry.MetricRecheckOldestDueSeconds, telemetry.MetricServedCertificatesExpiringSoon,
 		telemetry.MetricServedCertificateEarliestExpiry,
+		telemetry.MetricHealsTotal,
 	} {
 		require.Contains(t, families, name)
 	}
@@ -146,6 +149,7 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 			telemetry.MetricStageDurationSeconds, telemetry.MetricDNSChecksTotal, telemetry.MetricOpenAlerts,
 			telemetry.MetricRechecksTotal, telemetry.MetricRecheckProblems, telemetry.MetricServedCertificatesExpiringSoon,
 			telemetry.MetricServedCertificateEarliestExpiry, telemetry.MetricRecheckOldestDueSeconds,
+			telemetry.MetricHealsTotal,
 		} {
 			require.True(t, used[name], "dashboard does not show %s", name)
 		}
@@ -200,6 +204,9 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 		require.True(t, slices.Contains(usedBy[telemetry.MetricOpenAlerts], "PortalDomainLiveCheckFailing"))
 		require.True(t, slices.Contains(usedBy[telemetry.MetricServedCertificateEarliestExpiry], "PortalDomainServedCertificateExpiring"))
 		require.True(t, slices.Contains(usedBy[telemetry.MetricRecheckOldestDueSeconds], "PortalDomainRechecksBehind"))
+		require.True(t, slices.Contains(usedBy[telemetry.MetricOpenAlerts], "PortalDomainCertificateExpiring"))
+		require.True(t, slices.Contains(usedBy[telemetry.MetricOpenAlerts], "PortalDomainCertificateRenewalFailing"))
+		require.True(t, slices.Contains(usedBy[telemetry.MetricHealsTotal], "PortalDomainObjectsHealedRepeatedly"))
 	})
 
 	t.Run("PromtoolRuleTests", func(t *testing.T) {

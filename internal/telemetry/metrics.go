@@ -30,6 +30,8 @@ const (
 	MetricRecheckOldestDueSeconds         = "portal_domains_recheck_oldest_due_seconds"
 	MetricServedCertificatesExpiringSoon  = "portal_domains_served_certificates_expiring_soon"
 	MetricServedCertificateEarliestExpiry = "portal_domains_served_certificate_earliest_expiry_seconds"
+	// Hand changes to an active domain's objects taken back.
+	MetricHealsTotal = "portal_domains_heals_total"
 )
 
 // ServedExpiryWindow is what "expiring soon" means for a served
@@ -94,6 +96,7 @@ type Metrics struct {
 	dnsChecks      *prometheus.CounterVec
 	applyErrors    *prometheus.CounterVec
 	sweepObjects   *prometheus.CounterVec
+	heals          *prometheus.CounterVec
 	failures       *prometheus.CounterVec
 	regToActive    prometheus.Histogram
 	collectErrors  *prometheus.CounterVec
@@ -143,6 +146,10 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 			Name: MetricSweepObjectsTotal,
 			Help: "Orphaned objects of this installation seen by the sweep, by action (deleted, would_delete in a dry run, too_young, deferred past the per-run cap, failed).",
 		}, []string{"action"}),
+		heals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricHealsTotal,
+			Help: "Objects of active domains applied again after a hand change, by kind (Certificate, Gateway, VirtualService) and change (edited, deleted).",
+		}, []string{"kind", "change"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricFailuresTotal,
 			Help: "Domains that reached a failed terminal status (dns_failed, certificate_failed).",
@@ -189,7 +196,7 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 			"Seconds until the soonest-expiring certificate served by an active domain expires (negative once expired).", nil, nil),
 	}
 
-	for _, c := range []prometheus.Collector{m.stageDuration, m.dnsChecks, m.applyErrors, m.sweepObjects, m.failures, m.regToActive, m.collectErrors, m.rechecks, m.recheckTook, m.stateCollector} {
+	for _, c := range []prometheus.Collector{m.stageDuration, m.dnsChecks, m.applyErrors, m.sweepObjects, m.failures, m.regToActive, m.collectErrors, m.rechecks, m.recheckTook, m.heals, m.stateCollector} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("new metrics: register: %w", err)
 		}
@@ -217,6 +224,12 @@ func (m *Metrics) ApplyError(kind string) {
 // SweepObjects counts n objects the orphan sweep handled with action.
 func (m *Metrics) SweepObjects(action string, n int) {
 	m.sweepObjects.WithLabelValues(action).Add(float64(n))
+}
+
+// Healed counts one object of an active domain applied again after a hand
+// change.
+func (m *Metrics) Healed(kind, change string) {
+	m.heals.WithLabelValues(kind, change).Inc()
 }
 
 // Failed counts a domain reaching a failed terminal status.
@@ -335,4 +348,5 @@ func (c *stateCollector) collectRechecks(ctx context.Context, ch chan<- promethe
 	if !g.EarliestNotAfter.IsZero() {
 		ch <- prometheus.MustNewConstMetric(c.earliest, prometheus.GaugeValue, g.EarliestNotAfter.Sub(now).Seconds())
 	}
+
 }

@@ -105,6 +105,19 @@ func (s Store) RecordDetail(ctx context.Context, rec domain.Record, detail map[s
 	return db.RecordDetail(ctx, s.Pool, rec, detail)
 }
 
+var _ jobs.HealStore = Store{}
+
+// HoldActive runs fn while the row is held active (db.HoldActive).
+func (s Store) HoldActive(ctx context.Context, id string, generation int64, fn func(ctx context.Context) (*jobs.HistoryEvent, error)) (bool, error) {
+	return db.HoldActive(ctx, s.Pool, id, generation, func(ctx context.Context) (string, map[string]any, error) {
+		ev, err := fn(ctx)
+		if err != nil || ev == nil {
+			return "", nil, err
+		}
+		return ev.Message, ev.Details, nil
+	})
+}
+
 // DNS runs the dns package's checks for the verify_dns job.
 type DNS struct {
 	Resolver    *dns.Resolver
@@ -237,6 +250,24 @@ func kubeKind(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", kind, err)
+}
+
+// Drift reads the domain's objects and reports how they differ from what
+// this worker renders.
+func (k Kube) Drift(ctx context.Context, d jobs.DomainRef) ([]jobs.ObjectDrift, error) {
+	objs, err := k8s.Render(toK8s(d), k.Config)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", jobs.ErrPermanent, err)
+	}
+	drift, err := k.Client.Drift(ctx, objs)
+	if err != nil {
+		return nil, kubeKind(err)
+	}
+	out := make([]jobs.ObjectDrift, len(drift))
+	for i, o := range drift {
+		out[i] = jobs.ObjectDrift{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, Change: o.Change, Fields: o.Fields, Managers: o.Managers}
+	}
+	return out, nil
 }
 
 // CertificateReadyWatched asks the Certificate watch's cache.
@@ -456,6 +487,23 @@ type Certificates struct {
 
 var _ jobs.CertificateLister = Certificates{}
 
+var _ jobs.CAFailureReader = Certificates{}
+
+// CAFailure reads the CA's reason for the Certificate's failed issuance
+// from its Challenge or Order; nil when cert-manager kept none or reading
+// failed (the alert then carries cert-manager's words alone).
+func (c Certificates) CAFailure(ctx context.Context, namespace, name string) *jobs.CAFailure {
+	chain, err := c.Client.Issuance(ctx, namespace, name)
+	if err != nil {
+		return nil
+	}
+	p, ok := chain.CAProblem()
+	if !ok {
+		return nil
+	}
+	return &jobs.CAFailure{Kind: p.Type, Detail: p.Detail, URL: p.URL}
+}
+
 // ManagedCertificates lists Certificates carrying this installation's id.
 func (c Certificates) ManagedCertificates(ctx context.Context) ([]jobs.Certificate, error) {
 	if c.Installation == "" {
@@ -475,7 +523,8 @@ func (c Certificates) ManagedCertificates(ctx context.Context) ([]jobs.Certifica
 			Ready: string(st.Ready), Reason: st.Reason, Message: st.Message,
 			LastTransitionTime: st.LastTransitionTime, CreatedAt: o.CreatedAt,
 			FailedIssuanceAttempts: st.FailedIssuanceAttempts, LastFailureTime: st.LastFailureTime,
-			Stale: st.ObservedGeneration != 0 && st.ObservedGeneration < st.Generation})
+			Stale:          st.ObservedGeneration != 0 && st.ObservedGeneration < st.Generation,
+			IssuingFailure: st.IssuingFailure, NotAfter: st.NotAfter, RenewalTime: st.RenewalTime})
 	}
 	return out, nil
 }

@@ -32,6 +32,9 @@ type AlertConfig struct {
 	// StatusAfter (PORTAL_DOMAIN_STUCK_STATUS_AFTER, 2h): how long past its
 	// status's own deadline a domain may sit before it is alerted on.
 	StatusAfter time.Duration
+	// ExpiryWarn (PORTAL_DOMAIN_EXPIRY_WARN, 14 days): an active domain's
+	// certificate expiring within this is alerted on.
+	ExpiryWarn time.Duration
 	// WebhookURL (PORTAL_DOMAIN_ALERT_WEBHOOK_URL) receives new and
 	// resolved alerts; empty: alerts are logged and stored only. It may
 	// carry a secret and is never logged.
@@ -51,6 +54,9 @@ func alertConfigFromEnv(getenv func(string) string) (AlertConfig, error) {
 	}
 	if cfg.StatusAfter, err = parseDuration(getenv("PORTAL_DOMAIN_STUCK_STATUS_AFTER"), 2*time.Hour); err != nil {
 		return cfg, fmt.Errorf("PORTAL_DOMAIN_STUCK_STATUS_AFTER: %w", err)
+	}
+	if cfg.ExpiryWarn, err = parseDuration(getenv("PORTAL_DOMAIN_EXPIRY_WARN"), jobs.DefaultExpiryWarn); err != nil {
+		return cfg, fmt.Errorf("PORTAL_DOMAIN_EXPIRY_WARN: %w", err)
 	}
 	if raw := strings.TrimSpace(getenv("PORTAL_DOMAIN_ALERT_WEBHOOK_URL")); raw != "" {
 		u, err := url.Parse(raw)
@@ -76,11 +82,12 @@ func (w *Worker) addAlerts(workers *river.Workers, cfg Config, store *AlertStore
 		alerts.Schedule = schedule
 	}
 	deps := &jobs.AlertDeps{Store: store, WebhookURL: alerts.WebhookURL, UIURL: cfg.UIURL, Logger: w.logger,
-		Config: jobs.AlertConfig{CertificateAfter: alerts.StuckAfter, StatusAfter: alerts.StatusAfter,
+		Config: jobs.AlertConfig{CertificateAfter: alerts.StuckAfter, StatusAfter: alerts.StatusAfter, ExpiryWarn: alerts.ExpiryWarn,
 			DNSDeadline: cfg.DNSDeadline, CertDeadline: cfg.CertDeadline}}
 	if w.kube != nil {
-		deps.Certificates = Certificates{Client: w.kube, Namespace: cmp.Or(cfg.Kube.CertNamespace, k8s.DefaultCertNamespace),
+		certs := Certificates{Client: w.kube, Namespace: cmp.Or(cfg.Kube.CertNamespace, k8s.DefaultCertNamespace),
 			Installation: cfg.Kube.Installation}
+		deps.Certificates, deps.CAFailures, deps.CAAIdentity = certs, certs, cfg.CAAIdentity
 	}
 	jobs.AddAlertWorkers(workers, deps)
 	w.logger.Info("stuck scan scheduled", "cron", alerts.Cron, "certificates", deps.Certificates != nil,

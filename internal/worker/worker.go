@@ -179,6 +179,8 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Worker, err error) {
 			w.logger.Warn("orphan sweep in dry-run mode: it reports what it would delete and deletes nothing")
 		}
 		deps.Owners = Store{Pool: w.pool}
+		deps.Heals = Store{Pool: w.pool}
+		deps.Healed = w.metrics.Healed
 		periodic = append(periodic, river.NewPeriodicJob(river.PeriodicInterval(cmp.Or(cfg.SweepInterval, 10*time.Minute)),
 			func() (river.JobArgs, *river.InsertOpts) { return jobs.OrphanSweepArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}))
@@ -318,6 +320,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer close(watchDone)
 		w.watchCertificates(ctx)
 	}()
+	handsDone := make(chan struct{})
+	go func() {
+		defer close(handsDone)
+		w.watchHandChanges(ctx)
+	}()
 
 	<-ctx.Done()
 	w.logger.Info("stopping: finishing running jobs", "timeout", w.cfg.ShutdownTimeout)
@@ -331,6 +338,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		err = w.client.StopAndCancel(hardCtx)
 	}
 	<-watchDone
+	<-handsDone
 	if err != nil {
 		return fmt.Errorf("stop river client: %w", err)
 	}
@@ -362,6 +370,43 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 			return
 		}
 		w.logger.Warn("certificate watch ended; restarting", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// watchHandChanges enqueues a heal job for every hand edit or deletion of
+// this installation's objects; the job itself decides whether the domain
+// is active and the object really differs from what the worker applies.
+func (w *Worker) watchHandChanges(ctx context.Context) {
+	if w.kube == nil {
+		return
+	}
+	for ctx.Err() == nil {
+		err := w.kube.WatchHandChanges(ctx, w.cfg.Kube.Installation, func(c k8s.HandChange) {
+			if c.DomainID == "" {
+				return
+			}
+			args := jobs.HealArgs{DomainID: c.DomainID, Object: c.Kind, Change: c.Change, Revision: c.Revision}
+			res, err := w.client.Insert(ctx, args, &river.InsertOpts{Tags: domain.JobTags(c.Host, domain.TenantID(c.Tenant))})
+			if err != nil {
+				if ctx.Err() == nil {
+					w.logger.Warn("could not enqueue the heal of an object changed by hand", "portal_domain_id", c.DomainID,
+						"kind", c.Kind, "namespace", c.Namespace, "name", c.Name, "change", c.Change, "error", err)
+				}
+				return
+			}
+			if !res.UniqueSkippedAsDuplicate {
+				w.logger.Info("object changed by hand; heal enqueued", "portal_domain_id", c.DomainID, "kind", c.Kind,
+					"namespace", c.Namespace, "name", c.Name, "change", c.Change, "changed_by", c.Managers)
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		w.logger.Warn("watch of hand changes ended; restarting", "error", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(2 * time.Second):
