@@ -336,6 +336,13 @@ func (w *RecheckWorker) Work(ctx context.Context, job *river.Job[RecheckArgs]) e
 	if err != nil {
 		return err
 	}
+	if w.deps.Kube != nil {
+		// A renewal the Certificate watch missed (no worker ran) reaches the
+		// gateway's copy here, before the probe looks at what it serves.
+		if _, err := w.deps.Kube.ServeCertificate(ctx, refOf(rec)); err != nil {
+			logger.Warn("could not bring the gateway's copy of the certificate up to date", "error", err)
+		}
+	}
 	in := recheckInput{Rec: rec, State: state, DNS: w.deps.DNS.CheckDNS(ctx, refOf(rec))}
 	if in.DNS.Outcome != DNSResolverError {
 		in.Probe = w.deps.Prober.Probe(ctx, refOf(rec))

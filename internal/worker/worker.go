@@ -416,7 +416,7 @@ func (w *Worker) watchHandChanges(ctx context.Context) {
 
 // copyRenewedSecret enqueues the job that hands a renewed certificate to
 // the gateway (the copy in the gateway namespace). A renewal missed while no
-// worker watched is caught by the next re-apply or re-check.
+// worker watched is caught by the domain's next live re-check.
 func (w *Worker) copyRenewedSecret(ctx context.Context, domainID string, notAfter time.Time) {
 	if _, err := w.client.Insert(ctx, jobs.CopySecretArgs{DomainID: domainID, NotAfter: notAfter.UTC()}, nil); err != nil && ctx.Err() == nil {
 		w.logger.Warn("could not enqueue the copy of a renewed certificate", "portal_domain_id", domainID, "error", err)
