@@ -52,9 +52,6 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if *n < 1 || *n > bench.MaxScaleN {
-		return cli.Usagef("bench: -n %d is not from 1 to %d", *n, bench.MaxScaleN)
-	}
 	if *rounds < 1 || *rounds > 20 {
 		return cli.Usagef("bench: -rounds %d is not from 1 to 20", *rounds)
 	}
@@ -74,6 +71,14 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 			}
 			onlyRows = append(onlyRows, id)
 		}
+	}
+	scaleOnly := *growth != "" || (len(onlyRows) > 0 && !slices.ContainsFunc(onlyRows, func(id string) bool { return id != bench.ScaleRowID }))
+	maxN := bench.MaxN
+	if scaleOnly {
+		maxN = bench.MaxScaleN
+	}
+	if *n < 1 || *n > maxN {
+		return cli.Usagef("bench: -n %d is not from 1 to %d (to %d for the scale row alone, -rows %s)", *n, maxN, bench.MaxScaleN, bench.ScaleRowID)
 	}
 	opts := bench.Options{
 		Rows:        onlyRows,

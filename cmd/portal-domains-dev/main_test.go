@@ -20,6 +20,7 @@ func TestDevCommandUsageErrors(t *testing.T) {
 	}{
 		{"bench unknown row", []string{"bench", "-rows", "2,7"}, `"7" is not a row`},
 		{"bench too many domains", []string{"bench", "-n", "20001"}, "is not from 1 to 20000"},
+		{"bench too many domains for the scale row", []string{"bench", "-rows", "8", "-n", "100001"}, "is not from 1 to 100000"},
 		{"bench no rounds", []string{"bench", "-rounds", "0"}, "-rounds 0 is not from 1 to 20"},
 		{"dev unknown flag", []string{"dev", "--nope"}, "flag provided but not defined"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
