@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -82,6 +83,9 @@ type bench struct {
 	ids     idGen
 	domains map[string][]benchDomain // by phase
 	queries *firstSeen
+	// http01IP is the loopback address whose port 80 answers HTTP-01 in
+	// row 7; its domains resolve there.
+	http01IP string
 
 	// parts stops what start started, in reverse order.
 	parts *stack.Stack
@@ -101,6 +105,8 @@ const (
 	phaseBare     = "bare"
 	phaseLatency  = "lat"
 	phaseWatch    = "watch"
+	phaseACME     = "acme"
+	phaseAlgaPSA  = "alga"
 )
 
 // close stops everything in reverse order of starting and reports what it
@@ -137,6 +143,14 @@ func (b *bench) start(ctx context.Context) error {
 		phaseBare:     b.ids.domains(phaseBare, b.opts.N),
 		phaseLatency:  b.ids.domains(phaseLatency, b.opts.LatencySamples),
 		phaseWatch:    b.ids.domains(phaseWatch, b.opts.LatencySamples),
+	}
+	b.http01IP = randomLoopback()
+	for _, phase := range []string{phaseACME, phaseAlgaPSA} {
+		ds := b.ids.domains(phase, b.opts.ACMEDomains)
+		for i := range ds {
+			ds[i].Addr = b.http01IP
+		}
+		b.domains[phase] = ds
 	}
 	if err := b.startDNS(); err != nil {
 		return err
@@ -196,7 +210,7 @@ func (b *bench) reset(ctx context.Context) error {
 // is first asked about.
 func (b *bench) startDNS() error {
 	var all []benchDomain
-	for _, phase := range []string{phaseDNS, phaseE2E, phaseBare, phaseLatency} {
+	for _, phase := range []string{phaseDNS, phaseE2E, phaseBare, phaseLatency, phaseACME, phaseAlgaPSA} {
 		all = append(all, b.domains[phase]...)
 	}
 	zones, err := generateZones(all)
@@ -224,7 +238,7 @@ func generateZones(domains []benchDomain) ([]*localdns.Zone, error) {
 	soa(&canonical, canonicalSuffix)
 	for _, d := range domains {
 		fmt.Fprintf(&tenants, "%s. CNAME %s.\n", d.Name, d.Canonical)
-		fmt.Fprintf(&canonical, "%s. A 127.0.0.1\n", d.Canonical)
+		fmt.Fprintf(&canonical, "%s. A %s\n", d.Canonical, cmp.Or(d.Addr, "127.0.0.1"))
 	}
 	var parent strings.Builder
 	soa(&parent, parentZone)
@@ -291,7 +305,7 @@ func (b *bench) stopAPIServer() error {
 func (b *bench) startAPIServer(ctx context.Context) error {
 	b.apiStarts++
 	api, err := b.parts.APIServer(ctx, b.kubeBin, filepath.Join(b.work, fmt.Sprintf("kube-%d", b.apiStarts)),
-		nsBaseline, nsApply, nsWatchFloor, nsBare, nsCert, nsGateway)
+		nsBaseline, nsApply, nsWatchFloor, nsBare, nsCert, nsGateway, nsAlgaPSA)
 	if err != nil {
 		return err
 	}
@@ -316,6 +330,8 @@ type benchDomain struct {
 	Tenant    string
 	Name      string // <phase>-<i>.bench.test
 	Canonical string // <tenant7>.portal.test
+	// Addr is the canonical host's address (empty: 127.0.0.1).
+	Addr string
 }
 
 func (d benchDomain) k8s() k8s.Domain {
