@@ -216,12 +216,11 @@ func (b *bench) registration(ctx context.Context, iss *acmeIssuance) ([]Row, err
 	}
 	var times []registrationTimes
 	var rate float64
-	took := time.Now()
 	err = func() error {
 		b.quiet(ctx, "registration")
 		b.progress("  pipeline: %d domains registered at %.0f/s", len(ds), b.opts.ACMERate)
 		var err error
-		rate, err = steadily(ctx, len(ds), b.opts.ACMERate, func(i int) error {
+		rate, err = steadily(ctx, len(ds), b.opts.ACMERate, func(ctx context.Context, i int) error {
 			return insertDomains(ctx, b.pool, ds[i:i+1])
 		})
 		if err != nil {
@@ -237,11 +236,19 @@ func (b *bench) registration(ctx context.Context, iss *acmeIssuance) ([]Row, err
 	if err = errors.Join(err, w.stop()); err != nil {
 		return nil, err
 	}
-	pipelineTook := time.Since(took)
+	if len(times) != len(ds) {
+		return nil, fmt.Errorf("history for %d of %d registered domains", len(times), len(ds))
+	}
 	split, err := splitRegistrations(times)
 	if err != nil {
 		return nil, fmt.Errorf("split insert → active: %w", err)
 	}
+	// From the first insert to the last domain active.
+	first, last := times[0].Inserted, times[0].Active
+	for _, t := range times {
+		first, last = minTime(first, t.Inserted), maxTime(last, t.Active)
+	}
+	pipelineTook := last.Sub(first)
 
 	base, err := b.algapsaBaseline(ctx, iss.certs)
 	if err != nil {
@@ -250,22 +257,26 @@ func (b *bench) registration(ctx context.Context, iss *acmeIssuance) ([]Row, err
 	return registrationRows(split, base, len(ds), rate, pipelineTook, b.opts.ACMERate), nil
 }
 
-// steadily calls insert n times, the i-th at start + i/rate, as sign-ups
-// arrive; one that falls behind goes at once. It returns the rate kept.
-func steadily(ctx context.Context, n int, rate float64, insert func(i int) error) (float64, error) {
+// steadily calls insert n times, the i-th at start + i/rate, each on its
+// own goroutine as independent sign-ups arrive (a slow commit does not
+// delay the next tenant). It returns the rate of commits kept: n−1 over
+// the time from the first start to the last commit.
+func steadily(ctx context.Context, n int, rate float64, insert func(ctx context.Context, i int) error) (float64, error) {
 	gap := time.Duration(float64(time.Second) / rate)
+	g, gctx := errgroup.WithContext(ctx)
 	start := time.Now()
 	for i := range n {
 		if wait := time.Until(start.Add(time.Duration(i) * gap)); wait > 0 {
 			select {
-			case <-ctx.Done():
-				return 0, ctx.Err()
+			case <-gctx.Done():
+				return 0, errors.Join(gctx.Err(), g.Wait())
 			case <-time.After(wait):
 			}
 		}
-		if err := insert(i); err != nil {
-			return 0, err
-		}
+		g.Go(func() error { return insert(gctx, i) })
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
 	}
 	if n < 2 {
 		return rate, nil
@@ -353,9 +364,9 @@ func (b *bench) algapsaBaseline(ctx context.Context, certs *certTimes) (algapsaR
 				return gctx.Err()
 			case <-time.After(time.Until(at)):
 			}
-			if _, err := steadily(gctx, len(cohort), b.opts.ACMERate, func(i int) error {
+			if _, err := steadily(gctx, len(cohort), b.opts.ACMERate, func(ctx context.Context, i int) error {
 				d := cohort[i]
-				_, err := b.pool.Exec(gctx, `INSERT INTO algapsa_domains (id, tenant, domain, canonical_host) VALUES ($1, $2, $3, $4)`,
+				_, err := b.pool.Exec(ctx, `INSERT INTO algapsa_domains (id, tenant, domain, canonical_host) VALUES ($1, $2, $3, $4)`,
 					d.ID, d.Tenant, d.Name, d.Canonical)
 				return err
 			}); err != nil {
@@ -442,6 +453,20 @@ func registrationRows(s registrationSplit, base algapsaResult, n int, rate float
 			millis(parts[4].Percentiles), millis(parts[5].Percentiles), millis(parts[6].Percentiles)))
 	ours.Parts = parts[3:]
 	return []Row{a, ours}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func subtract(a, b []time.Duration) []time.Duration {
