@@ -60,6 +60,13 @@ func (b *bench) rowsRegistration(ctx context.Context) ([]Row, error) {
 	return rows, errors.Join(err, stopACME())
 }
 
+// issuanceTimeout is generous for real issuance: cert-manager and Pebble
+// issue about one domain every two seconds on a busy 2-core machine, so a
+// burst of registrations is a queue in cert-manager.
+func issuanceTimeout(n int) time.Duration {
+	return 5*time.Minute + time.Duration(n)*3*time.Second
+}
+
 // acmeIssuance is what startACME started: the Pebble root the probe
 // trusts, the gateway serving cert-manager's Secrets, and a watch of
 // every Certificate's creation and Ready.
@@ -226,7 +233,7 @@ func (b *bench) registration(ctx context.Context, iss *acmeIssuance) ([]Row, err
 		if err != nil {
 			return err
 		}
-		if _, err := b.waitDone(ctx, "registered domains active", len(ds),
+		if _, err := b.waitDoneWithin(ctx, issuanceTimeout(len(ds)), "registered domains active", len(ds),
 			`SELECT count(*), max(status_changed_at) FROM portal_domains WHERE status = 'active' AND domain LIKE $1`, phaseACME+"-%"); err != nil {
 			return err
 		}
@@ -355,7 +362,7 @@ func (b *bench) algapsaBaseline(ctx context.Context, certs *certTimes) (algapsaR
 
 	start := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.run(gctx, ds, 10*a.poll+phaseTimeout(len(ds))) })
+	g.Go(func() error { return a.run(gctx, ds, 3*a.poll+issuanceTimeout(len(ds))) })
 	g.Go(func() error {
 		for c, cohort := range cohorts(ds, algapsaCohorts) {
 			at := start.Add(time.Duration(2*c+1) * a.poll / time.Duration(2*algapsaCohorts))

@@ -392,7 +392,12 @@ func insertDomains(ctx context.Context, q db.Querier, ds []benchDomain) error {
 // what it counts, until the count reaches want; it returns that timestamp.
 // Timestamps come from Postgres, which shares this machine's clock.
 func (b *bench) waitDone(ctx context.Context, what string, want int, query string, args ...any) (time.Time, error) {
-	deadline := time.Now().Add(phaseTimeout(want))
+	return b.waitDoneWithin(ctx, phaseTimeout(want), what, want, query, args...)
+}
+
+// waitDoneWithin is waitDone with its own timeout.
+func (b *bench) waitDoneWithin(ctx context.Context, timeout time.Duration, what string, want int, query string, args ...any) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
 	nextReport := time.Now().Add(10 * time.Second)
 	for {
 		var n int
@@ -404,7 +409,7 @@ func (b *bench) waitDone(ctx context.Context, what string, want int, query strin
 			return *last, nil
 		}
 		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("only %d of %d %s after %s", n, want, what, phaseTimeout(want))
+			return time.Time{}, fmt.Errorf("only %d of %d %s after %s", n, want, what, timeout)
 		}
 		if time.Now().After(nextReport) {
 			b.progress("  %d of %d %s", n, want, what)
