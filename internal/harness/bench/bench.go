@@ -214,9 +214,12 @@ type Result struct {
 		Kubernetes int `json:"kubernetes"`
 		Probe      int `json:"probe"`
 	} `json:"workers"`
-	Rows    []Row         `json:"rows"`
-	Started time.Time     `json:"started"`
-	Took    time.Duration `json:"took_ns"`
+	// Registrations and RegistrationRate are row 7's, when it ran.
+	Registrations    int           `json:"registrations,omitempty"`
+	RegistrationRate float64       `json:"registration_rate,omitempty"`
+	Rows             []Row         `json:"rows"`
+	Started          time.Time     `json:"started"`
+	Took             time.Duration `json:"took_ns"`
 	// Schema is the schema the run created in DATABASE_URL's database (and
 	// dropped at the end).
 	Schema string `json:"schema"`
@@ -306,6 +309,9 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			return nil, fmt.Errorf("%s: %w", s.what, err)
 		}
 		res.Rows = append(res.Rows, rows...)
+		if slices.Contains(s.ids, "7a") {
+			res.Registrations, res.RegistrationRate = opts.ACMEDomains, opts.ACMERate
+		}
 	}
 	sortRows(res.Rows)
 	res.Processes = b.processes.list
