@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
@@ -47,7 +48,11 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 		bench.DefaultDNSWorkers, bench.DefaultKubeWorkers, bench.DefaultProbeWorkers))
 	asJSON := fs.Bool("json", false, "print the result as JSON instead of a table")
 	rounds := fs.Int("rounds", bench.DefaultRounds, "rows 2 and 3 alternate baseline and stage this many times and report medians")
-	rows := fs.String("rows", "", fmt.Sprintf("comma-separated row IDs to measure (e.g. 2,3); empty measures every row; %s is the scale row, run only on request", bench.ScaleRowID))
+	rows := fs.String("rows", "", "comma-separated row IDs to measure (e.g. 2,3; 7 is 7a and 7b); empty measures rows 1 to 6; 8 is the scale row, on request")
+	issuerFlag := fs.String("issuer", "dev", "dev: rows 1 to 6, with the DEV-ONLY issuer; acme: row 7, registration → active with cert-manager and Pebble against AlgaPSA's design (needs port 80)")
+	acmeN := fs.Int("acme-n", bench.DefaultACMEDomains, "domains row 7 registers (and as many for its baseline)")
+	rate := fs.Float64("rate", bench.DefaultACMERate, "registrations per second in row 7")
+	poll := fs.Duration("algapsa-poll", time.Minute, "poll interval of row 7's AlgaPSA baseline: the design's minute; shorter only to try the row out (the note says which)")
 	growth := fs.String("growth", "", fmt.Sprintf("run the scale row at %v domains and write an SVG of cost per domain against N to this file", bench.DefaultGrowthSizes))
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -58,6 +63,15 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 	if *workers < 0 || *workers > 10000 {
 		return cli.Usagef("bench: -workers %d is not from 0 to 10000", *workers)
 	}
+	if *acmeN < 1 || *acmeN > 1000 {
+		return cli.Usagef("bench: -acme-n %d is not from 1 to 1000", *acmeN)
+	}
+	if *poll < time.Second || *poll > 10*time.Minute {
+		return cli.Usagef("bench: -algapsa-poll %s is not from 1s to 10m", *poll)
+	}
+	if !(*rate > 0 && *rate <= 1000) {
+		return cli.Usagef("bench: -rate %g is not above 0 and at most 1000", *rate)
+	}
 	cwd, err := os.Getwd()
 	if err != nil {
 		return fmt.Errorf("working directory: %w", err)
@@ -66,11 +80,28 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 	if *rows != "" {
 		for id := range strings.SplitSeq(*rows, ",") {
 			id = strings.TrimSpace(id)
-			if !slices.Contains(bench.RowIDs(), id) && id != bench.ScaleRowID {
-				return cli.Usagef("bench: -rows: %q is not a row; rows are %s, and %s (scale)", id, strings.Join(bench.RowIDs(), ", "), bench.ScaleRowID)
+			switch {
+			case id == "7":
+				onlyRows = append(onlyRows, "7a", "7b")
+			case slices.Contains(bench.RowIDs(), id), id == bench.ScaleRowID:
+				onlyRows = append(onlyRows, id)
+			default:
+				return cli.Usagef("bench: -rows: %q is not a row; rows are %s (7 for both 7a and 7b), and %s (scale)", id, strings.Join(bench.RowIDs(), ", "), bench.ScaleRowID)
 			}
-			onlyRows = append(onlyRows, id)
 		}
+	}
+	switch *issuerFlag {
+	case "dev":
+	case "acme":
+		// Real issuance is row 7's; rows 1 to 6 measure the pipeline with
+		// the DEV-ONLY issuer, which signs at once.
+		if len(onlyRows) == 0 {
+			onlyRows = []string{"7a", "7b"}
+		} else if !slices.Contains(onlyRows, "7a") && !slices.Contains(onlyRows, "7b") {
+			onlyRows = append(onlyRows, "7a", "7b")
+		}
+	default:
+		return cli.Usagef("bench: -issuer %q is not dev or acme", *issuerFlag)
 	}
 	scaleOnly := *growth != "" || (len(onlyRows) > 0 && !slices.ContainsFunc(onlyRows, func(id string) bool { return id != bench.ScaleRowID }))
 	maxN := bench.MaxN
@@ -86,6 +117,7 @@ func runBench(e *cli.Env, args []string, adjust func(*bench.Options)) error {
 		N:           *n,
 		Rounds:      *rounds,
 		DNSWorkers:  *workers, KubeWorkers: *workers, ProbeWorkers: *workers,
+		ACMEDomains: *acmeN, ACMERate: *rate, AlgaPSAPoll: *poll,
 		Root:     localapi.FindRoot(cwd),
 		Getenv:   e.Getenv,
 		Progress: e.Stderr,

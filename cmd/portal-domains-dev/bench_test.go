@@ -72,7 +72,7 @@ func TestBenchCommand(t *testing.T) {
 		require.NotEmpty(t, r.BaselineName, "row %s", r.ID)
 		require.NotEmpty(t, r.Target, "row %s", r.ID)
 	}
-	require.Equal(t, bench.RowIDs(), ids)
+	require.Equal(t, bench.DefaultRowIDs(), ids)
 	for _, r := range res.Rows {
 		if r.ID == "2" || r.ID == "3" {
 			// Medians of two rounds, and where the CPU went, for the stage
@@ -84,7 +84,7 @@ func TestBenchCommand(t *testing.T) {
 
 	var table bytes.Buffer
 	require.NoError(t, res.WriteTable(&table))
-	for _, id := range bench.RowIDs() {
+	for _, id := range bench.DefaultRowIDs() {
 		require.Regexp(t, regexp.MustCompile(`(?m)^`+id+` .*(PASS|MISS)$`), table.String())
 	}
 

@@ -18,7 +18,9 @@ func TestDevCommandUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"bench unknown row", []string{"bench", "-rows", "2,7"}, `"7" is not a row`},
+		{"bench unknown row", []string{"bench", "-rows", "2,9"}, `"9" is not a row`},
+		{"bench unknown issuer", []string{"bench", "-issuer", "letsencrypt"}, `-issuer "letsencrypt" is not dev or acme`},
+		{"bench no rate", []string{"bench", "-rate", "0"}, "-rate 0 is not above 0"},
 		{"bench too many domains", []string{"bench", "-n", "20001"}, "is not from 1 to 20000"},
 		{"bench too many domains for the scale row", []string{"bench", "-rows", "8", "-n", "100001"}, "is not from 1 to 100000"},
 		{"bench no rounds", []string{"bench", "-rounds", "0"}, "-rounds 0 is not from 1 to 20"},

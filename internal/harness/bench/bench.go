@@ -41,6 +41,11 @@ const (
 	// times and report medians, since one round on a shared machine is
 	// noisy.
 	DefaultRounds = 3
+	// DefaultACMEDomains are registered by row 7 at DefaultACMERate a
+	// second: real issuance takes seconds of cert-manager's and Pebble's
+	// time per domain, so a small machine holds a hundred at once.
+	DefaultACMEDomains = 100
+	DefaultACMERate    = 100.0
 	// RSSTargetDomains is the load the memory target is stated for.
 	RSSTargetDomains = 10_000
 	// The worker's own defaults per queue (worker.ConfigFromEnv).
@@ -67,6 +72,12 @@ type Options struct {
 	// half to one and a half times it), so the pipeline is idle between
 	// samples. Default 150ms.
 	LatencySpacing time.Duration
+	// ACMEDomains are registered by row 7, ACMERate a second.
+	ACMEDomains int
+	ACMERate    float64
+	// AlgaPSAPoll is the poll interval of row 7's baseline: the design's
+	// minute unless a test shortens it.
+	AlgaPSAPoll time.Duration
 	// ScanRows is the table size of the stuck-scan row.
 	ScanRows int
 	// SettleMax is the longest a timed phase waits for the machine's CPUs
@@ -86,8 +97,8 @@ type Options struct {
 	// would be deployed (or as an A/B run asks); nil passes nothing.
 	Getenv func(string) string
 	// Rows limits the run to the steps producing these row IDs ("2" runs
-	// the apply row; "3", "4a", "4b" and "6" share one step); empty runs
-	// every row.
+	// the apply row; "3", "4a", "4b" and "6" share one step; so do "7a"
+	// and "7b"); empty runs DefaultRowIDs.
 	Rows []string
 	// Progress gets one line per step; nil discards them.
 	Progress io.Writer
@@ -116,6 +127,9 @@ func (o Options) withDefaults() Options {
 	o.LatencySamples = cmp.Or(max(o.LatencySamples, 0), DefaultLatencySamples)
 	o.LatencySpacing = cmp.Or(max(o.LatencySpacing, 0), 150*time.Millisecond)
 	o.ScanRows = cmp.Or(max(o.ScanRows, 0), DefaultScanRows)
+	o.ACMEDomains = cmp.Or(max(o.ACMEDomains, 0), DefaultACMEDomains)
+	o.ACMERate = cmp.Or(max(o.ACMERate, 0), DefaultACMERate)
+	o.AlgaPSAPoll = cmp.Or(max(o.AlgaPSAPoll, 0), algapsaPoll)
 	o.SettleMax = cmp.Or(max(o.SettleMax, 0), defaultSettleMax)
 	if o.Growth != "" && len(o.GrowthSizes) == 0 {
 		o.GrowthSizes = DefaultGrowthSizes
@@ -139,6 +153,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("bench: -n %d is more than %d", o.N, MaxScaleN)
 	case slices.ContainsFunc(o.GrowthSizes, func(n int) bool { return n < 1 || n > MaxScaleN }):
 		return fmt.Errorf("bench: growth sizes %v: each must be from 1 to %d", o.GrowthSizes, MaxScaleN)
+	case o.ACMEDomains > MaxN:
+		return fmt.Errorf("bench: %d registrations for row 7 is more than %d", o.ACMEDomains, MaxN)
 	case len(o.WorkerCommand) == 0:
 		return errors.New("bench: no worker command")
 	case slices.ContainsFunc(o.Rows, func(id string) bool { return !slices.Contains(RowIDs(), id) && id != ScaleRowID }):
@@ -166,7 +182,11 @@ type Row struct {
 	// Latency rows carry their percentiles (milliseconds).
 	Percentiles         *Percentiles `json:"percentiles,omitempty"`
 	BaselinePercentiles *Percentiles `json:"baseline_percentiles,omitempty"`
-	Samples             int          `json:"samples,omitempty"`
+	// Parts split a latency into what it was spent on (row 7: DNS,
+	// issuance, our own time), per domain.
+	Parts         []Part `json:"parts,omitempty"`
+	BaselineParts []Part `json:"baseline_parts,omitempty"`
+	Samples       int    `json:"samples,omitempty"`
 	// RoundRatios are each round's ratio when the row took several rounds
 	// (Value and Baseline are then medians).
 	RoundRatios []float64 `json:"round_ratios,omitempty"`
@@ -180,6 +200,13 @@ type Percentiles struct {
 	P50 float64 `json:"p50_ms"`
 	P95 float64 `json:"p95_ms"`
 	P99 float64 `json:"p99_ms"`
+}
+
+// Part is one share of a latency row's time, with its own percentiles:
+// each is taken over the domains separately, so parts do not add up.
+type Part struct {
+	Name string `json:"name"`
+	Percentiles
 }
 
 // Machine describes where the numbers were taken.
@@ -208,9 +235,12 @@ type Result struct {
 		Kubernetes int `json:"kubernetes"`
 		Probe      int `json:"probe"`
 	} `json:"workers"`
-	Rows    []Row         `json:"rows"`
-	Started time.Time     `json:"started"`
-	Took    time.Duration `json:"took_ns"`
+	// Registrations and RegistrationRate are row 7's, when it ran.
+	Registrations    int           `json:"registrations,omitempty"`
+	RegistrationRate float64       `json:"registration_rate,omitempty"`
+	Rows             []Row         `json:"rows"`
+	Started          time.Time     `json:"started"`
+	Took             time.Duration `json:"took_ns"`
 	// Schema is the schema the run created in DATABASE_URL's database (and
 	// dropped at the end).
 	Schema string `json:"schema"`
@@ -285,6 +315,11 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		{"row 2: server-side apply vs the apply stage", []string{"2"}, b.rowApply},
 		{"rows 3, 4 and 6: end to end, latency and memory", []string{"3", "4a", "4b", "6"}, b.rowsEndToEnd},
 		{"row 5: the stuck scan", []string{"5"}, b.rowStuckScan},
+		{"row 7: registration → active with cert-manager and Pebble, against AlgaPSA's design", []string{"7a", "7b"}, b.rowsRegistration},
+	}
+	selected := opts.Rows
+	if len(selected) == 0 {
+		selected = DefaultRowIDs()
 	}
 	if opts.scaleOnly() {
 		steps = steps[:0]
@@ -308,7 +343,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		}{"row 8: scale", []string{ScaleRowID}, b.rowsScale})
 	}
 	for _, s := range steps {
-		if len(opts.Rows) > 0 && !slices.ContainsFunc(s.ids, func(id string) bool { return slices.Contains(opts.Rows, id) }) && s.ids[0] != ScaleRowID {
+		if !slices.ContainsFunc(s.ids, func(id string) bool { return slices.Contains(selected, id) }) && s.ids[0] != ScaleRowID {
 			continue
 		}
 		b.progress("%s", s.what)
@@ -318,6 +353,9 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			return nil, fmt.Errorf("%s: %w", s.what, err)
 		}
 		res.Rows = append(res.Rows, rows...)
+		if slices.Contains(s.ids, "7a") {
+			res.Registrations, res.RegistrationRate = opts.ACMEDomains, opts.ACMERate
+		}
 	}
 	sortRows(res.Rows)
 	res.Processes = b.processes.list

@@ -40,6 +40,10 @@ type workerEnv struct {
 	// certNS and gatewayNS are where its objects go; issuer is the
 	// issuerRef name it renders.
 	certNS, gatewayNS, issuer string
+	// probeAddr and probeCAFile, when set, replace the dev gateway and CA
+	// the probe dials and trusts (row 7: cert-manager's Secrets, Pebble's
+	// root).
+	probeAddr, probeCAFile string
 }
 
 func (b *bench) env(w workerEnv, uiAddr string) []string {
@@ -64,6 +68,10 @@ func (b *bench) env(w workerEnv, uiAddr string) []string {
 		env["PORTAL_DOMAIN_GATEWAY_NAMESPACE"] = w.gatewayNS
 		env["PORTAL_DOMAIN_ISSUER_KIND"] = "ClusterIssuer"
 		env["PORTAL_DOMAIN_ISSUER_NAME"] = w.issuer
+	}
+	if w.probeAddr != "" {
+		env["PORTAL_DOMAIN_PROBE_DIAL_ADDRESS"] = w.probeAddr
+		env["PORTAL_DOMAIN_PROBE_CA_FILE"] = w.probeCAFile
 	}
 	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG", server.EnvProfiling, "PORTAL_DOMAIN_TRANSITION_GROUP"} {
 		if v := b.opts.Getenv(k); v != "" {

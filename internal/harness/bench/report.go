@@ -11,8 +11,13 @@ import (
 	"time"
 )
 
-// RowIDs are the rows every complete run has, in table order.
-func RowIDs() []string { return []string{"1", "2", "3", "4a", "4b", "5", "6"} }
+// RowIDs are every row, in table order.
+func RowIDs() []string { return append(DefaultRowIDs(), "7a", "7b") }
+
+// DefaultRowIDs are the rows a run without Options.Rows has. Row 7 runs on
+// request only: its baseline polls once a minute, so it takes minutes
+// whatever the size, and it needs port 80 for HTTP-01.
+func DefaultRowIDs() []string { return []string{"1", "2", "3", "4a", "4b", "5", "6"} }
 
 func sortRows(rows []Row) {
 	order := RowIDs()
@@ -51,8 +56,15 @@ func (r *Result) WriteJSON(w io.Writer) error {
 func (r *Result) WriteTable(w io.Writer) error {
 	m := r.Machine
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "portal-domains bench: %s domains per throughput row; workers per queue: dns %d, kubernetes %d, probe %d\n",
-		thousands(r.N), r.Workers.DNS, r.Workers.Kubernetes, r.Workers.Probe)
+	sizes := make([]string, 0, 2)
+	if slices.ContainsFunc(r.Rows, func(row Row) bool { return slices.Contains(DefaultRowIDs(), row.ID) }) {
+		sizes = append(sizes, thousands(r.N)+" domains per throughput row")
+	}
+	if r.Registrations > 0 {
+		sizes = append(sizes, fmt.Sprintf("row 7: %s registrations at %s/s", thousands(r.Registrations), number(r.RegistrationRate)))
+	}
+	fmt.Fprintf(&sb, "portal-domains bench: %s; workers per queue: dns %d, kubernetes %d, probe %d\n",
+		strings.Join(sizes, "; "), r.Workers.DNS, r.Workers.Kubernetes, r.Workers.Probe)
 	busy := ""
 	if m.Busy() {
 		busy = " (the machine was shared: other work was running, numbers are noisy)"

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -82,6 +83,9 @@ type bench struct {
 	ids     idGen
 	domains map[string][]benchDomain // by phase
 	queries *firstSeen
+	// http01IP is the loopback address whose port 80 answers HTTP-01 in
+	// row 7; its domains resolve there.
+	http01IP string
 
 	// parts stops what start started, in reverse order.
 	parts *stack.Stack
@@ -101,6 +105,8 @@ const (
 	phaseBare     = "bare"
 	phaseLatency  = "lat"
 	phaseWatch    = "watch"
+	phaseACME     = "acme"
+	phaseAlgaPSA  = "alga"
 )
 
 // close stops everything in reverse order of starting and reports what it
@@ -132,6 +138,14 @@ func (b *bench) start(ctx context.Context) error {
 	b.domains = map[string][]benchDomain{}
 	if !b.opts.scaleOnly() {
 		b.domains = b.phaseDomains()
+	}
+	b.http01IP = randomLoopback()
+	for _, phase := range []string{phaseACME, phaseAlgaPSA} {
+		ds := b.ids.domains(phase, b.opts.ACMEDomains)
+		for i := range ds {
+			ds[i].Addr = b.http01IP
+		}
+		b.domains[phase] = ds
 	}
 	if err := b.startDNS(); err != nil {
 		return err
@@ -204,7 +218,7 @@ func (b *bench) reset(ctx context.Context) error {
 // is first asked about.
 func (b *bench) startDNS() error {
 	var all []benchDomain
-	for _, phase := range []string{phaseDNS, phaseE2E, phaseBare, phaseLatency} {
+	for _, phase := range []string{phaseDNS, phaseE2E, phaseBare, phaseLatency, phaseACME, phaseAlgaPSA} {
 		all = append(all, b.domains[phase]...)
 	}
 	zones, err := generateZones(all)
@@ -232,7 +246,7 @@ func generateZones(domains []benchDomain) ([]*localdns.Zone, error) {
 	soa(&canonical, canonicalSuffix)
 	for _, d := range domains {
 		fmt.Fprintf(&tenants, "%s. CNAME %s.\n", d.Name, d.Canonical)
-		fmt.Fprintf(&canonical, "%s. A 127.0.0.1\n", d.Canonical)
+		fmt.Fprintf(&canonical, "%s. A %s\n", d.Canonical, cmp.Or(d.Addr, "127.0.0.1"))
 	}
 	var parent strings.Builder
 	soa(&parent, parentZone)
@@ -299,7 +313,7 @@ func (b *bench) stopAPIServer() error {
 func (b *bench) startAPIServer(ctx context.Context) error {
 	b.apiStarts++
 	api, err := b.parts.APIServer(ctx, b.kubeBin, filepath.Join(b.work, fmt.Sprintf("kube-%d", b.apiStarts)),
-		nsBaseline, nsApply, nsWatchFloor, nsBare, nsCert, nsGateway)
+		nsBaseline, nsApply, nsWatchFloor, nsBare, nsCert, nsGateway, nsAlgaPSA)
 	if err != nil {
 		return err
 	}
@@ -324,6 +338,8 @@ type benchDomain struct {
 	Tenant    string
 	Name      string // <phase>-<i>.bench.test
 	Canonical string // <tenant7>.portal.test
+	// Addr is the canonical host's address (empty: 127.0.0.1).
+	Addr string
 }
 
 func (d benchDomain) k8s() k8s.Domain {
@@ -384,7 +400,12 @@ func insertDomains(ctx context.Context, q db.Querier, ds []benchDomain) error {
 // what it counts, until the count reaches want; it returns that timestamp.
 // Timestamps come from Postgres, which shares this machine's clock.
 func (b *bench) waitDone(ctx context.Context, what string, want int, query string, args ...any) (time.Time, error) {
-	deadline := time.Now().Add(phaseTimeout(want))
+	return b.waitDoneWithin(ctx, phaseTimeout(want), what, want, query, args...)
+}
+
+// waitDoneWithin is waitDone with its own timeout.
+func (b *bench) waitDoneWithin(ctx context.Context, timeout time.Duration, what string, want int, query string, args ...any) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
 	nextReport := time.Now().Add(10 * time.Second)
 	for {
 		var n int
@@ -396,7 +417,7 @@ func (b *bench) waitDone(ctx context.Context, what string, want int, query strin
 			return *last, nil
 		}
 		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("only %d of %d %s after %s", n, want, what, phaseTimeout(want))
+			return time.Time{}, fmt.Errorf("only %d of %d %s after %s", n, want, what, timeout)
 		}
 		if time.Now().After(nextReport) {
 			b.progress("  %d of %d %s", n, want, what)
