@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,15 +13,11 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/cli"
 	"github.com/portal-domains/portal-domains/internal/harness/acme"
-	"github.com/portal-domains/portal-domains/internal/harness/localdns"
-	"github.com/portal-domains/portal-domains/internal/harness/stack"
 	"github.com/portal-domains/portal-domains/internal/worker"
 	"github.com/portal-domains/portal-domains/k8s"
 )
@@ -37,63 +32,11 @@ import (
 func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	root, kubeBin, acmeBin := binaries(t)
-
-	parts := &stack.Stack{Root: root, Out: testWriter{t}}
-	t.Cleanup(func() { require.NoError(t, parts.Close()) })
-	const suffix = "portal.test"
-	dbURL := os.Getenv("TEST_DATABASE_URL")
-	if dbURL == "" {
-		dbURL = "postgres://postgres@127.0.0.1:5432/portal_domains_test"
-	}
-	database, err := parts.Postgres(ctx, dbURL, "acmefail", db.Settings{CanonicalSuffix: suffix})
-	require.NoError(t, err)
-
-	work := t.TempDir()
-	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "msp", "istio-system")
-
+	const suffix = canonicalSuffix
 	const tenantID = "f00dcaf0-0000-4000-8000-000000000001"
-	// The gateway's address, and one where nothing listens: the "elsewhere" Pebble is sent to.
-	ip := loopbackIP()
-	elsewhere := loopbackIP()
-	zones := func(target string) []*localdns.Zone {
-		var out []*localdns.Zone
-		for name, text := range map[string]string{
-			"fail.test.zone":   "$ORIGIN fail.test.\n$TTL 1\n@ SOA ns.test. h.fail.test. 1 3600 600 86400 1\n@ NS ns.test.\nportal CNAME f00dcaf.portal.test.\n",
-			"test.zone":        "$ORIGIN test.\n$TTL 1\n@ SOA ns.test. h.test. 1 3600 600 86400 1\n@ NS ns.test.\nns A 127.0.0.1\n",
-			"portal.test.zone": "$ORIGIN portal.test.\n$TTL 1\n@ SOA ns.test. h.test. 1 3600 600 86400 1\n@ NS ns.test.\nf00dcaf A " + target + "\n",
-		} {
-			z, err := localdns.ParseZone(strings.NewReader(text), name)
-			require.NoError(t, err)
-			out = append(out, z)
-		}
-		return out
-	}
-	dns, err := parts.DNS("127.0.0.1:0", zones(ip)...)
-	require.NoError(t, err)
-	pebbleDNS, err := parts.DNS("127.0.0.1:0", zones(elsewhere)...)
-	require.NoError(t, err)
-
-	kube, err := kubernetes.NewForConfig(api.Config)
-	require.NoError(t, err)
-	dyn, err := dynamic.NewForConfig(api.Config)
-	require.NoError(t, err)
-	ln, err := stack.ListenHTTP01(ip + ":80")
-	require.NoError(t, err)
-	h01 := stack.ServeHTTP01(ln, stack.HTTP01Options{Kube: kube, IngressClass: acme.SolverIngressClass})
-	t.Cleanup(func() { require.NoError(t, h01.Close(context.Background())) })
-	gw, err := stack.StartSecretGateway("127.0.0.1:0", stack.IstioSecrets{Dynamic: dyn, Kube: kube}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, gw.Close(context.Background())) })
-
-	a, err := acme.Start(ctx, acme.Options{
-		BinDir: acmeBin, WorkDir: filepath.Join(work, "acme"), API: api.Config, Kubeconfig: api.KubeconfigPath,
-		DNSAddr: dns.Addr(), PebbleDNSAddr: pebbleDNS.Addr(), IssuerName: "pebble", MinimumBackoff: 20 * time.Second,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, a.Stop()) })
-	rootFile := filepath.Join(work, "pebble-root.pem")
-	require.NoError(t, os.WriteFile(rootFile, a.RootPEM, 0o644))
+	s := startIssuanceStack(t, issuanceOptions{schemaPrefix: "acmefail", zone: "fail.test", prefix: "f00dcaf", pebbleElsewhere: true,
+		issuer: acme.Options{MinimumBackoff: 20 * time.Second}})
+	database, api, dns, pebbleDNS, ip, dyn, gw, a, rootFile := s.database, s.api, s.dns, s.pebbleDNS, s.ip, s.dyn, s.gw, s.acme, s.rootFile
 
 	env := map[string]string{
 		"DATABASE_URL":                     database.URL,

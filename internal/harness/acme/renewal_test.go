@@ -6,22 +6,16 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/harness/acme"
-	"github.com/portal-domains/portal-domains/internal/harness/localdns"
-	"github.com/portal-domains/portal-domains/internal/harness/stack"
 	"github.com/portal-domains/portal-domains/internal/worker"
 	"github.com/portal-domains/portal-domains/jobs"
 )
@@ -46,66 +40,12 @@ const (
 func TestRenewalWatched(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	root, kubeBin, acmeBin := binaries(t)
-
-	parts := &stack.Stack{Root: root, Out: testWriter{t}}
-	t.Cleanup(func() { require.NoError(t, parts.Close()) })
-	const suffix = "portal.test"
-	dbURL := os.Getenv("TEST_DATABASE_URL")
-	if dbURL == "" {
-		dbURL = "postgres://postgres@127.0.0.1:5432/portal_domains_test"
-	}
-	database, err := parts.Postgres(ctx, dbURL, "acmerenew", db.Settings{CanonicalSuffix: suffix})
-	require.NoError(t, err)
-
-	work := t.TempDir()
-	api := startAPIServer(t, kubeBin, filepath.Join(work, "kube"), "istio-system")
-
+	const suffix = canonicalSuffix
 	const tenantID = "5eed0000-0000-4000-8000-000000000001"
 	const host = "portal.renew.test"
-	// The gateway's address, and one where nothing listens: where the CA is sent to break
-	// the challenge route.
-	ip := loopbackIP()
-	elsewhere := loopbackIP()
-	zones := func(target string) []*localdns.Zone {
-		var out []*localdns.Zone
-		for name, text := range map[string]string{
-			"renew.test.zone":  "$ORIGIN renew.test.\n$TTL 1\n@ SOA ns.test. h.renew.test. 1 3600 600 86400 1\n@ NS ns.test.\nportal CNAME 5eed000.portal.test.\n",
-			"test.zone":        "$ORIGIN test.\n$TTL 1\n@ SOA ns.test. h.test. 1 3600 600 86400 1\n@ NS ns.test.\nns A 127.0.0.1\n",
-			"portal.test.zone": "$ORIGIN portal.test.\n$TTL 1\n@ SOA ns.test. h.test. 1 3600 600 86400 1\n@ NS ns.test.\n5eed000 A " + target + "\n",
-		} {
-			z, err := localdns.ParseZone(strings.NewReader(text), name)
-			require.NoError(t, err)
-			out = append(out, z)
-		}
-		return out
-	}
-	dns, err := parts.DNS("127.0.0.1:0", zones(ip)...)
-	require.NoError(t, err)
-	pebbleDNS, err := parts.DNS("127.0.0.1:0", zones(ip)...)
-	require.NoError(t, err)
-
-	kube, err := kubernetes.NewForConfig(api.Config)
-	require.NoError(t, err)
-	dyn, err := dynamic.NewForConfig(api.Config)
-	require.NoError(t, err)
-	ln, err := stack.ListenHTTP01(ip + ":80")
-	require.NoError(t, err)
-	h01 := stack.ServeHTTP01(ln, stack.HTTP01Options{Kube: kube, IngressClass: acme.SolverIngressClass})
-	t.Cleanup(func() { require.NoError(t, h01.Close(context.Background())) })
-	gw, err := stack.StartSecretGateway("127.0.0.1:0", stack.IstioSecrets{Dynamic: dyn, Kube: kube}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, gw.Close(context.Background())) })
-
-	a, err := acme.Start(ctx, acme.Options{
-		BinDir: acmeBin, WorkDir: filepath.Join(work, "acme"), API: api.Config, Kubeconfig: api.KubeconfigPath,
-		DNSAddr: dns.Addr(), PebbleDNSAddr: pebbleDNS.Addr(), IssuerName: "pebble", Validity: renewalValidity,
-		MinimumBackoff: 10 * time.Second,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, a.Stop()) })
-	rootFile := filepath.Join(work, "pebble-root.pem")
-	require.NoError(t, os.WriteFile(rootFile, a.RootPEM, 0o644))
+	s := startIssuanceStack(t, issuanceOptions{schemaPrefix: "acmerenew", zone: "renew.test", prefix: "5eed000",
+		issuer: acme.Options{Validity: renewalValidity, MinimumBackoff: 10 * time.Second}})
+	database, api, dns, pebbleDNS, ip, elsewhere, kube, gw, a, rootFile := s.database, s.api, s.dns, s.pebbleDNS, s.ip, s.elsewhere, s.kube, s.gw, s.acme, s.rootFile
 	roots := x509.NewCertPool()
 	require.True(t, roots.AppendCertsFromPEM(a.RootPEM))
 
@@ -116,7 +56,6 @@ func TestRenewalWatched(t *testing.T) {
 		"PORTAL_DOMAIN_DNS_RECHECK_MIN":    "1s",
 		"PORTAL_DOMAIN_DNS_RECHECK_MAX":    "2s",
 		"PORTAL_DOMAIN_ISSUER_NAME":        "pebble",
-		"PORTAL_DOMAIN_CERT_NAMESPACE":     "istio-system",
 		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS": gw.Addr(),
 		"PORTAL_DOMAIN_PROBE_CA_FILE":      rootFile,
 		"PORTAL_DOMAIN_STUCK_CRON":         "@every 1s",
