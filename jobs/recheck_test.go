@@ -174,10 +174,12 @@ func FuzzRecheckJitter(f *testing.F) {
 	f.Add(int64(time.Second), -3.0)
 	f.Add(int64(7*24*time.Hour), 42.0)
 	f.Fuzz(func(t *testing.T, interval int64, u float64) {
-		if interval <= 0 || interval > int64(7*24*time.Hour) || math.IsNaN(u) {
-			t.Skip()
+		// Every input is folded into the settings' range (1ns to 168h) instead of skipped.
+		week := int64(7 * 24 * time.Hour)
+		iv := time.Duration(1 + (interval%week+week)%week)
+		if math.IsNaN(u) {
+			u = 0
 		}
-		iv := time.Duration(interval)
 		next := NextRecheck(t0, iv, u).Sub(t0)
 		lo := time.Duration(float64(iv) * (1 - RecheckJitter))
 		hi := time.Duration(float64(iv) * (1 + RecheckJitter))

@@ -1,15 +1,12 @@
 package acme_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,7 +15,6 @@ import (
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/cli"
 	"github.com/portal-domains/portal-domains/internal/harness/acme"
-	"github.com/portal-domains/portal-domains/internal/worker"
 	"github.com/portal-domains/portal-domains/k8s"
 )
 
@@ -36,53 +32,13 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	const tenantID = "f00dcaf0-0000-4000-8000-000000000001"
 	s := startIssuanceStack(t, issuanceOptions{schemaPrefix: "acmefail", zone: "fail.test", prefix: "f00dcaf", pebbleElsewhere: true,
 		issuer: acme.Options{MinimumBackoff: 20 * time.Second}})
-	database, api, dns, pebbleDNS, ip, dyn, gw, a, rootFile := s.database, s.api, s.dns, s.pebbleDNS, s.ip, s.dyn, s.gw, s.acme, s.rootFile
+	database, api, pebbleDNS, ip, dyn := s.database, s.api, s.pebbleDNS, s.ip, s.dyn
 
-	env := map[string]string{
-		"DATABASE_URL":                     database.URL,
-		"PORTAL_DOMAIN_CANONICAL_SUFFIX":   suffix,
-		"PORTAL_DOMAIN_DNS_SERVERS":        dns.Addr(),
-		"PORTAL_DOMAIN_DNS_RECHECK_MIN":    "1s",
-		"PORTAL_DOMAIN_DNS_RECHECK_MAX":    "2s",
-		"PORTAL_DOMAIN_ISSUER_NAME":        "pebble",
-		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS": gw.Addr(),
-		"PORTAL_DOMAIN_PROBE_CA_FILE":      rootFile,
-		"PORTAL_DOMAIN_STUCK_CRON":         "@every 1s",
-		"PORTAL_DOMAIN_STUCK_AFTER":        "25s",
-		"PORTAL_DOMAIN_UI_ADDR":            "127.0.0.1:0",
-		"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT":   "2s",
-	}
-	cfg, err := worker.ConfigFromEnv(func(k string) string { return env[k] })
-	require.NoError(t, err)
-	w, err := worker.New(ctx, cfg, worker.Options{Pool: database.Pool, RestConfig: api.Config})
-	require.NoError(t, err)
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); require.NoError(t, <-done) })
-
-	var rec domain.Record
-	require.NoError(t, db.InTx(ctx, database.Pool, func(tx pgx.Tx) error {
-		res, err := db.Register(ctx, tx, domain.TenantID(tenantID), "portal.fail.test", suffix)
-		rec = res.Record
-		return err
-	}))
-
-	// eventually polls what the system shows until cond holds (a failure ends the test).
+	env := s.startWorker(t, map[string]string{"PORTAL_DOMAIN_STUCK_AFTER": "25s"})
+	rec := s.register(t, tenantID, "portal.fail.test")
 	eventually := func(what string, timeout time.Duration, cond func() (bool, string)) {
 		t.Helper()
-		deadline := time.Now().Add(timeout)
-		last := ""
-		for time.Now().Before(deadline) {
-			ok, state := cond()
-			if ok {
-				return
-			}
-			last = state
-			time.Sleep(200 * time.Millisecond)
-		}
-		logs, _ := os.ReadFile(a.ControllerLog())
-		t.Fatalf("%s: not within %s; last seen: %s\ncert-manager's log ends:\n%s", what, timeout, last, tailOf(logs, 4000))
+		s.eventually(t, what, timeout, cond)
 	}
 	domainState := func() domain.Record {
 		r, err := db.GetDomain(ctx, database.Pool, rec.ID)

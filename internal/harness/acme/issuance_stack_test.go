@@ -2,20 +2,26 @@ package acme_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/stretchr/testify/require"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/harness/acme"
 	"github.com/portal-domains/portal-domains/internal/harness/localapi"
 	"github.com/portal-domains/portal-domains/internal/harness/localdns"
 	"github.com/portal-domains/portal-domains/internal/harness/stack"
+	"github.com/portal-domains/portal-domains/internal/worker"
 )
 
 // canonicalSuffix is the canonical hosts' zone of the worker-level ACME tests.
@@ -110,4 +116,63 @@ func startIssuanceStack(t *testing.T, o issuanceOptions) *issuanceStack {
 	s.rootFile = filepath.Join(work, "pebble-root.pem")
 	require.NoError(t, os.WriteFile(s.rootFile, s.acme.RootPEM, 0o644))
 	return s
+}
+
+// startWorker runs the worker against the stack, with the settings every ACME test shares
+// and extra on top, until the test ends; it returns those settings.
+func (s *issuanceStack) startWorker(t *testing.T, extra map[string]string) map[string]string {
+	t.Helper()
+	env := map[string]string{
+		"DATABASE_URL":                     s.database.URL,
+		"PORTAL_DOMAIN_CANONICAL_SUFFIX":   canonicalSuffix,
+		"PORTAL_DOMAIN_DNS_SERVERS":        s.dns.Addr(),
+		"PORTAL_DOMAIN_DNS_RECHECK_MIN":    "1s",
+		"PORTAL_DOMAIN_DNS_RECHECK_MAX":    "2s",
+		"PORTAL_DOMAIN_ISSUER_NAME":        "pebble",
+		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS": s.gw.Addr(),
+		"PORTAL_DOMAIN_PROBE_CA_FILE":      s.rootFile,
+		"PORTAL_DOMAIN_STUCK_CRON":         "@every 1s",
+		"PORTAL_DOMAIN_UI_ADDR":            "127.0.0.1:0",
+		"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT":   "2s",
+	}
+	maps.Copy(env, extra)
+	cfg, err := worker.ConfigFromEnv(func(k string) string { return env[k] })
+	require.NoError(t, err)
+	w, err := worker.New(t.Context(), cfg, worker.Options{Pool: s.database.Pool, RestConfig: s.api.Config})
+	require.NoError(t, err)
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() { stop(); require.NoError(t, <-done) })
+	return env
+}
+
+// register inserts the tenant's domain as the SaaS app would.
+func (s *issuanceStack) register(t *testing.T, tenantID, host string) domain.Record {
+	t.Helper()
+	var rec domain.Record
+	require.NoError(t, db.InTx(t.Context(), s.database.Pool, func(tx pgx.Tx) error {
+		res, err := db.Register(t.Context(), tx, domain.TenantID(tenantID), host, canonicalSuffix)
+		rec = res.Record
+		return err
+	}))
+	return rec
+}
+
+// eventually polls what the system shows until cond holds; a timeout ends the test with
+// the last state seen and the end of cert-manager's log.
+func (s *issuanceStack) eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(200 * time.Millisecond)
+	}
+	logs, _ := os.ReadFile(s.acme.ControllerLog())
+	t.Fatalf("%s: not within %s; last seen: %s\ncert-manager's log ends:\n%s", what, timeout, last, tailOf(logs, 4000))
 }

@@ -1,22 +1,18 @@
 package acme_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/portal-domains/portal-domains/db"
 	"github.com/portal-domains/portal-domains/domain"
 	"github.com/portal-domains/portal-domains/internal/harness/acme"
-	"github.com/portal-domains/portal-domains/internal/worker"
 	"github.com/portal-domains/portal-domains/jobs"
 )
 
@@ -45,54 +41,15 @@ func TestRenewalWatched(t *testing.T) {
 	const host = "portal.renew.test"
 	s := startIssuanceStack(t, issuanceOptions{schemaPrefix: "acmerenew", zone: "renew.test", prefix: "5eed000",
 		issuer: acme.Options{Validity: renewalValidity, MinimumBackoff: 10 * time.Second}})
-	database, api, dns, pebbleDNS, ip, elsewhere, kube, gw, a, rootFile := s.database, s.api, s.dns, s.pebbleDNS, s.ip, s.elsewhere, s.kube, s.gw, s.acme, s.rootFile
+	database, pebbleDNS, ip, elsewhere, kube, gw, a := s.database, s.pebbleDNS, s.ip, s.elsewhere, s.kube, s.gw, s.acme
 	roots := x509.NewCertPool()
 	require.True(t, roots.AppendCertsFromPEM(a.RootPEM))
 
-	env := map[string]string{
-		"DATABASE_URL":                     database.URL,
-		"PORTAL_DOMAIN_CANONICAL_SUFFIX":   suffix,
-		"PORTAL_DOMAIN_DNS_SERVERS":        dns.Addr(),
-		"PORTAL_DOMAIN_DNS_RECHECK_MIN":    "1s",
-		"PORTAL_DOMAIN_DNS_RECHECK_MAX":    "2s",
-		"PORTAL_DOMAIN_ISSUER_NAME":        "pebble",
-		"PORTAL_DOMAIN_PROBE_DIAL_ADDRESS": gw.Addr(),
-		"PORTAL_DOMAIN_PROBE_CA_FILE":      rootFile,
-		"PORTAL_DOMAIN_STUCK_CRON":         "@every 1s",
-		"PORTAL_DOMAIN_EXPIRY_WARN":        renewalExpiryWarn,
-		"PORTAL_DOMAIN_UI_ADDR":            "127.0.0.1:0",
-		"PORTAL_DOMAIN_SHUTDOWN_TIMEOUT":   "2s",
-	}
-	cfg, err := worker.ConfigFromEnv(func(k string) string { return env[k] })
-	require.NoError(t, err)
-	w, err := worker.New(ctx, cfg, worker.Options{Pool: database.Pool, RestConfig: api.Config})
-	require.NoError(t, err)
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); require.NoError(t, <-done) })
-
-	var rec domain.Record
-	require.NoError(t, db.InTx(ctx, database.Pool, func(tx pgx.Tx) error {
-		res, err := db.Register(ctx, tx, domain.TenantID(tenantID), host, suffix)
-		rec = res.Record
-		return err
-	}))
-
+	s.startWorker(t, map[string]string{"PORTAL_DOMAIN_EXPIRY_WARN": renewalExpiryWarn})
+	rec := s.register(t, tenantID, host)
 	eventually := func(what string, timeout time.Duration, cond func() (bool, string)) {
 		t.Helper()
-		deadline := time.Now().Add(timeout)
-		last := ""
-		for time.Now().Before(deadline) {
-			ok, state := cond()
-			if ok {
-				return
-			}
-			last = state
-			time.Sleep(200 * time.Millisecond)
-		}
-		logs, _ := os.ReadFile(a.ControllerLog())
-		t.Fatalf("%s: not within %s; last seen: %s\ncert-manager's log ends:\n%s", what, timeout, last, tailOf(logs, 4000))
+		s.eventually(t, what, timeout, cond)
 	}
 	domainState := func() domain.Record {
 		r, err := db.GetDomain(ctx, database.Pool, rec.ID)
