@@ -42,6 +42,28 @@ func notWatched(cert *Certificate, row *domain.Record) string {
 	return ""
 }
 
+// resolveOrKeep decides what needs no new alert: a condition that is gone
+// resolves the open alert (if any), and one still alerted on stays as it is
+// (same incident). done is false when an alert should open.
+func resolveOrKeep(resolution string, open *Alert) (d alertDecision, done bool) {
+	switch {
+	case resolution != "" && open != nil:
+		return alertDecision{Resolve: resolution}, true
+	case resolution != "" || open != nil:
+		return alertDecision{}, true
+	}
+	return alertDecision{}, false
+}
+
+// renewedResolution ends what says the certificate was issued again with
+// its new expiry, when known.
+func renewedResolution(what string, cert *Certificate) string {
+	if !cert.NotAfter.IsZero() {
+		what += "; it is valid until " + cert.NotAfter.UTC().Format(time.RFC3339)
+	}
+	return what + "."
+}
+
 // decideRenewalAlert is the pure policy for certificate_renewal_failed: one
 // alert from the first failed issuance of an active domain's Certificate
 // until cert-manager issues it (which resets the failure count), carrying
@@ -52,20 +74,10 @@ func notWatched(cert *Certificate, row *domain.Record) string {
 func decideRenewalAlert(cert *Certificate, row *domain.Record, open *Alert, caaIdentity string) alertDecision {
 	resolution := notWatched(cert, row)
 	if resolution == "" && !renewalFailing(*cert) {
-		resolution = fmt.Sprintf("cert-manager issued the certificate for %s again", row.Domain)
-		if !cert.NotAfter.IsZero() {
-			resolution += "; it is valid until " + cert.NotAfter.UTC().Format(time.RFC3339)
-		}
-		resolution += "."
+		resolution = renewedResolution(fmt.Sprintf("cert-manager issued the certificate for %s again", row.Domain), cert)
 	}
-	if resolution != "" {
-		if open == nil {
-			return alertDecision{}
-		}
-		return alertDecision{Resolve: resolution}
-	}
-	if open != nil {
-		return alertDecision{} // same incident, already alerted
+	if d, done := resolveOrKeep(resolution, open); done {
+		return d
 	}
 	c := *cert
 	if !c.LastFailureTime.IsZero() && c.LastFailureTime.Before(row.StatusChangedAt) {
@@ -112,20 +124,10 @@ func decideRenewalAlert(cert *Certificate, row *domain.Record, open *Alert, caaI
 func decideExpiryAlert(cert *Certificate, row *domain.Record, open *Alert, now time.Time, warn time.Duration) alertDecision {
 	resolution := notWatched(cert, row)
 	if resolution == "" && !expiresWithin(*cert, now, warn) {
-		resolution = fmt.Sprintf("The certificate of %s was renewed", row.Domain)
-		if !cert.NotAfter.IsZero() {
-			resolution += "; it is valid until " + cert.NotAfter.UTC().Format(time.RFC3339)
-		}
-		resolution += "."
+		resolution = renewedResolution(fmt.Sprintf("The certificate of %s was renewed", row.Domain), cert)
 	}
-	if resolution != "" {
-		if open == nil {
-			return alertDecision{}
-		}
-		return alertDecision{Resolve: resolution}
-	}
-	if open != nil {
-		return alertDecision{}
+	if d, done := resolveOrKeep(resolution, open); done {
+		return d
 	}
 	c := *cert
 	var b strings.Builder
