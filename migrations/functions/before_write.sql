@@ -3,9 +3,16 @@
 -- portal_domain_transitions, the generation bump when the pipeline restarts),
 -- so every writer (the SaaS app in plain SQL, the Go API, a worker) meets the
 -- same rules with the same messages.
+--
+-- enable_seqscan is off inside it: PL/pgSQL keeps one plan per query for the
+-- whole statement, and when that plan was made while the table looked empty
+-- (freshly analyzed, or a bulk import into a new table) it is a sequential
+-- scan, so a multi-row INSERT would rescan the table for every row it adds.
+-- Every lookup here has an index.
 CREATE OR REPLACE FUNCTION portal_domains_before_write()
  RETURNS trigger
  LANGUAGE plpgsql
+ SET enable_seqscan = off
 AS $function$
 DECLARE
     tenant_hex text;
