@@ -273,7 +273,7 @@ func TestStuckScanPlanAt100k(t *testing.T) {
 	tx, err := b.pool.Begin(b.ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(b.ctx) }()
-	plan = explain(t, tx, db.MissingStageJobsSQL, 10_000)
+	plan = explain(t, tx, db.MissingStageJobsSQL, db.MissingStageJobsArgs(domain.ReconcileCursor{}, 10_000)...)
 	requireIndexOnly(t, plan, "portal_domains", "portal_domains_working_idx")
 	requireIndexOnly(t, plan, "river_job", "river_job_unique_idx")
 	var enqueued int
@@ -282,7 +282,7 @@ func TestStuckScanPlanAt100k(t *testing.T) {
 	// A run in the steady state: every working row has its job.
 	_, err = tx.Exec(b.ctx, `ANALYZE river_job`)
 	require.NoError(t, err)
-	plan = explain(t, tx, db.MissingStageJobsSQL, 10_000)
+	plan = explain(t, tx, db.MissingStageJobsSQL, db.MissingStageJobsArgs(domain.ReconcileCursor{}, 10_000)...)
 	requireIndexOnly(t, plan, "portal_domains", "portal_domains_working_idx")
 	require.NoError(t, tx.QueryRow(b.ctx, `SELECT count(*) FROM river_job`).Scan(&enqueued))
 	require.Equal(t, 2_000, enqueued, "nothing enqueued twice")

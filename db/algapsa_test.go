@@ -166,7 +166,7 @@ func TestAlgaPSASQLAsItsAppRole(t *testing.T) {
 
 		// The rows AlgaPSA left in a working status get their stage job from
 		// the reconciler; terminal and disabled rows get none.
-		n, err := db.EnqueueMissingStageJobs(ctx, s.Pool, 100)
+		n, _, err := db.EnqueueMissingStageJobs(ctx, s.Pool, domain.ReconcileCursor{}, 100)
 		require.NoError(t, err)
 		require.Equal(t, 5, n, "pending_dns, verifying_dns, pending_certificate, certificate_issuing and deploying")
 		kinds := names(t, ctx, s.Pool, `SELECT d.status::text || ' ' || j.kind FROM river_job j
@@ -289,7 +289,7 @@ func TestApplianceMode(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, domain.StatusActive, rec.Status)
 		require.Equal(t, "portal.renamed.test", rec.Domain)
-		n, err := db.EnqueueMissingStageJobs(ctx, s.Pool, 100)
+		n, _, err := db.EnqueueMissingStageJobs(ctx, s.Pool, domain.ReconcileCursor{}, 100)
 		require.NoError(t, err)
 		require.Zero(t, n)
 		require.Empty(t, names(t, ctx, s.Pool, `SELECT kind FROM river_job`), "no pipeline runs")

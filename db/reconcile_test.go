@@ -24,7 +24,7 @@ func TestEnqueueMissingStageJobs(t *testing.T) {
 		_, err := b.pool.Exec(b.ctx, `DELETE FROM river_job`)
 		require.NoError(t, err)
 
-		n, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, 100)
+		n, _, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, domain.ReconcileCursor{}, 100)
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		again := listJobs(t, b)
@@ -33,7 +33,7 @@ func TestEnqueueMissingStageJobs(t *testing.T) {
 		made[0].ID, again[0].ID = 0, 0
 		require.Equal(t, made[0], again[0], "the same kind, queue, args, attempts and unique key as the trigger's")
 
-		n, err = db.EnqueueMissingStageJobs(b.ctx, b.pool, 100)
+		n, _, err = db.EnqueueMissingStageJobs(b.ctx, b.pool, domain.ReconcileCursor{}, 100)
 		require.NoError(t, err)
 		require.Zero(t, n, "a live job is not enqueued twice")
 	})
@@ -58,7 +58,7 @@ func TestEnqueueMissingStageJobs(t *testing.T) {
 			ALTER TABLE portal_domains ENABLE TRIGGER USER;`)
 		require.NoError(t, err)
 
-		n, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, 100)
+		n, _, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, domain.ReconcileCursor{}, 100)
 		require.NoError(t, err)
 		require.Equal(t, 2, n, "the discarded and the cancelled job are made again, and nothing else")
 		var live int
@@ -66,20 +66,48 @@ func TestEnqueueMissingStageJobs(t *testing.T) {
 		require.Equal(t, 2, live)
 	})
 
-	t.Run("at most limit rows a run, oldest status first", func(t *testing.T) {
+	t.Run("a pass goes window by window, oldest status first, through rows that tie", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		for _, name := range []string{"portal.one.test", "portal.two.test", "portal.three.test"} {
-			sqlInsert(t, b, newTenant(), name)
+		// One statement: all five rows share one status_changed_at, as a
+		// bulk import leaves them, so only the id orders them.
+		_, err := b.app.Exec(b.ctx, `INSERT INTO portal_domains (tenant, domain)
+			SELECT gen_random_uuid(), 'portal' || i || '.window.test' FROM generate_series(1, 5) AS i`)
+		require.NoError(t, err)
+		older := sqlInsert(t, b, newTenant(), "portal.older.test")
+		_, err = b.pool.Exec(b.ctx, `UPDATE portal_domains SET status_changed_at = status_changed_at - interval '1 hour' WHERE id = $1`, older)
+		require.NoError(t, err)
+		_, err = b.pool.Exec(b.ctx, `DELETE FROM river_job`)
+		require.NoError(t, err)
+
+		var cursor domain.ReconcileCursor
+		var windows []int
+		for {
+			n, next, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, cursor, 2)
+			require.NoError(t, err)
+			windows = append(windows, n)
+			if len(windows) == 1 {
+				var ids []string
+				for _, j := range listJobs(t, b) {
+					ids = append(ids, j.Args.DomainID)
+				}
+				require.Contains(t, ids, older, "the oldest status comes first")
+			}
+			if next.IsZero() {
+				break
+			}
+			cursor = next
 		}
-		_, err := b.pool.Exec(b.ctx, `DELETE FROM river_job`)
+		require.Equal(t, []int{2, 2, 2, 0}, windows, "six rows in windows of two; the first window short of its size (here empty) ends the pass")
+		require.Len(t, listJobs(t, b), 6, "every row once")
+
+		n, next, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, domain.ReconcileCursor{}, 10)
 		require.NoError(t, err)
-		n, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, 2)
-		require.NoError(t, err)
-		require.Equal(t, 2, n)
-		n, err = db.EnqueueMissingStageJobs(b.ctx, b.pool, 2)
-		require.NoError(t, err)
-		require.Equal(t, 1, n)
+		require.Zero(t, n, "the next pass finds every job live")
+		require.True(t, next.IsZero(), "a window short of its size ends the pass")
+
+		_, _, err = db.EnqueueMissingStageJobs(b.ctx, b.pool, domain.ReconcileCursor{}, 0)
+		require.ErrorContains(t, err, "window 0")
 	})
 }
 
@@ -156,7 +184,7 @@ func TestStageJobsCarryDomainAndTenantTags(t *testing.T) {
 	// The reconcile job makes the same job, tags included.
 	_, err = b.pool.Exec(b.ctx, `DELETE FROM river_job`)
 	require.NoError(t, err)
-	n, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, 10)
+	n, _, err := db.EnqueueMissingStageJobs(b.ctx, b.pool, domain.ReconcileCursor{}, 10)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT tags FROM river_job WHERE args->>'domain_id' = $1`, id).Scan(&tags))

@@ -76,3 +76,14 @@ func StageByKind(kind string) (Stage, bool) {
 	}
 	return Stage{}, false
 }
+
+// ReconcileCursor is where a reconcile pass stands: the last working row a
+// window examined, in (status_changed_at, id) order. The zero cursor starts
+// a pass at the oldest working row.
+type ReconcileCursor struct {
+	StatusChangedAt time.Time
+	ID              string
+}
+
+// IsZero reports whether the cursor starts a pass.
+func (c ReconcileCursor) IsZero() bool { return c.ID == "" }

@@ -2,15 +2,19 @@ package jobs
 
 import (
 	"context"
+	"sync"
 
 	"github.com/riverqueue/river"
+
+	"github.com/portal-domains/portal-domains/domain"
 )
 
 // KindReconcile is the periodic job that gives every domain in a working
 // status the stage job it lacks.
 const KindReconcile = "reconcile"
 
-// ReconcileArgs has no fields: one run covers every domain.
+// ReconcileArgs has no fields: each run examines the next window of working
+// rows, and the windows of successive runs cover every domain.
 type ReconcileArgs struct{}
 
 func (ReconcileArgs) Kind() string { return KindReconcile }
@@ -18,28 +22,40 @@ func (ReconcileArgs) Kind() string { return KindReconcile }
 // InsertOpts: the maintenance queue, one run at a time.
 func (ReconcileArgs) InsertOpts() river.InsertOpts { return maintenanceOnce() }
 
-// StageJobEnqueuer finds domains in a working status whose current
-// generation has no live stage job and enqueues it, at most limit at once.
+// StageJobEnqueuer examines up to window domains in a working status after
+// the cursor, enqueues the stage job of each whose current generation has
+// none, and returns how many it enqueued and the next cursor (zero once the
+// window reached the last working domain).
 type StageJobEnqueuer interface {
-	EnqueueMissingStageJobs(ctx context.Context, limit int) (int, error)
+	EnqueueMissingStageJobs(ctx context.Context, after domain.ReconcileCursor, window int) (int, domain.ReconcileCursor, error)
 }
 
-// reconcileBatch bounds one run's transaction; a larger backlog is taken by
-// the runs that follow.
-const reconcileBatch = 10_000
+// ReconcileWindow bounds what one run examines, so a run costs the same at
+// 100,000 working domains (a bulk import) as at 10,000: a pass over more
+// takes that many more runs, one interval apart.
+const ReconcileWindow = 10_000
 
 // ReconcileWorker is level-triggered where the trigger is edge-triggered:
-// whatever the reason a job is missing, the next run makes it.
+// whatever the reason a job is missing, a run of the pass makes it.
 type ReconcileWorker struct {
 	river.WorkerDefaults[ReconcileArgs]
 	deps *Deps
+
+	// cursor is this process's place in the pass. Each process that runs
+	// the job keeps its own, and a restart begins a new pass: either way
+	// every working domain is still examined within a pass.
+	mu     sync.Mutex
+	cursor domain.ReconcileCursor
 }
 
 func (w *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
-	n, err := w.deps.Stages.EnqueueMissingStageJobs(ctx, reconcileBatch)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, next, err := w.deps.Stages.EnqueueMissingStageJobs(ctx, w.cursor, ReconcileWindow)
 	if err != nil {
 		return err
 	}
+	w.cursor = next
 	if n > 0 {
 		w.deps.Logger.Info("enqueued the stage jobs that domains in a working status lacked", "job_kind", KindReconcile, "enqueued", n)
 	}

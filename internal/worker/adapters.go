@@ -656,8 +656,8 @@ func timePtr(t time.Time) *time.Time {
 
 var _ jobs.StageJobEnqueuer = Store{}
 
-func (s Store) EnqueueMissingStageJobs(ctx context.Context, limit int) (int, error) {
-	return db.EnqueueMissingStageJobs(ctx, s.Pool, limit)
+func (s Store) EnqueueMissingStageJobs(ctx context.Context, after domain.ReconcileCursor, window int) (int, domain.ReconcileCursor, error) {
+	return db.EnqueueMissingStageJobs(ctx, s.Pool, after, window)
 }
 
 // GetDomainByTenant reads a tenant's row, for the git_record job.

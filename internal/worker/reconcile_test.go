@@ -42,7 +42,7 @@ func TestReconcilerAloneCarriesADomainToActive(t *testing.T) {
 		kinds = append(kinds, kind)
 	}
 	require.Equal(t, []string{"verify_dns", "apply", "await_certificate", "probe"}, kinds)
-	n, err := db.EnqueueMissingStageJobs(b.ctx, b.schema.Pool, 10)
+	n, _, err := db.EnqueueMissingStageJobs(b.ctx, b.schema.Pool, domain.ReconcileCursor{}, 10)
 	require.NoError(t, err)
 	require.Zero(t, n, "an active domain needs no job")
 }

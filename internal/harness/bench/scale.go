@@ -49,8 +49,11 @@ type GrowthPoint struct {
 	PlainInsert  time.Duration `json:"plain_insert_ns"`
 	JobsEnqueued int           `json:"jobs_enqueued"`
 	// Reconcile and StuckScan are the two periodic queries at N rows (median
-	// of 5); CountScan is count(*) over the table, a sequential scan.
-	Reconcile time.Duration `json:"reconcile_ns"`
+	// of 5; Reconcile is one run's window); ReconcilePass is every window
+	// of a pass over the N rows, run back to back; CountScan is count(*)
+	// over the table, a sequential scan.
+	Reconcile     time.Duration `json:"reconcile_ns"`
+	ReconcilePass time.Duration `json:"reconcile_pass_ns"`
 	StuckScan time.Duration `json:"stuck_scan_ns"`
 	CountScan time.Duration `json:"count_scan_ns"`
 	// VerifyRate is verify_dns jobs/s for all N, VerifySmallRate for
@@ -95,7 +98,9 @@ func scaleRows(p GrowthPoint) []Row {
 			Note: note + "; median of 5 runs; baseline: count(*) over the table, a sequential scan"}
 	}
 	rows := []Row{insert,
-		query("8b", "reconcile query", p.Reconcile, "every row in a working status with a live job, so nothing to enqueue (db.EnqueueMissingStageJobs)"),
+		query("8b", "reconcile query", p.Reconcile, fmt.Sprintf("one run: the first window of %s of the rows in a working status "+
+			"(db.EnqueueMissingStageJobs), each with a live job, so nothing to enqueue; the whole pass, every window back to back: %s",
+			thousands(jobs.ReconcileWindow), p.ReconcilePass.Round(time.Millisecond))),
 		query("8c", "stuck scan query", p.StuckScan, "rows in a working status past the default cutoffs (db.StuckDomains)"),
 	}
 	verify := throughputRow("8d", fmt.Sprintf("verify_dns @ %s domains", n), "jobs/s", p.VerifyRate, p.VerifySmallRate,
@@ -191,15 +196,26 @@ func (b *bench) scaleInsert(ctx context.Context, ds []benchDomain, p *GrowthPoin
 	}
 
 	var err error
-	if p.Reconcile, err = medianOf(ctx, 5, func(ctx context.Context) error {
-		enqueued, err := db.EnqueueMissingStageJobs(ctx, b.pool, 10_000)
+	reconcile := func(ctx context.Context, after domain.ReconcileCursor) (domain.ReconcileCursor, error) {
+		enqueued, next, err := db.EnqueueMissingStageJobs(ctx, b.pool, after, jobs.ReconcileWindow)
 		if err == nil && enqueued != 0 {
 			err = fmt.Errorf("the reconciler enqueued %d jobs for rows that had theirs", enqueued)
 		}
+		return next, err
+	}
+	if p.Reconcile, err = medianOf(ctx, 5, func(ctx context.Context) error {
+		_, err := reconcile(ctx, domain.ReconcileCursor{})
 		return err
 	}); err != nil {
 		return err
 	}
+	t0 = time.Now()
+	for cursor, first := (domain.ReconcileCursor{}), true; first || !cursor.IsZero(); first = false {
+		if cursor, err = reconcile(ctx, cursor); err != nil {
+			return err
+		}
+	}
+	p.ReconcilePass = time.Since(t0)
 	cutoffs := jobs.StuckCutoffs(time.Now(), jobs.DefaultAlertConfig())
 	if p.StuckScan, err = medianOf(ctx, 5, func(ctx context.Context) error {
 		_, err := db.StuckDomains(ctx, b.pool, cutoffs, 1000)
