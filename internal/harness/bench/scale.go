@@ -54,8 +54,8 @@ type GrowthPoint struct {
 	// over the table, a sequential scan.
 	Reconcile     time.Duration `json:"reconcile_ns"`
 	ReconcilePass time.Duration `json:"reconcile_pass_ns"`
-	StuckScan time.Duration `json:"stuck_scan_ns"`
-	CountScan time.Duration `json:"count_scan_ns"`
+	StuckScan     time.Duration `json:"stuck_scan_ns"`
+	CountScan     time.Duration `json:"count_scan_ns"`
 	// VerifyRate is verify_dns jobs/s for all N, VerifySmallRate for
 	// ScaleSmallN in the same run.
 	VerifyRate      float64 `json:"verify_rate"`
