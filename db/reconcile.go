@@ -18,6 +18,8 @@ import (
 // portal_domains_working_idx and each job one probe of River's unique-key
 // index, so a run costs the window, not the table: at 100,000 working rows
 // (a bulk import) one query would otherwise hash every row's unique key.
+// OFFSET 0 keeps the probe per examined row: pulled up into an anti-join,
+// the planner may hash all of river_job's unique keys instead.
 //
 // Disabled rows are left out: the orphan sweep removes what a lost disable
 // job would have, and a completed disable job that River has pruned would
@@ -38,7 +40,8 @@ missing AS (
 		WHERE j.unique_key = sha256(convert_to('&kind=' || s.kind || '&args={"domain_id":"' || e.id::text
 		                                       || '","generation":' || e.pipeline_generation::text || '}', 'UTF8'))
 		  AND j.unique_key IS NOT NULL AND j.unique_states IS NOT NULL
-		  AND river_job_state_in_bitmask(j.unique_states, j.state))),
+		  AND river_job_state_in_bitmask(j.unique_states, j.state)
+		OFFSET 0)),
 last AS (
 	SELECT status_changed_at, id FROM examined ORDER BY status_changed_at DESC, id DESC LIMIT 1)
 SELECT (SELECT coalesce(portal_domains_enqueue_stages(array_agg(id), array_agg(status), array_agg(pipeline_generation)), 0)

@@ -174,7 +174,7 @@ func AddWorkers(workers *river.Workers, deps *Deps) {
 		river.AddWorker(workers, &OrphanSweepWorker{deps: deps})
 	}
 	if deps.Stages != nil {
-		river.AddWorker(workers, &ReconcileWorker{deps: deps})
+		river.AddWorker(workers, NewReconcileWorker(deps))
 	}
 	if deps.Rechecks != nil && deps.Alerts != nil && deps.DNS != nil && deps.Prober != nil {
 		river.AddWorker(workers, NewRecheckWorker(deps))

@@ -30,10 +30,12 @@ type StageJobEnqueuer interface {
 	EnqueueMissingStageJobs(ctx context.Context, after domain.ReconcileCursor, window int) (int, domain.ReconcileCursor, error)
 }
 
-// ReconcileWindow bounds what one run examines, so a run costs the same at
-// 100,000 working domains (a bulk import) as at 10,000: a pass over more
-// takes that many more runs, one interval apart.
-const ReconcileWindow = 10_000
+// ReconcileWindow bounds what one query examines, so it costs the same at
+// 100,000 working domains (a bulk import) as at 5,000. A run whose window
+// found missing jobs goes on to the next window (an adopted table is
+// caught up in one run); one that found none stops, and the rest of the
+// pass is taken by the runs that follow, one interval apart.
+const ReconcileWindow = 5_000
 
 // ReconcileWorker is level-triggered where the trigger is edge-triggered:
 // whatever the reason a job is missing, a run of the pass makes it.
@@ -48,16 +50,28 @@ type ReconcileWorker struct {
 	cursor domain.ReconcileCursor
 }
 
+// NewReconcileWorker is the reconcile job's worker over deps.Stages.
+func NewReconcileWorker(deps *Deps) *ReconcileWorker {
+	deps.setDefaults()
+	return &ReconcileWorker{deps: deps}
+}
+
 func (w *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n, next, err := w.deps.Stages.EnqueueMissingStageJobs(ctx, w.cursor, ReconcileWindow)
-	if err != nil {
-		return err
+	total := 0
+	for {
+		n, next, err := w.deps.Stages.EnqueueMissingStageJobs(ctx, w.cursor, ReconcileWindow)
+		if err != nil {
+			return err
+		}
+		w.cursor, total = next, total+n
+		if n == 0 || next.IsZero() {
+			break
+		}
 	}
-	w.cursor = next
-	if n > 0 {
-		w.deps.Logger.Info("enqueued the stage jobs that domains in a working status lacked", "job_kind", KindReconcile, "enqueued", n)
+	if total > 0 {
+		w.deps.Logger.Info("enqueued the stage jobs that domains in a working status lacked", "job_kind", KindReconcile, "enqueued", total)
 	}
 	return nil
 }

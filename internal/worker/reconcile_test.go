@@ -1,13 +1,18 @@
 package worker_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-domains/portal-domains/db"
+	"github.com/portal-domains/portal-domains/db/dbtest"
 	"github.com/portal-domains/portal-domains/domain"
+	"github.com/portal-domains/portal-domains/internal/worker"
+	"github.com/portal-domains/portal-domains/jobs"
 )
 
 // TestReconcilerAloneCarriesADomainToActive: where the enqueue trigger is
@@ -45,4 +50,34 @@ func TestReconcilerAloneCarriesADomainToActive(t *testing.T) {
 	n, _, err := db.EnqueueMissingStageJobs(b.ctx, b.schema.Pool, domain.ReconcileCursor{}, 10)
 	require.NoError(t, err)
 	require.Zero(t, n, "an active domain needs no job")
+}
+
+// TestReconcileRunCatchesUpAnAdoptedTable: rows AlgaPSA left in a working
+// status with no job, more than one window of them, all get their job in
+// one run of the reconcile job, each query examining one window; the next
+// run finds nothing missing.
+func TestReconcileRunCatchesUpAnAdoptedTable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := dbtest.Migrated(t)
+	n := jobs.ReconcileWindow*2 + 1
+	_, err := s.Pool.Exec(ctx, `ALTER TABLE portal_domains DISABLE TRIGGER portal_domains_after_insert`)
+	require.NoError(t, err)
+	_, err = s.AppRole(t).Exec(ctx, `INSERT INTO portal_domains (tenant, domain)
+		SELECT gen_random_uuid(), 'portal' || i || '.adopted.test' FROM generate_series(1, $1::int) AS i`, n)
+	require.NoError(t, err)
+	_, err = s.Pool.Exec(ctx, `ALTER TABLE portal_domains ENABLE TRIGGER portal_domains_after_insert`)
+	require.NoError(t, err)
+
+	countJobs := func() int {
+		var jobs int
+		require.NoError(t, s.Pool.QueryRow(ctx, `SELECT count(DISTINCT args->>'domain_id') FROM river_job WHERE kind = 'verify_dns'`).Scan(&jobs))
+		return jobs
+	}
+	require.Zero(t, countJobs())
+	reconcile := jobs.NewReconcileWorker(&jobs.Deps{Stages: worker.Store{Pool: s.Pool}})
+	require.NoError(t, reconcile.Work(ctx, &river.Job[jobs.ReconcileArgs]{}))
+	require.Equal(t, n, countJobs(), "one run, three windows")
+	require.NoError(t, reconcile.Work(ctx, &river.Job[jobs.ReconcileArgs]{}))
+	require.Equal(t, n, countJobs(), "nothing enqueued twice")
 }
