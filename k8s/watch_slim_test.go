@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -28,11 +29,20 @@ func TestSlimCertificateKeepsWhatTheWatchReads(t *testing.T) {
 	}}
 	out, err := slimCertificate(cert)
 	require.NoError(t, err)
-	slim := out.(*unstructured.Unstructured)
-	require.Equal(t, certStatusFrom(cert), certStatusFrom(slim))
-	require.Equal(t, "d1", slim.GetLabels()[LabelDomainID])
-	require.Empty(t, slim.GetManagedFields())
-	require.Empty(t, slim.GetAnnotations())
-	_, hasIssuer, _ := unstructured.NestedMap(slim.Object, "spec", "issuerRef")
-	require.False(t, hasIssuer)
+	slim, ok := out.(*watchedCert)
+	require.True(t, ok, "the cache holds the compact form, not %T", out)
+	require.Equal(t, certStatusFrom(cert), slim.Status)
+	require.Equal(t, "d1", slim.DomainID)
+	require.Equal(t, metav1.ObjectMeta{Name: "portal-domain-abc1234", Namespace: "msp", UID: "u1", ResourceVersion: "42", Generation: 3},
+		slim.ObjectMeta, "identity only: no labels, annotations or managed fields")
+	twice, err := slimCertificate(slim)
+	require.NoError(t, err)
+	require.Same(t, slim, twice, "the informer's initial list runs the transform on slimmed objects")
+	cp := slim.DeepCopyObject().(*watchedCert)
+	require.Equal(t, slim, cp, "the store's copies keep every field")
+	cp.Status.DNSNames[0] = "changed"
+	require.Equal(t, []string{"portal.acme.com"}, slim.Status.DNSNames, "a copy shares no slice with the cached object")
+	st := slim.status()
+	st.DNSNames[0] = "changed"
+	require.Equal(t, []string{"portal.acme.com"}, slim.Status.DNSNames, "what the handlers get shares no slice with the cache")
 }
