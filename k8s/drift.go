@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 )
@@ -131,21 +132,29 @@ func handChange(kind string, m *watchedMeta, change string) HandChange {
 // watchedMeta is what the WatchHandChanges caches hold for an object: its
 // identity, generation, domain-id and tenant labels, domain-host
 // annotation and, in place of the managed fields, the names of the other
-// managers of its spec. As plain fields instead of label and annotation
-// maps it costs a fraction of a PartialObjectMetadata per object.
+// managers of its spec. As plain fields instead of an ObjectMeta with label
+// and annotation maps it costs a fraction of a PartialObjectMetadata per
+// object.
 type watchedMeta struct {
-	// ObjectMeta carries only the name, namespace, UID, resourceVersion and
-	// generation: the store keys by it, and nothing reads more.
-	metav1.ObjectMeta
-	DomainID, Tenant, Host string
-	Managers               []string
+	Name, Namespace, ResourceVersion string
+	UID                              types.UID
+	Generation                       int64
+	DomainID, Tenant, Host           string
+	Managers                         []string
+}
+
+// GetObjectMeta is how the informer's store reads the key and
+// resourceVersion (meta.Accessor); the ObjectMeta is built on each call
+// so that the cache does not keep one per object.
+func (m *watchedMeta) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID,
+		ResourceVersion: m.ResourceVersion, Generation: m.Generation}
 }
 
 func (m *watchedMeta) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 
 func (m *watchedMeta) DeepCopyObject() runtime.Object {
 	out := *m
-	m.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
 	out.Managers = slices.Clone(m.Managers)
 	return &out
 }
@@ -160,17 +169,15 @@ func slimMetadata(obj any) (any, error) {
 		return obj, nil
 	}
 	return &watchedMeta{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:            m.Name,
-			Namespace:       unique.Make(m.Namespace).Value(),
-			UID:             m.UID,
-			ResourceVersion: m.ResourceVersion,
-			Generation:      m.Generation,
-		},
-		DomainID: m.Labels[LabelDomainID],
-		Tenant:   unique.Make(m.Labels[LabelTenant]).Value(),
-		Host:     m.Annotations[AnnotationDomainHost],
-		Managers: otherSpecManagers(m.ManagedFields),
+		Name:            m.Name,
+		Namespace:       unique.Make(m.Namespace).Value(),
+		ResourceVersion: m.ResourceVersion,
+		UID:             m.UID,
+		Generation:      m.Generation,
+		DomainID:        m.Labels[LabelDomainID],
+		Tenant:          unique.Make(m.Labels[LabelTenant]).Value(),
+		Host:            m.Annotations[AnnotationDomainHost],
+		Managers:        otherSpecManagers(m.ManagedFields),
 	}, nil
 }
 

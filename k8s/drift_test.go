@@ -66,9 +66,8 @@ func TestSlimMetadataIsIdempotent(t *testing.T) {
 	slim, ok := twice.(*watchedMeta)
 	require.True(t, ok, "the cache holds the compact form, not the PartialObjectMetadata")
 	require.Equal(t, []string{"kubectl-edit"}, slim.Managers)
-	require.Empty(t, slim.ManagedFields)
-	require.Empty(t, slim.Labels)
-	require.Empty(t, slim.Annotations)
+	require.Equal(t, &metav1.ObjectMeta{Name: "portal-domain-gw-abc1234", Namespace: "istio-system", UID: "u1", Generation: 2},
+		slim.GetObjectMeta(), "the store reads the identity through meta.Accessor")
 	require.Equal(t, HandChange{Kind: "Gateway", Namespace: "istio-system", Name: "portal-domain-gw-abc1234", DomainID: "d1",
 		Tenant: "t1", Host: "portal.acme.com", Change: ChangeEdited, Revision: "u1/2", Managers: []string{"kubectl-edit"}},
 		handChange("Gateway", slim, ChangeEdited))

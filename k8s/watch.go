@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 )
@@ -105,14 +106,22 @@ func readyKey(s CertStatus) statusKey {
 
 // watchedCert is what the WatchCertificates cache holds for a Certificate:
 // its identity and its status, parsed once. The same fields kept as an
-// unstructured object cost several times as much in nested maps, and the
-// cache holds one per managed Certificate.
+// unstructured object, or even beside a metav1.ObjectMeta, cost several
+// times as much, and the cache holds one per managed Certificate.
 type watchedCert struct {
-	// ObjectMeta carries only the name, namespace, UID, resourceVersion and
-	// generation: the store keys by it, and nothing reads more.
-	metav1.ObjectMeta
-	DomainID string
-	Status   CertStatus
+	Name, Namespace string
+	UID             types.UID
+	DomainID        string
+	// Status holds the resourceVersion and generation too.
+	Status CertStatus
+}
+
+// GetObjectMeta is how the informer's store reads the key and
+// resourceVersion (meta.Accessor); the ObjectMeta is built on each call
+// so that the cache does not keep one per Certificate.
+func (w *watchedCert) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Name: w.Name, Namespace: w.Namespace, UID: w.UID,
+		ResourceVersion: w.Status.ResourceVersion, Generation: w.Status.Generation}
 }
 
 // status is a copy of the cached status that the caller may change.
@@ -126,7 +135,6 @@ func (w *watchedCert) GetObjectKind() schema.ObjectKind { return schema.EmptyObj
 
 func (w *watchedCert) DeepCopyObject() runtime.Object {
 	out := *w
-	w.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
 	out.Status.DNSNames = slices.Clone(w.Status.DNSNames)
 	return &out
 }
@@ -146,15 +154,15 @@ func slimCertificate(obj any) (any, error) {
 	s.Reason = unique.Make(s.Reason).Value()
 	s.Message = unique.Make(s.Message).Value()
 	s.IssuingFailure = unique.Make(s.IssuingFailure).Value()
+	name := u.GetName()
+	if s.SecretName == name {
+		s.SecretName = name // the rendered Secret is named after its Certificate: one copy
+	}
 	return &watchedCert{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:            u.GetName(),
-			Namespace:       unique.Make(u.GetNamespace()).Value(),
-			UID:             u.GetUID(),
-			ResourceVersion: s.ResourceVersion,
-			Generation:      s.Generation,
-		},
-		DomainID: u.GetLabels()[LabelDomainID],
-		Status:   s,
+		Name:      name,
+		Namespace: unique.Make(u.GetNamespace()).Value(),
+		UID:       u.GetUID(),
+		DomainID:  u.GetLabels()[LabelDomainID],
+		Status:    s,
 	}, nil
 }

@@ -4,8 +4,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/cache"
 )
 
 func TestSlimCertificateKeepsWhatTheWatchReads(t *testing.T) {
@@ -33,8 +34,15 @@ func TestSlimCertificateKeepsWhatTheWatchReads(t *testing.T) {
 	require.True(t, ok, "the cache holds the compact form, not %T", out)
 	require.Equal(t, certStatusFrom(cert), slim.Status)
 	require.Equal(t, "d1", slim.DomainID)
-	require.Equal(t, metav1.ObjectMeta{Name: "portal-domain-abc1234", Namespace: "msp", UID: "u1", ResourceVersion: "42", Generation: 3},
-		slim.ObjectMeta, "identity only: no labels, annotations or managed fields")
+	require.Equal(t, &watchedCert{Name: "portal-domain-abc1234", Namespace: "msp", UID: "u1", DomainID: "d1", Status: certStatusFrom(cert)}, slim,
+		"identity and status only: no labels, annotations, managed fields or other spec")
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(slim)
+	require.NoError(t, err)
+	require.Equal(t, "msp/portal-domain-abc1234", key, "the store keys the compact form as it keyed the Certificate")
+	m, err := meta.Accessor(slim)
+	require.NoError(t, err)
+	require.Equal(t, "42", m.GetResourceVersion())
+	require.Equal(t, int64(3), m.GetGeneration())
 	twice, err := slimCertificate(slim)
 	require.NoError(t, err)
 	require.Same(t, slim, twice, "the informer's initial list runs the transform on slimmed objects")
