@@ -298,55 +298,47 @@ func asInt64(v any) (int64, bool) {
 // Gateway that VirtualService references exist. A missing Certificate is
 // not an error: the result has Exists false.
 func (c *Client) GetCertificateStatus(ctx context.Context, namespace, name string) (CertStatus, error) {
-	obj, watched := c.watchedCertificate(namespace, name)
+	s, watched := c.WatchedCertificateStatus(namespace, name)
 	if !watched {
-		var err error
-		obj, err = c.dyn.Resource(CertificateGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+		obj, err := c.dyn.Resource(CertificateGVR).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) && !isMissingResource(err) {
 			return CertStatus{}, nil
 		}
 		if err != nil {
 			return CertStatus{}, classify(ctx, fmt.Sprintf("get Certificate %s/%s", namespace, name), err)
 		}
+		s = certStatusFrom(obj)
 	}
-	s := certStatusFrom(obj)
 	present, err := c.routingPresent(ctx, namespace, name)
 	s.ObjectsPresent = present
 	return s, err
 }
 
-// watchedCertificate returns the Certificate from the WatchCertificates
-// informer when one is running and holds it. That cache is what woke the
-// await job, so it already holds the Ready that the job is about to act
+// WatchedCertificateStatus is the Certificate's status as the running
+// WatchCertificates informer holds it; false when no watch runs or it does
+// not hold the Certificate. It makes no request. That cache is what woke
+// the await job, so it already holds the Ready that the job is about to act
 // on, and reading it costs the API server nothing. It is not required to
 // have synced: whatever it holds came from the API server, and the
 // informer stores an object before it calls the handlers, so an object a
 // callback reported is found even while the initial list is still being
-// handed out (requiring HasSynced made that a race). Anything it does not
-// hold is read from the API server instead, so a deletion is never
-// concluded from a lagging cache.
-func (c *Client) watchedCertificate(namespace, name string) (*unstructured.Unstructured, bool) {
+// handed out (requiring HasSynced made that a race). GetCertificateStatus
+// reads anything it does not hold from the API server, so a deletion is
+// never concluded from a lagging cache.
+func (c *Client) WatchedCertificateStatus(namespace, name string) (CertStatus, bool) {
 	inf := c.certs.Load()
 	if inf == nil {
-		return nil, false
+		return CertStatus{}, false
 	}
 	obj, exists, err := (*inf).GetStore().GetByKey(namespace + "/" + name)
 	if err != nil || !exists {
-		return nil, false
+		return CertStatus{}, false
 	}
-	u, ok := obj.(*unstructured.Unstructured)
-	return u, ok
-}
-
-// WatchedCertificateStatus is the Certificate's status as the running
-// WatchCertificates informer holds it; false when no watch runs or it does
-// not hold the Certificate. It makes no request.
-func (c *Client) WatchedCertificateStatus(namespace, name string) (CertStatus, bool) {
-	obj, ok := c.watchedCertificate(namespace, name)
+	w, ok := obj.(*watchedCert)
 	if !ok {
 		return CertStatus{}, false
 	}
-	return certStatusFrom(obj), true
+	return w.status(), true
 }
 
 // getCached reads an object from the API server's watch cache

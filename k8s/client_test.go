@@ -774,3 +774,76 @@ func TestOwnership(t *testing.T) {
 		require.NoError(t, b.client.Delete(ctx, d, b.cfg))
 	})
 }
+
+// TestWatchCertificatesCachesCompactCertificates: the watch's cache holds
+// each Certificate as the compact WatchedCert (no labels, annotations or
+// managed fields), fills it by streaming the initial list instead of a
+// LIST decoded whole, and still reports status changes, renewals and
+// deletes from it.
+func TestWatchCertificatesCachesCompactCertificates(t *testing.T) {
+	t.Parallel()
+	env := kubetest.Start(t)
+	var log requestLog
+	restCfg := rest.CopyConfig(env.Config)
+	restCfg.WrapTransport = log.wrap
+	b := setupOn(t, env, restCfg)
+	ctx := t.Context()
+
+	b.apply(t)
+	require.NoError(t, b.env.SetCertificateReady(ctx, b.cfg.CertNamespace, b.names.Certificate, true, "Ready", "up to date"))
+	applied, err := b.get(t, k8s.CertificateGVR, b.cfg.CertNamespace, b.names.Certificate)
+	require.NoError(t, err)
+	log.take()
+	w := watch(t, b.client, b.d.ID)
+	st := w.next(t, func(s k8s.CertStatus) bool { return s.Exists })
+	require.True(t, st.IsReady(), "the Certificate that was there before the watch is reported on start")
+	var certRequests []string
+	for _, r := range log.take() {
+		if strings.Contains(r, "/apis/cert-manager.io/v1/certificates?") {
+			certRequests = append(certRequests, r)
+		}
+	}
+	require.NotEmpty(t, certRequests)
+	for _, r := range certRequests {
+		require.Contains(t, r, "watch=true", "no LIST of every Certificate: %v", certRequests)
+		require.Contains(t, r, "sendInitialEvents=true", "the initial list is streamed: %v", certRequests)
+	}
+
+	obj, ok := k8s.CachedCertificate(b.client, b.cfg.CertNamespace, b.names.Certificate)
+	require.True(t, ok)
+	cached, ok := obj.(*k8s.WatchedCert)
+	require.True(t, ok, "the cache holds the compact form, not %T", obj)
+	require.Equal(t, b.d.ID, cached.DomainID)
+	require.Equal(t, applied.GetUID(), cached.UID)
+	require.Equal(t, applied.GetResourceVersion(), cached.Status.ResourceVersion)
+	fromAPI, err := b.client.GetCertificateStatus(ctx, b.cfg.CertNamespace, b.names.Certificate)
+	require.NoError(t, err)
+	require.Equal(t, st.NotAfter, fromAPI.NotAfter)
+	secretName, _, _ := unstructured.NestedString(applied.Object, "spec", "secretName")
+	require.Equal(t, secretName, fromAPI.SecretName)
+
+	require.NoError(t, b.env.SetCertificateReady(ctx, b.cfg.CertNamespace, b.names.Certificate, false, "Failed", "challenge failed"))
+	st = w.next(t, func(s k8s.CertStatus) bool { return s.Ready == k8s.ReadyFalse })
+	require.Equal(t, "challenge failed", st.Message)
+	require.Equal(t, 1, st.FailedIssuanceAttempts)
+	require.False(t, st.Renewed)
+	watched, known := b.client.WatchedCertificateStatus(b.cfg.CertNamespace, b.names.Certificate)
+	require.True(t, known)
+	require.Equal(t, "challenge failed", watched.Message, "the cache holds the status it reported")
+
+	_, err = b.env.CreateTLSSecret(ctx, b.cfg.CertNamespace, b.names.Certificate)
+	require.NoError(t, err)
+	require.NoError(t, b.env.SetCertificateReady(ctx, b.cfg.CertNamespace, b.names.Certificate, true, "Ready", "up to date"))
+	issued := w.next(t, func(s k8s.CertStatus) bool { return s.IsReady() })
+	_, err = b.env.RenewCertificate(ctx, b.cfg.CertNamespace, b.names.Certificate, time.Now().Add(24*time.Hour))
+	require.NoError(t, err)
+	st = w.next(t, func(s k8s.CertStatus) bool { return s.Renewed })
+	require.True(t, st.IsReady())
+	require.True(t, st.NotAfter.After(issued.NotAfter), "the renewal's notAfter is reported")
+
+	require.NoError(t, b.client.Delete(ctx, b.d, b.cfg))
+	st = w.next(t, func(s k8s.CertStatus) bool { return !s.Exists })
+	require.Equal(t, k8s.CertStatus{}, st)
+	_, known = b.client.WatchedCertificateStatus(b.cfg.CertNamespace, b.names.Certificate)
+	require.False(t, known, "the deleted Certificate left the cache")
+}

@@ -8,13 +8,15 @@ import (
 	"maps"
 	"reflect"
 	"slices"
-	"strings"
 	"sync"
+	"unique"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 )
@@ -47,10 +49,6 @@ type HandChange struct {
 	Managers []string
 }
 
-// specManagersKey is where the watch's cache keeps the other managers of
-// an object's spec (see slimMetadata); it is never written to the cluster.
-const specManagersKey = "portal-domains.internal/spec-managers"
-
 // WatchHandChanges calls onChange for every hand change to this
 // installation's Certificates, Gateways and VirtualServices (selected by
 // InstallationSelector(installation)) in all namespaces. It reads metadata
@@ -82,14 +80,14 @@ func (c *Client) WatchHandChanges(ctx context.Context, installation string, onCh
 		kind := gvr.kind
 		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: func(obj any) {
-				if m, ok := obj.(*metav1.PartialObjectMetadata); ok && len(specManagers(m)) > 0 {
+				if m, ok := obj.(*watchedMeta); ok && len(m.Managers) > 0 {
 					onChange(handChange(kind, m, ChangeEdited))
 				}
 			},
 			UpdateFunc: func(oldObj, newObj any) {
-				o, ok1 := oldObj.(*metav1.PartialObjectMetadata)
-				n, ok2 := newObj.(*metav1.PartialObjectMetadata)
-				if ok1 && ok2 && n.Generation != o.Generation && len(specManagers(n)) > 0 {
+				o, ok1 := oldObj.(*watchedMeta)
+				n, ok2 := newObj.(*watchedMeta)
+				if ok1 && ok2 && n.Generation != o.Generation && len(n.Managers) > 0 {
 					onChange(handChange(kind, n, ChangeEdited))
 				}
 			},
@@ -97,7 +95,7 @@ func (c *Client) WatchHandChanges(ctx context.Context, installation string, onCh
 				if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 					obj = tomb.Obj
 				}
-				if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				if m, ok := obj.(*watchedMeta); ok {
 					onChange(handChange(kind, m, ChangeDeleted))
 				}
 			},
@@ -120,9 +118,9 @@ type schemaGVR struct {
 	kind string
 }
 
-func handChange(kind string, m *metav1.PartialObjectMetadata, change string) HandChange {
-	hc := HandChange{Kind: kind, Namespace: m.Namespace, Name: m.Name, DomainID: m.Labels[LabelDomainID],
-		Tenant: m.Labels[LabelTenant], Host: m.Annotations[AnnotationDomainHost], Change: change, Managers: specManagers(m)}
+func handChange(kind string, m *watchedMeta, change string) HandChange {
+	hc := HandChange{Kind: kind, Namespace: m.Namespace, Name: m.Name, DomainID: m.DomainID,
+		Tenant: m.Tenant, Host: m.Host, Change: change, Managers: slices.Clone(m.Managers)}
 	if change == ChangeDeleted {
 		hc.Revision = string(m.UID)
 	} else {
@@ -131,48 +129,56 @@ func handChange(kind string, m *metav1.PartialObjectMetadata, change string) Han
 	return hc
 }
 
-func specManagers(m *metav1.PartialObjectMetadata) []string {
-	if s := m.Annotations[specManagersKey]; s != "" {
-		return strings.Split(s, ",")
-	}
-	return nil
+// watchedMeta is what the WatchHandChanges caches hold for an object: its
+// identity, generation, domain-id and tenant labels, domain-host
+// annotation and, in place of the managed fields, the names of the other
+// managers of its spec. As plain fields instead of an ObjectMeta with label
+// and annotation maps it costs a fraction of a PartialObjectMetadata per
+// object.
+type watchedMeta struct {
+	Name, Namespace, ResourceVersion string
+	UID                              types.UID
+	Generation                       int64
+	DomainID, Tenant, Host           string
+	Managers                         []string
 }
 
-// slimMetadata keeps identity, generation, the domain-id and tenant labels,
-// the domain-host annotation and, in place of the managed fields, the names
-// of the other managers of the spec.
-// client-go may hand it an object it slimmed already (the informer's
-// initial list goes through it twice), so it keeps what it computed then.
+// GetObjectMeta is how the informer's store reads the key and
+// resourceVersion (meta.Accessor); the ObjectMeta is built on each call
+// so that the cache does not keep one per object.
+func (m *watchedMeta) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID,
+		ResourceVersion: m.ResourceVersion, Generation: m.Generation}
+}
+
+func (m *watchedMeta) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+func (m *watchedMeta) DeepCopyObject() runtime.Object {
+	out := *m
+	out.Managers = slices.Clone(m.Managers)
+	return &out
+}
+
+// slimMetadata turns an object's metadata from the API server into the
+// watchedMeta the cache keeps. client-go may hand it an object it slimmed
+// already (the informer's initial list goes through it twice), which it
+// keeps as is.
 func slimMetadata(obj any) (any, error) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return obj, nil
 	}
-	others := otherSpecManagers(m.ManagedFields)
-	if len(m.ManagedFields) == 0 {
-		others = specManagers(m)
-	}
-	slim := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
-		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion, Generation: m.Generation,
-	}}
-	for _, l := range []string{LabelDomainID, LabelTenant} {
-		if v := m.Labels[l]; v != "" {
-			if slim.Labels == nil {
-				slim.Labels = map[string]string{}
-			}
-			slim.Labels[l] = v
-		}
-	}
-	if host := m.Annotations[AnnotationDomainHost]; host != "" {
-		slim.Annotations = map[string]string{AnnotationDomainHost: host}
-	}
-	if len(others) > 0 {
-		if slim.Annotations == nil {
-			slim.Annotations = map[string]string{}
-		}
-		slim.Annotations[specManagersKey] = strings.Join(others, ",")
-	}
-	return slim, nil
+	return &watchedMeta{
+		Name:            m.Name,
+		Namespace:       unique.Make(m.Namespace).Value(),
+		ResourceVersion: m.ResourceVersion,
+		UID:             m.UID,
+		Generation:      m.Generation,
+		DomainID:        m.Labels[LabelDomainID],
+		Tenant:          unique.Make(m.Labels[LabelTenant]).Value(),
+		Host:            m.Annotations[AnnotationDomainHost],
+		Managers:        otherSpecManagers(m.ManagedFields),
+	}, nil
 }
 
 // otherSpecManagers names the field managers other than this worker that

@@ -63,10 +63,13 @@ func TestSlimMetadataIsIdempotent(t *testing.T) {
 	twice, err := slimMetadata(once)
 	require.NoError(t, err)
 	require.Equal(t, once, twice, "the informer's initial list runs the transform on slimmed objects")
-	require.Equal(t, []string{"kubectl-edit"}, specManagers(twice.(*metav1.PartialObjectMetadata)))
-	require.Empty(t, twice.(*metav1.PartialObjectMetadata).ManagedFields)
-	require.Equal(t, map[string]string{LabelDomainID: "d1", LabelTenant: "t1"}, twice.(*metav1.PartialObjectMetadata).Labels)
+	slim, ok := twice.(*watchedMeta)
+	require.True(t, ok, "the cache holds the compact form, not the PartialObjectMetadata")
+	require.Equal(t, []string{"kubectl-edit"}, slim.Managers)
+	require.Equal(t, &metav1.ObjectMeta{Name: "portal-domain-gw-abc1234", Namespace: "istio-system", UID: "u1", Generation: 2},
+		slim.GetObjectMeta(), "the store reads the identity through meta.Accessor")
 	require.Equal(t, HandChange{Kind: "Gateway", Namespace: "istio-system", Name: "portal-domain-gw-abc1234", DomainID: "d1",
 		Tenant: "t1", Host: "portal.acme.com", Change: ChangeEdited, Revision: "u1/2", Managers: []string{"kubectl-edit"}},
-		handChange("Gateway", twice.(*metav1.PartialObjectMetadata), ChangeEdited))
+		handChange("Gateway", slim, ChangeEdited))
+	require.Equal(t, slim, slim.DeepCopyObject(), "the store's copies keep every field")
 }

@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 )
@@ -40,42 +45,38 @@ func (c *Client) WatchCertificates(ctx context.Context, onChange func(domainID s
 		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = tomb.Obj
 		}
-		u, ok := obj.(*unstructured.Unstructured)
-		if !ok {
-			return
-		}
-		id := u.GetLabels()[LabelDomainID]
-		if id == "" {
+		w, ok := obj.(*watchedCert)
+		if !ok || w.DomainID == "" {
 			return
 		}
 		if deleted {
-			onChange(id, CertStatus{})
+			onChange(w.DomainID, CertStatus{})
 			return
 		}
-		onChange(id, certStatusFrom(u))
+		onChange(w.DomainID, w.status())
 	}
 	// The informer caches every managed Certificate; keep only what the
-	// handlers read, or at 10,000 domains the cache (managed fields and
-	// all) dominates the worker's memory.
+	// handlers read, parsed, or at 100,000 domains the cache dominates the
+	// worker's memory.
 	if err := inf.Informer().SetTransform(slimCertificate); err != nil {
 		return fmt.Errorf("watch certificates: set transform: %w", err)
 	}
 	_, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { report(obj, false) },
 		UpdateFunc: func(oldObj, newObj any) {
-			o, ok1 := oldObj.(*unstructured.Unstructured)
-			n, ok2 := newObj.(*unstructured.Unstructured)
+			o, ok1 := oldObj.(*watchedCert)
+			n, ok2 := newObj.(*watchedCert)
 			if !ok1 || !ok2 {
 				report(newObj, false)
 				return
 			}
-			before, after := certStatusFrom(o), certStatusFrom(n)
+			before, after := o.Status, n.status()
 			if readyKey(before) == readyKey(after) {
 				return
 			}
 			after.Renewed = !before.NotAfter.IsZero() && !after.NotAfter.Equal(before.NotAfter)
-			if id := n.GetLabels()[LabelDomainID]; id != "" {
-				onChange(id, after)
+			if n.DomainID != "" {
+				onChange(n.DomainID, after)
 			}
 		},
 		DeleteFunc: func(obj any) { report(obj, true) },
@@ -103,32 +104,65 @@ func readyKey(s CertStatus) statusKey {
 	return statusKey{s.Ready, s.Reason, s.Message, s.ObservedGeneration, s.FailedIssuanceAttempts, s.NotAfter}
 }
 
-// slimCertificate keeps the fields certStatusFrom and the watch handlers
-// read: identity, the domain-id label, spec.secretName, spec.dnsNames and
-// the status.
+// watchedCert is what the WatchCertificates cache holds for a Certificate:
+// its identity and its status, parsed once. The same fields kept as an
+// unstructured object, or even beside a metav1.ObjectMeta, cost several
+// times as much, and the cache holds one per managed Certificate.
+type watchedCert struct {
+	Name, Namespace string
+	UID             types.UID
+	DomainID        string
+	// Status holds the resourceVersion and generation too.
+	Status CertStatus
+}
+
+// GetObjectMeta is how the informer's store reads the key and
+// resourceVersion (meta.Accessor); the ObjectMeta is built on each call
+// so that the cache does not keep one per Certificate.
+func (w *watchedCert) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Name: w.Name, Namespace: w.Namespace, UID: w.UID,
+		ResourceVersion: w.Status.ResourceVersion, Generation: w.Status.Generation}
+}
+
+// status is a copy of the cached status that the caller may change.
+func (w *watchedCert) status() CertStatus {
+	s := w.Status
+	s.DNSNames = slices.Clone(s.DNSNames)
+	return s
+}
+
+func (w *watchedCert) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+func (w *watchedCert) DeepCopyObject() runtime.Object {
+	out := *w
+	out.Status.DNSNames = slices.Clone(w.Status.DNSNames)
+	return &out
+}
+
+// slimCertificate turns a Certificate from the API server into the
+// watchedCert the cache keeps. client-go may hand it an object it slimmed
+// already (the initial list goes through it twice), which it keeps as is.
 func slimCertificate(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		return obj, nil
 	}
-	slim := &unstructured.Unstructured{Object: map[string]any{"apiVersion": u.GetAPIVersion(), "kind": u.GetKind()}}
-	slim.SetNamespace(u.GetNamespace())
-	slim.SetName(u.GetName())
-	slim.SetUID(u.GetUID())
-	slim.SetResourceVersion(u.GetResourceVersion())
-	slim.SetGeneration(u.GetGeneration())
-	if id := u.GetLabels()[LabelDomainID]; id != "" {
-		slim.SetLabels(map[string]string{LabelDomainID: id})
+	s := certStatusFrom(u)
+	// Every Certificate in a namespace, and most in the same state, repeat
+	// these strings; one copy of each is shared instead.
+	s.Ready = Ready(unique.Make(string(s.Ready)).Value())
+	s.Reason = unique.Make(s.Reason).Value()
+	s.Message = unique.Make(s.Message).Value()
+	s.IssuingFailure = unique.Make(s.IssuingFailure).Value()
+	name := u.GetName()
+	if s.SecretName == name {
+		s.SecretName = name // the rendered Secret is named after its Certificate: one copy
 	}
-	spec := map[string]any{}
-	for _, field := range []string{"secretName", "dnsNames"} {
-		if v, found, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", field); found {
-			spec[field] = v
-		}
-	}
-	slim.Object["spec"] = spec
-	if status, found := u.Object["status"]; found {
-		slim.Object["status"] = status
-	}
-	return slim, nil
+	return &watchedCert{
+		Name:      name,
+		Namespace: unique.Make(u.GetNamespace()).Value(),
+		UID:       u.GetUID(),
+		DomainID:  u.GetLabels()[LabelDomainID],
+		Status:    s,
+	}, nil
 }

@@ -4,7 +4,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/cache"
 )
 
 func TestSlimCertificateKeepsWhatTheWatchReads(t *testing.T) {
@@ -28,11 +30,27 @@ func TestSlimCertificateKeepsWhatTheWatchReads(t *testing.T) {
 	}}
 	out, err := slimCertificate(cert)
 	require.NoError(t, err)
-	slim := out.(*unstructured.Unstructured)
-	require.Equal(t, certStatusFrom(cert), certStatusFrom(slim))
-	require.Equal(t, "d1", slim.GetLabels()[LabelDomainID])
-	require.Empty(t, slim.GetManagedFields())
-	require.Empty(t, slim.GetAnnotations())
-	_, hasIssuer, _ := unstructured.NestedMap(slim.Object, "spec", "issuerRef")
-	require.False(t, hasIssuer)
+	slim, ok := out.(*watchedCert)
+	require.True(t, ok, "the cache holds the compact form, not %T", out)
+	require.Equal(t, certStatusFrom(cert), slim.Status)
+	require.Equal(t, "d1", slim.DomainID)
+	require.Equal(t, &watchedCert{Name: "portal-domain-abc1234", Namespace: "msp", UID: "u1", DomainID: "d1", Status: certStatusFrom(cert)}, slim,
+		"identity and status only: no labels, annotations, managed fields or other spec")
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(slim)
+	require.NoError(t, err)
+	require.Equal(t, "msp/portal-domain-abc1234", key, "the store keys the compact form as it keyed the Certificate")
+	m, err := meta.Accessor(slim)
+	require.NoError(t, err)
+	require.Equal(t, "42", m.GetResourceVersion())
+	require.Equal(t, int64(3), m.GetGeneration())
+	twice, err := slimCertificate(slim)
+	require.NoError(t, err)
+	require.Same(t, slim, twice, "the informer's initial list runs the transform on slimmed objects")
+	cp := slim.DeepCopyObject().(*watchedCert)
+	require.Equal(t, slim, cp, "the store's copies keep every field")
+	cp.Status.DNSNames[0] = "changed"
+	require.Equal(t, []string{"portal.acme.com"}, slim.Status.DNSNames, "a copy shares no slice with the cached object")
+	st := slim.status()
+	st.DNSNames[0] = "changed"
+	require.Equal(t, []string{"portal.acme.com"}, slim.Status.DNSNames, "what the handlers get shares no slice with the cache")
 }
