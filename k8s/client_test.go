@@ -54,6 +54,17 @@ type bundle struct {
 	names  k8s.Names
 }
 
+// setupLogged is setup on a client whose every request goes into the
+// returned log.
+func setupLogged(t *testing.T) (*bundle, *requestLog) {
+	t.Helper()
+	env := kubetest.Start(t)
+	log := &requestLog{}
+	restCfg := rest.CopyConfig(env.Config)
+	restCfg.WrapTransport = log.wrap
+	return setupOn(t, env, restCfg), log
+}
+
 func setupOn(t *testing.T, env *kubetest.Env, restCfg *rest.Config) *bundle {
 	t.Helper()
 	cfg := k8s.Config{
@@ -607,11 +618,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // still seen as deleted.
 func TestCertificateReadsUseTheWatch(t *testing.T) {
 	t.Parallel()
-	env := kubetest.Start(t)
-	var log requestLog
-	restCfg := rest.CopyConfig(env.Config)
-	restCfg.WrapTransport = log.wrap
-	b := setupOn(t, env, restCfg)
+	b, log := setupLogged(t)
 	ctx := t.Context()
 
 	b.apply(t)
@@ -654,7 +661,7 @@ func TestCertificateReadsUseTheWatch(t *testing.T) {
 
 	// Deleted behind the cache's back: a cache miss is confirmed with a
 	// quorum read, never taken on trust.
-	require.NoError(t, env.Dynamic.Resource(k8s.GatewayGVR).Namespace(b.cfg.GatewayNamespace).
+	require.NoError(t, b.env.Dynamic.Resource(k8s.GatewayGVR).Namespace(b.cfg.GatewayNamespace).
 		Delete(ctx, b.names.Gateway, metav1.DeleteOptions{}))
 	require.Eventually(t, func() bool {
 		st, err := b.client.GetCertificateStatus(ctx, b.cfg.CertNamespace, b.names.Certificate)
@@ -782,11 +789,7 @@ func TestOwnership(t *testing.T) {
 // deletes from it.
 func TestWatchCertificatesCachesCompactCertificates(t *testing.T) {
 	t.Parallel()
-	env := kubetest.Start(t)
-	var log requestLog
-	restCfg := rest.CopyConfig(env.Config)
-	restCfg.WrapTransport = log.wrap
-	b := setupOn(t, env, restCfg)
+	b, log := setupLogged(t)
 	ctx := t.Context()
 
 	b.apply(t)
