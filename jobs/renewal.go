@@ -95,10 +95,7 @@ func decideRenewalAlert(cert *Certificate, row *domain.Record, open *Alert, caaI
 		b.WriteString(" " + CAFailureMessage(*row, caaIdentity, *c.CAFailure))
 	}
 	if c.FailedIssuanceAttempts > 0 {
-		fmt.Fprintf(&b, " %d failed issuance attempts", c.FailedIssuanceAttempts)
-		if !c.LastFailureTime.IsZero() {
-			fmt.Fprintf(&b, ", the last at %s", c.LastFailureTime.UTC().Format(time.RFC3339))
-		}
+		writeFailedAttempts(&b, c)
 		b.WriteString("; cert-manager retries after 1h, 2h, 4h….")
 	}
 	fmt.Fprintf(&b, " The domain stays active and serves its current certificate%s.", validUntil(c))
@@ -149,10 +146,7 @@ func decideExpiryAlert(cert *Certificate, row *domain.Record, open *Alert, now t
 	}
 	b.WriteString(".")
 	if c.FailedIssuanceAttempts > 0 {
-		fmt.Fprintf(&b, " %d failed issuance attempts", c.FailedIssuanceAttempts)
-		if !c.LastFailureTime.IsZero() {
-			fmt.Fprintf(&b, ", the last at %s", c.LastFailureTime.UTC().Format(time.RFC3339))
-		}
+		writeFailedAttempts(&b, c)
 		b.WriteString(".")
 	}
 	reason := "Expiring"

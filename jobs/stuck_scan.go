@@ -389,13 +389,20 @@ func certificateAlertMessage(c Certificate, host string, since, now time.Time) s
 	}
 	b.WriteString(".")
 	if c.FailedIssuanceAttempts > 0 {
-		fmt.Fprintf(&b, " %d failed issuance attempts", c.FailedIssuanceAttempts)
-		if !c.LastFailureTime.IsZero() {
-			fmt.Fprintf(&b, ", the last at %s", c.LastFailureTime.UTC().Format(time.RFC3339))
-		}
+		writeFailedAttempts(&b, c)
 		b.WriteString("; cert-manager retries after 1h, 2h, 4h…")
 	}
 	return b.String()
+}
+
+// writeFailedAttempts writes " N failed issuance attempts" and, when known,
+// when the last one was, for the alert messages that cite cert-manager's
+// count.
+func writeFailedAttempts(b *strings.Builder, c Certificate) {
+	fmt.Fprintf(b, " %d failed issuance attempts", c.FailedIssuanceAttempts)
+	if !c.LastFailureTime.IsZero() {
+		fmt.Fprintf(b, ", the last at %s", c.LastFailureTime.UTC().Format(time.RFC3339))
+	}
 }
 
 // roughDuration prints a duration to the minute: "2h5m", "45m", "50h".
