@@ -366,14 +366,20 @@ func (w *Worker) watchCertificates(ctx context.Context) {
 			}
 			w.wakeStageJob(ctx, domainID, st.IsReady(), 0)
 		})
-		if ctx.Err() != nil {
-			return
-		}
-		w.logger.Warn("certificate watch ended; restarting", "error", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(2 * time.Second):
-		}
+		w.pauseBeforeRestart(ctx, "certificate watch", err)
+	}
+}
+
+// pauseBeforeRestart logs that a watch ended and waits 2 s before the
+// caller's loop starts it again, or until ctx is done (then quietly).
+func (w *Worker) pauseBeforeRestart(ctx context.Context, watch string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	w.logger.Warn(watch+" ended; restarting", "error", err)
+	select {
+	case <-ctx.Done():
+	case <-time.After(2 * time.Second):
 	}
 }
 
@@ -403,14 +409,7 @@ func (w *Worker) watchHandChanges(ctx context.Context) {
 					"namespace", c.Namespace, "name", c.Name, "change", c.Change, "changed_by", c.Managers)
 			}
 		})
-		if ctx.Err() != nil {
-			return
-		}
-		w.logger.Warn("watch of hand changes ended; restarting", "error", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(2 * time.Second):
-		}
+		w.pauseBeforeRestart(ctx, "watch of hand changes", err)
 	}
 }
 
