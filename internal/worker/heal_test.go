@@ -112,14 +112,19 @@ func TestHandChangesAreHealed(t *testing.T) {
 		kind := wantObj.GetKind()
 		res := b.kube.Dynamic.Resource(gvrOf(t, wantObj)).Namespace(wantObj.GetNamespace())
 
-		t.Run(kind+" edited by hand is applied again", func(t *testing.T) {
+		// editByHand edits the object as kubectl edit would and waits for
+		// the heal's history row.
+		editByHand := func(t *testing.T) healEvent {
 			obj, err := res.Get(b.ctx, wantObj.GetName(), metav1.GetOptions{})
 			require.NoError(t, err)
 			edits[kind](obj)
 			_, err = res.Update(b.ctx, obj, metav1.UpdateOptions{FieldManager: "kubectl-edit"})
 			require.NoError(t, err)
+			return waitHealed(t, wantObj, "")
+		}
 
-			ev := waitHealed(t, wantObj, "")
+		t.Run(kind+" edited by hand is applied again", func(t *testing.T) {
+			ev := editByHand(t)
 			require.Len(t, ev.Objects, 1)
 			require.Equal(t, kind, ev.Objects[0].Kind)
 			require.Equal(t, wantObj.GetName(), ev.Objects[0].Name)
@@ -147,12 +152,7 @@ func TestHandChangesAreHealed(t *testing.T) {
 		t.Run(kind+" re-created and edited again is applied again", func(t *testing.T) {
 			// The re-created object counts its generations from 1 again:
 			// its edit is a change of its own, not the first one's.
-			obj, err := res.Get(b.ctx, wantObj.GetName(), metav1.GetOptions{})
-			require.NoError(t, err)
-			edits[kind](obj)
-			_, err = res.Update(b.ctx, obj, metav1.UpdateOptions{FieldManager: "kubectl-edit"})
-			require.NoError(t, err)
-			ev := waitHealed(t, wantObj, "")
+			ev := editByHand(t)
 			require.Equal(t, jobs.ChangeEdited, ev.Objects[0].Change)
 		})
 	}
