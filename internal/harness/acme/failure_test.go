@@ -36,15 +36,6 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 
 	env := s.startWorker(t, map[string]string{"PORTAL_DOMAIN_STUCK_AFTER": "25s"})
 	rec := s.register(t, tenantID, "portal.fail.test")
-	eventually := func(what string, timeout time.Duration, cond func() (bool, string)) {
-		t.Helper()
-		s.eventually(t, what, timeout, cond)
-	}
-	domainState := func() domain.Record {
-		r, err := db.GetDomain(ctx, database.Pool, rec.ID)
-		require.NoError(t, err)
-		return r
-	}
 	certStatus := func() map[string]any {
 		c, err := dyn.Resource(k8s.CertificateGVR).Namespace("msp").Get(ctx, "portal-domain-f00dcaf", metav1.GetOptions{})
 		if err != nil {
@@ -54,12 +45,12 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 		return st
 	}
 
-	eventually("cert-manager's failure shown to the tenant", 2*time.Minute, func() (bool, string) {
-		r := domainState()
+	s.eventually(t, "cert-manager's failure shown to the tenant", 2*time.Minute, func() (bool, string) {
+		r := s.record(t, rec.ID)
 		return r.Status == domain.StatusCertificateIssuing && strings.Contains(r.StatusMessage, "failed issuance attempt"),
 			fmt.Sprintf("%s: %s", r.Status, r.StatusMessage)
 	})
-	r := domainState()
+	r := s.record(t, rec.ID)
 	t.Logf("status_message: %s", r.StatusMessage)
 	// Not cert-manager's `order is in "invalid" state`, but the CA's own reason, read from the
 	// Challenge, in words the tenant can act on.
@@ -69,7 +60,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	require.NotContains(t, r.StatusMessage, `order is in "invalid" state`)
 
 	var alert db.Alert
-	eventually("one open alert with the Certificate's failure counts", time.Minute, func() (bool, string) {
+	s.eventually(t, "one open alert with the Certificate's failure counts", time.Minute, func() (bool, string) {
 		alerts, err := db.ListAlerts(ctx, database.Pool, true)
 		require.NoError(t, err)
 		var mine []db.Alert
@@ -106,7 +97,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 		return stdout.String(), cli.ExitCode(err, &stderr)
 	}
 	var failing cli.DoctorReport
-	eventually("doctor --json shows the failed issuance with the CA's reason and the alert", time.Minute, func() (bool, string) {
+	s.eventually(t, "doctor --json shows the failed issuance with the CA's reason and the alert", time.Minute, func() (bool, string) {
 		out, code := doctor("portal.fail.test", "--json")
 		require.Equal(t, 1, code, "doctor fails while something needs fixing: %s", out)
 		failing = cli.DoctorReport{}
@@ -142,7 +133,7 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	require.Contains(t, failing.Next, "Check that portal.fail.test's CNAME points to f00dcaf.portal.test")
 
 	var text string
-	eventually("doctor prints the same, section by section", time.Minute, func() (bool, string) {
+	s.eventually(t, "doctor prints the same, section by section", time.Minute, func() (bool, string) {
 		var code int
 		text, code = doctor("portal.fail.test")
 		require.Equal(t, 1, code, text)
@@ -162,11 +153,11 @@ func TestFailedIssuanceAlertsAndRecovers(t *testing.T) {
 	// The fix: the name now resolves to the gateway for the CA too. cert-manager tries again
 	// after its backoff, on its own.
 	require.NoError(t, pebbleDNS.Set("f00dcaf.portal.test. 1 IN A "+ip))
-	eventually("active after cert-manager's retry", 2*time.Minute, func() (bool, string) {
-		r := domainState()
+	s.eventually(t, "active after cert-manager's retry", 2*time.Minute, func() (bool, string) {
+		r := s.record(t, rec.ID)
 		return r.Status == domain.StatusActive, fmt.Sprintf("%s: %s", r.Status, r.StatusMessage)
 	})
-	eventually("the alert resolved", time.Minute, func() (bool, string) {
+	s.eventually(t, "the alert resolved", time.Minute, func() (bool, string) {
 		alerts, err := db.ListAlerts(ctx, database.Pool, true)
 		require.NoError(t, err)
 		for _, al := range alerts {

@@ -161,6 +161,14 @@ func (s *issuanceStack) register(t *testing.T, tenantID, host string) domain.Rec
 
 // eventually polls what the system shows until cond holds; a timeout ends the test with
 // the last state seen and the end of cert-manager's log.
+// record reads the domain's row.
+func (s *issuanceStack) record(t *testing.T, id string) domain.Record {
+	t.Helper()
+	r, err := db.GetDomain(t.Context(), s.database.Pool, id)
+	require.NoError(t, err)
+	return r
+}
+
 func (s *issuanceStack) eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

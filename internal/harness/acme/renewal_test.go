@@ -47,15 +47,6 @@ func TestRenewalWatched(t *testing.T) {
 
 	s.startWorker(t, map[string]string{"PORTAL_DOMAIN_EXPIRY_WARN": renewalExpiryWarn})
 	rec := s.register(t, tenantID, host)
-	eventually := func(what string, timeout time.Duration, cond func() (bool, string)) {
-		t.Helper()
-		s.eventually(t, what, timeout, cond)
-	}
-	domainState := func() domain.Record {
-		r, err := db.GetDomain(ctx, database.Pool, rec.ID)
-		require.NoError(t, err)
-		return r
-	}
 	// secretCert is the certificate cert-manager last wrote to the domain's Secret.
 	secretCert := func() *x509.Certificate {
 		sec, err := kube.CoreV1().Secrets("istio-system").Get(ctx, "portal-domain-5eed000", metav1.GetOptions{})
@@ -90,8 +81,8 @@ func TestRenewalWatched(t *testing.T) {
 		return out
 	}
 
-	eventually("active", 2*time.Minute, func() (bool, string) {
-		r := domainState()
+	s.eventually(t, "active", 2*time.Minute, func() (bool, string) {
+		r := s.record(t, rec.ID)
 		return r.Status == domain.StatusActive, fmt.Sprintf("%s: %s", r.Status, r.StatusMessage)
 	})
 	first := secretCert()
@@ -103,7 +94,7 @@ func TestRenewalWatched(t *testing.T) {
 	current := first
 	for i := 1; i <= renewalsToWatch; i++ {
 		prev := current
-		eventually(fmt.Sprintf("renewal %d served", i), 2*renewalValidity, func() (bool, string) {
+		s.eventually(t, fmt.Sprintf("renewal %d served", i), 2*renewalValidity, func() (bool, string) {
 			current = secretCert()
 			if current.SerialNumber.Cmp(prev.SerialNumber) == 0 {
 				return false, "the Secret still holds " + prev.SerialNumber.String()
@@ -113,7 +104,7 @@ func TestRenewalWatched(t *testing.T) {
 		})
 		require.True(t, current.NotAfter.After(prev.NotAfter))
 		t.Logf("renewal %d: %s, valid %s to %s", i, current.SerialNumber, current.NotBefore.Format(time.TimeOnly), current.NotAfter.Format(time.TimeOnly))
-		require.Equal(t, domain.StatusActive, domainState().Status)
+		require.Equal(t, domain.StatusActive, s.record(t, rec.ID).Status)
 	}
 	require.Empty(t, alertsOf(jobs.AlertCertificateRenewalFailed), "no renewal failed")
 
@@ -122,7 +113,7 @@ func TestRenewalWatched(t *testing.T) {
 	require.NoError(t, pebbleDNS.Set("5eed000.portal.test. 1 IN A "+elsewhere))
 	broken := current
 	var failed db.Alert
-	eventually("a certificate_renewal_failed alert with cert-manager's reason", 2*renewalValidity, func() (bool, string) {
+	s.eventually(t, "a certificate_renewal_failed alert with cert-manager's reason", 2*renewalValidity, func() (bool, string) {
 		got := alertsOf(jobs.AlertCertificateRenewalFailed)
 		if len(got) == 0 {
 			return false, "no alert"
@@ -140,25 +131,25 @@ func TestRenewalWatched(t *testing.T) {
 	require.GreaterOrEqual(t, failed.FailedIssuanceAttempts, 1)
 	require.NotNil(t, failed.LastFailureTime)
 	require.Nil(t, failed.ResolvedAt)
-	eventually("a certificate_expiring alert as the certificate nears its end", renewalValidity, func() (bool, string) {
+	s.eventually(t, "a certificate_expiring alert as the certificate nears its end", renewalValidity, func() (bool, string) {
 		return len(alertsOf(jobs.AlertCertificateExpiring)) == 1, "no alert"
 	})
 	expiring := alertsOf(jobs.AlertCertificateExpiring)[0]
 	t.Logf("alert: %s: %s", expiring.Reason, expiring.Message)
 	require.Contains(t, expiring.Message, broken.NotAfter.UTC().Format(time.RFC3339))
-	r := domainState()
+	r := s.record(t, rec.ID)
 	require.Equal(t, domain.StatusActive, r.Status, "the domain stays active while renewal fails")
 	require.Equal(t, broken.SerialNumber, served().SerialNumber, "and serves its current certificate")
 
 	// The fix: cert-manager's next retry (after its backoff) renews, and both alerts resolve.
 	require.NoError(t, pebbleDNS.Set("5eed000.portal.test. 1 IN A "+ip))
-	eventually("renewed after the fix, and served", 2*time.Minute, func() (bool, string) {
+	s.eventually(t, "renewed after the fix, and served", 2*time.Minute, func() (bool, string) {
 		current = secretCert()
 		return current.SerialNumber.Cmp(broken.SerialNumber) != 0 && served().SerialNumber.Cmp(current.SerialNumber) == 0,
 			"still " + broken.SerialNumber.String()
 	})
 	for _, kind := range []string{jobs.AlertCertificateRenewalFailed, jobs.AlertCertificateExpiring} {
-		eventually(kind+" resolved", time.Minute, func() (bool, string) {
+		s.eventually(t, kind+" resolved", time.Minute, func() (bool, string) {
 			got := alertsOf(kind)
 			require.Len(t, got, 1, "no second alert")
 			return got[0].ResolvedAt != nil, fmt.Sprintf("%+v", got[0])
@@ -180,5 +171,5 @@ func TestRenewalWatched(t *testing.T) {
 	for _, s := range after {
 		require.Equal(t, domain.StatusActive, s, "the domain left active during renewals: %v", after)
 	}
-	require.Equal(t, domain.StatusActive, domainState().Status)
+	require.Equal(t, domain.StatusActive, s.record(t, rec.ID).Status)
 }
